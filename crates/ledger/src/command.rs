@@ -1,0 +1,227 @@
+//! What can be proposed through Raft, and what applying it answers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A certificate serial number as the big-endian bytes of a positive integer,
+/// exactly as it appears in the certificate (no leading zero padding beyond
+/// what DER needs). Kept as bytes so the ledger never depends on a bignum type.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Serial(pub Vec<u8>);
+
+impl fmt::Debug for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Serial({})", hex::encode(&self.0))
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(&self.0))
+    }
+}
+
+/// RFC 5280 section 5.3.1 reason codes (value 7 is unused by the RFC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RevocationReason {
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    CertificateHold,
+    RemoveFromCrl,
+    PrivilegeWithdrawn,
+    AaCompromise,
+}
+
+impl RevocationReason {
+    /// The CRLReason code that goes on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Unspecified => 0,
+            Self::KeyCompromise => 1,
+            Self::CaCompromise => 2,
+            Self::AffiliationChanged => 3,
+            Self::Superseded => 4,
+            Self::CessationOfOperation => 5,
+            Self::CertificateHold => 6,
+            Self::RemoveFromCrl => 8,
+            Self::PrivilegeWithdrawn => 9,
+            Self::AaCompromise => 10,
+        }
+    }
+}
+
+/// The compact record of one issued certificate. The full DER is not kept
+/// here: short-lived fleets mint millions of certificates and the replicated
+/// state must track what is live, not carry every byte ever signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuanceRecord {
+    pub issuer: String,
+    pub serial: Serial,
+    /// The lease sequence number the serial was built from. The ledger
+    /// checks it lies in a lease granted to `node_id`, which is what makes
+    /// serials unique by construction rather than by luck.
+    pub sequence: u64,
+    pub node_id: u64,
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+    pub subject_digest: [u8; 32],
+    pub spki_hash: [u8; 32],
+    pub profile: String,
+    pub namespace: String,
+    pub requester: String,
+}
+
+/// The state-changing operations. Time never comes from a clock inside the
+/// ledger: it arrives in [`Proposal::at_ms`] or in the command itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Records the placement labels of a node, so policy and clients can
+    /// reason about regions and zones from replicated state.
+    SetNodeLabels {
+        node_id: u64,
+        region: String,
+        zone: String,
+    },
+    /// Grants `node_id` the next `block` sequence numbers of `issuer`, usable
+    /// until `expires_at_ms`.
+    GrantSerialLease {
+        node_id: u64,
+        issuer: String,
+        block: u64,
+        expires_at_ms: u64,
+    },
+    /// Records an issued certificate.
+    RecordIssuance(IssuanceRecord),
+    /// Revokes one certificate.
+    Revoke {
+        issuer: String,
+        serial: Serial,
+        reason: RevocationReason,
+        revoked_at_ms: u64,
+    },
+    /// Takes the next CRL number of an issuer (RFC 5280 requires them to be
+    /// monotonically increasing, across every node that signs CRLs).
+    NextCrlNumber { issuer: String },
+    /// Drops records and revocations of certificates that expired before
+    /// `before_ms`; an expired certificate needs neither a CRL entry nor a
+    /// duplicate check, because its serial can never be reused (leases only
+    /// move forward).
+    PruneExpired { before_ms: u64 },
+    /// An opaque no-op, used by benchmarks and liveness probes to measure the
+    /// replication path without state-machine cost.
+    Noop { payload: Vec<u8> },
+}
+
+/// One entry of the replicated log: a command plus the proposer's wall
+/// time and optional idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Wall-clock time at the proposer, in Unix milliseconds. Used only for
+    /// expiring idempotency keys and leases, never compared across nodes for
+    /// ordering.
+    pub at_ms: u64,
+    /// A retried proposal with the same key returns the first outcome
+    /// instead of applying twice.
+    pub idempotency_key: Option<String>,
+    pub command: Command,
+}
+
+impl Proposal {
+    pub fn new(at_ms: u64, command: Command) -> Self {
+        Self {
+            at_ms,
+            idempotency_key: None,
+            command,
+        }
+    }
+
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match &self.command {
+            Command::SetNodeLabels { .. } => "set-node-labels",
+            Command::GrantSerialLease { .. } => "grant-serial-lease",
+            Command::RecordIssuance(_) => "record-issuance",
+            Command::Revoke { .. } => "revoke",
+            Command::NextCrlNumber { .. } => "next-crl-number",
+            Command::PruneExpired { .. } => "prune-expired",
+            Command::Noop { .. } => "noop",
+        };
+        write!(f, "{name}@{}", self.at_ms)?;
+        if let Some(k) = &self.idempotency_key {
+            write!(f, " key={k}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A block of sequence numbers granted to one node for one issuer:
+/// `start..end`, usable until `expires_at_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialLease {
+    pub issuer: String,
+    pub node_id: u64,
+    pub start: u64,
+    pub end: u64,
+    pub expires_at_ms: u64,
+}
+
+impl SerialLease {
+    pub fn contains(&self, sequence: u64) -> bool {
+        (self.start..self.end).contains(&sequence)
+    }
+}
+
+/// What applying a proposal answered. Rejections are outcomes, not errors:
+/// they are replicated and deterministic like any other result, and every
+/// node must reach the same one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    LabelsSet,
+    LeaseGranted(SerialLease),
+    IssuanceRecorded { issuer: String, serial: Serial },
+    Revoked {
+        issuer: String,
+        serial: Serial,
+        revoked_at_ms: u64,
+    },
+    CrlNumber { issuer: String, number: u64 },
+    Pruned { records: u64, revocations: u64 },
+    Noop,
+    Rejected(Rejection),
+}
+
+/// Why a proposal changed nothing. Each says what the proposer must fix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("serial {serial} of issuer {issuer} is already recorded; serials are never reused")]
+    DuplicateSerial { issuer: String, serial: Serial },
+    #[error("sequence {sequence} of issuer {issuer} is not in any lease granted to node {node_id}; take a new serial lease")]
+    SequenceNotLeased {
+        issuer: String,
+        node_id: u64,
+        sequence: u64,
+    },
+    #[error("certificate {serial} of issuer {issuer} is not in the ledger (unknown or already expired)")]
+    UnknownCertificate { issuer: String, serial: Serial },
+    #[error("certificate {serial} of issuer {issuer} was already revoked at {revoked_at_ms} ms")]
+    AlreadyRevoked {
+        issuer: String,
+        serial: Serial,
+        revoked_at_ms: u64,
+    },
+    #[error("idempotency key {key:?} was already used for a different request; use a fresh key per request")]
+    IdempotencyKeyConflict { key: String },
+    #[error("invalid command: {reason}")]
+    Invalid { reason: String },
+}

@@ -1,0 +1,374 @@
+//! The replicated state and the one function that changes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ring::digest::{Context, SHA256};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{
+    Command, IssuanceRecord, Outcome, Proposal, Rejection, RevocationReason, Serial, SerialLease,
+};
+
+/// How long an idempotency key is remembered after first use. Long enough
+/// for any client retry loop; short enough that the map tracks recent
+/// traffic, not history.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Largest serial lease block; bounds how many sequence numbers one proposal
+/// can burn.
+pub const MAX_LEASE_BLOCK: u64 = 1 << 24;
+
+/// Node placement labels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLabels {
+    pub region: String,
+    pub zone: String,
+}
+
+/// A recorded revocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub reason: RevocationReason,
+    pub revoked_at_ms: u64,
+    /// Kept so the entry can leave CRLs once the certificate has expired.
+    pub not_after_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Remembered {
+    digest: [u8; 32],
+    outcome: Outcome,
+    at_ms: u64,
+}
+
+type CertKey = (String, Serial);
+
+/// Everything the cluster agrees on. Only ordered collections: the state is
+/// serialised for hashing and snapshots, so iteration order must not depend
+/// on a hasher seed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    nodes: BTreeMap<u64, NodeLabels>,
+    /// Next unleased sequence number per issuer. Only ever grows, so two
+    /// leases of one issuer never overlap.
+    next_sequence: BTreeMap<String, u64>,
+    /// Leases per (issuer, node). Old leases stay until their range is no
+    /// longer referenced: a record may commit after its lease expired if
+    /// signing started before.
+    leases: BTreeMap<(String, u64), Vec<SerialLease>>,
+    records: BTreeMap<CertKey, IssuanceRecord>,
+    /// (not_after, issuer, serial), so pruning expired records never scans.
+    expiry_index: BTreeSet<(u64, String, Serial)>,
+    revocations: BTreeMap<CertKey, Revocation>,
+    crl_numbers: BTreeMap<String, u64>,
+    idempotency: BTreeMap<String, Remembered>,
+    idempotency_expiry: BTreeSet<(u64, String)>,
+    /// Head of the audit hash chain: SHA-256(previous head || proposal).
+    audit_head: [u8; 32],
+    audit_len: u64,
+}
+
+impl State {
+    pub fn node_labels(&self) -> &BTreeMap<u64, NodeLabels> {
+        &self.nodes
+    }
+
+    pub fn record(&self, issuer: &str, serial: &Serial) -> Option<&IssuanceRecord> {
+        self.records.get(&(issuer.to_string(), serial.clone()))
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &IssuanceRecord> {
+        self.records.values()
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn revocation(&self, issuer: &str, serial: &Serial) -> Option<&Revocation> {
+        self.revocations.get(&(issuer.to_string(), serial.clone()))
+    }
+
+    pub fn revocations(&self) -> impl Iterator<Item = (&str, &Serial, &Revocation)> {
+        self.revocations
+            .iter()
+            .map(|((i, s), r)| (i.as_str(), s, r))
+    }
+
+    pub fn crl_number(&self, issuer: &str) -> u64 {
+        self.crl_numbers.get(issuer).copied().unwrap_or(0)
+    }
+
+    pub fn leases_of(&self, issuer: &str, node_id: u64) -> &[SerialLease] {
+        self.leases
+            .get(&(issuer.to_string(), node_id))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    pub fn audit_head(&self) -> [u8; 32] {
+        self.audit_head
+    }
+
+    pub fn audit_len(&self) -> u64 {
+        self.audit_len
+    }
+
+    /// SHA-256 of the canonical encoding. Two nodes at the same applied
+    /// index must report the same hash; the chaos checker relies on it.
+    pub fn hash(&self) -> [u8; 32] {
+        let bytes = self.encode();
+        let d = ring::digest::digest(&SHA256, &bytes);
+        d.as_ref().try_into().expect("sha256 is 32 bytes")
+    }
+
+    /// Canonical binary encoding, used for snapshots and hashing.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("in-memory state always serialises")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        postcard::from_bytes(bytes).map_err(|e| DecodeError(e.to_string()))
+    }
+}
+
+/// A snapshot or log entry that does not decode as ledger state.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger state does not decode: {0}")]
+pub struct DecodeError(String);
+
+fn digest_of(p: &Proposal) -> [u8; 32] {
+    // The key itself is excluded: the digest says "same request", and the
+    // request is the command, not its label.
+    let bytes = postcard::to_stdvec(&p.command).expect("command serialises");
+    ring::digest::digest(&SHA256, &bytes)
+        .as_ref()
+        .try_into()
+        .expect("32 bytes")
+}
+
+/// Applies one proposal. Pure and deterministic: the same state and
+/// proposal always give the same new state and outcome on every node.
+pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
+    extend_audit_chain(state, proposal);
+    expire_idempotency_keys(state, proposal.at_ms);
+
+    let digest = proposal.idempotency_key.as_ref().map(|_| digest_of(proposal));
+    if let (Some(key), Some(digest)) = (&proposal.idempotency_key, digest) {
+        if let Some(seen) = state.idempotency.get(key) {
+            if seen.digest == digest {
+                return seen.outcome.clone();
+            }
+            return Outcome::Rejected(Rejection::IdempotencyKeyConflict { key: key.clone() });
+        }
+    }
+
+    let outcome = apply_command(state, &proposal.command);
+
+    if let (Some(key), Some(digest)) = (&proposal.idempotency_key, digest) {
+        state.idempotency.insert(
+            key.clone(),
+            Remembered {
+                digest,
+                outcome: outcome.clone(),
+                at_ms: proposal.at_ms,
+            },
+        );
+        state
+            .idempotency_expiry
+            .insert((proposal.at_ms, key.clone()));
+    }
+    outcome
+}
+
+fn extend_audit_chain(state: &mut State, proposal: &Proposal) {
+    let mut ctx = Context::new(&SHA256);
+    ctx.update(&state.audit_head);
+    ctx.update(&postcard::to_stdvec(proposal).expect("proposal serialises"));
+    state.audit_head = ctx.finish().as_ref().try_into().expect("32 bytes");
+    state.audit_len += 1;
+}
+
+fn expire_idempotency_keys(state: &mut State, now_ms: u64) {
+    let cutoff = now_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+    while let Some((at, key)) = state.idempotency_expiry.first().cloned() {
+        if at >= cutoff {
+            break;
+        }
+        state.idempotency_expiry.pop_first();
+        // Only drop the entry if it is still the one this expiry slot was for.
+        if state.idempotency.get(&key).is_some_and(|r| r.at_ms == at) {
+            state.idempotency.remove(&key);
+        }
+    }
+}
+
+fn apply_command(state: &mut State, command: &Command) -> Outcome {
+    match command {
+        Command::SetNodeLabels {
+            node_id,
+            region,
+            zone,
+        } => {
+            if region.is_empty() || zone.is_empty() {
+                return invalid("region and zone labels must not be empty");
+            }
+            state.nodes.insert(
+                *node_id,
+                NodeLabels {
+                    region: region.clone(),
+                    zone: zone.clone(),
+                },
+            );
+            Outcome::LabelsSet
+        }
+        Command::GrantSerialLease {
+            node_id,
+            issuer,
+            block,
+            expires_at_ms,
+        } => {
+            if *block == 0 || *block > MAX_LEASE_BLOCK {
+                return invalid(format!(
+                    "lease block must be between 1 and {MAX_LEASE_BLOCK}, got {block}"
+                ));
+            }
+            if issuer.is_empty() {
+                return invalid("issuer must not be empty");
+            }
+            let next = state.next_sequence.entry(issuer.clone()).or_insert(0);
+            let Some(end) = next.checked_add(*block) else {
+                return invalid(format!("sequence space of issuer {issuer} is exhausted"));
+            };
+            let lease = SerialLease {
+                issuer: issuer.clone(),
+                node_id: *node_id,
+                start: *next,
+                end,
+                expires_at_ms: *expires_at_ms,
+            };
+            *next = end;
+            state
+                .leases
+                .entry((issuer.clone(), *node_id))
+                .or_default()
+                .push(lease.clone());
+            Outcome::LeaseGranted(lease)
+        }
+        Command::RecordIssuance(record) => {
+            if record.serial.0.is_empty() || record.serial.0.len() > 20 {
+                return invalid("serial must be 1 to 20 bytes (RFC 5280 section 4.1.2.2)");
+            }
+            if record.not_after_ms <= record.not_before_ms {
+                return invalid("notAfter must be later than notBefore");
+            }
+            let leased = state
+                .leases
+                .get(&(record.issuer.clone(), record.node_id))
+                .is_some_and(|ls| ls.iter().any(|l| l.contains(record.sequence)));
+            if !leased {
+                return Outcome::Rejected(Rejection::SequenceNotLeased {
+                    issuer: record.issuer.clone(),
+                    node_id: record.node_id,
+                    sequence: record.sequence,
+                });
+            }
+            let key = (record.issuer.clone(), record.serial.clone());
+            if state.records.contains_key(&key) {
+                return Outcome::Rejected(Rejection::DuplicateSerial {
+                    issuer: record.issuer.clone(),
+                    serial: record.serial.clone(),
+                });
+            }
+            state.expiry_index.insert((
+                record.not_after_ms,
+                record.issuer.clone(),
+                record.serial.clone(),
+            ));
+            state.records.insert(key, record.clone());
+            Outcome::IssuanceRecorded {
+                issuer: record.issuer.clone(),
+                serial: record.serial.clone(),
+            }
+        }
+        Command::Revoke {
+            issuer,
+            serial,
+            reason,
+            revoked_at_ms,
+        } => {
+            let key = (issuer.clone(), serial.clone());
+            let Some(record) = state.records.get(&key) else {
+                return Outcome::Rejected(Rejection::UnknownCertificate {
+                    issuer: issuer.clone(),
+                    serial: serial.clone(),
+                });
+            };
+            if let Some(r) = state.revocations.get(&key) {
+                return Outcome::Rejected(Rejection::AlreadyRevoked {
+                    issuer: issuer.clone(),
+                    serial: serial.clone(),
+                    revoked_at_ms: r.revoked_at_ms,
+                });
+            }
+            let not_after_ms = record.not_after_ms;
+            state.revocations.insert(
+                key,
+                Revocation {
+                    reason: *reason,
+                    revoked_at_ms: *revoked_at_ms,
+                    not_after_ms,
+                },
+            );
+            Outcome::Revoked {
+                issuer: issuer.clone(),
+                serial: serial.clone(),
+                revoked_at_ms: *revoked_at_ms,
+            }
+        }
+        Command::NextCrlNumber { issuer } => {
+            let n = state.crl_numbers.entry(issuer.clone()).or_insert(0);
+            *n += 1;
+            Outcome::CrlNumber {
+                issuer: issuer.clone(),
+                number: *n,
+            }
+        }
+        Command::PruneExpired { before_ms } => {
+            let (mut records, mut revocations) = (0, 0);
+            while let Some((not_after, issuer, serial)) = state.expiry_index.first().cloned() {
+                if not_after >= *before_ms {
+                    break;
+                }
+                state.expiry_index.pop_first();
+                let key = (issuer, serial);
+                if state.records.remove(&key).is_some() {
+                    records += 1;
+                }
+                if state.revocations.remove(&key).is_some() {
+                    revocations += 1;
+                }
+            }
+            // Leases whose whole range is expired and no longer referenced by
+            // a live record can go too; a lease is kept while it is current.
+            for leases in state.leases.values_mut() {
+                if leases.len() > 1 {
+                    let last = leases.pop().expect("len > 1");
+                    leases.retain(|l| l.expires_at_ms >= *before_ms);
+                    leases.push(last);
+                }
+            }
+            Outcome::Pruned {
+                records,
+                revocations,
+            }
+        }
+        Command::Noop { .. } => Outcome::Noop,
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> Outcome {
+    Outcome::Rejected(Rejection::Invalid {
+        reason: reason.into(),
+    })
+}

@@ -1,0 +1,58 @@
+//! # quorumca-storage: what a node keeps on disk
+//!
+//! This crate owns persistence for one node:
+//!
+//! - [`LogStore`]: the Raft log, vote and commit marker in sled, implementing
+//!   openraft's `RaftLogStorage`. An append or vote is reported to openraft
+//!   only after it is on disk. Appends use **group commit**: each append is
+//!   written to sled and its flush callback queued; one flusher task drains
+//!   the queue, issues a single `flush_async` (one fsync) for everything
+//!   queued, then fires every callback. Under load that is one fsync per
+//!   batch, not per request.
+//! - [`StateMachineStore`]: the ledger state, implementing openraft's
+//!   `RaftStateMachine`. The state is applied in memory and made durable as
+//!   snapshots (an atomically replaced file); on restart the last snapshot is
+//!   loaded and openraft replays the committed log after it. The durable log
+//!   is the source of truth, so applying need not fsync.
+//!
+//! ## What it must never do
+//!
+//! No policy and no signing: storage persists what consensus hands it and
+//! decides nothing (`quorumca-ca` decides, `quorumca-ledger` records).
+//!
+//! ## Where the neighbours live
+//!
+//! `quorumca-ledger` defines the state being persisted; `quorumca-consensus`
+//! drives these stores through openraft.
+#![forbid(unsafe_code)]
+
+mod error;
+mod log_store;
+mod state_machine;
+mod types;
+
+pub use error::StorageError;
+pub use log_store::LogStore;
+pub use state_machine::{Applied, LedgerView, StateMachineStore};
+pub use types::{
+    Entry, LogId, NodeInfo, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+    Vote,
+};
+
+use std::path::Path;
+
+/// Opens (or creates) the stores of one node under `data_dir`.
+///
+/// Must be called inside a tokio runtime: the log store spawns its flusher.
+pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::Io {
+        path: data_dir.to_path_buf(),
+        source: e,
+    })?;
+    let log = LogStore::open(&data_dir.join("raft-log"))?;
+    let sm = StateMachineStore::open(&data_dir.join("snapshots"))?;
+    Ok((log, sm))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! The ledger as an openraft state machine: applied in memory, made durable
+//! by snapshot files, rebuilt on restart from the last snapshot plus the log.
+
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use quorumca_ledger::{apply, Outcome, State};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StorageError;
+use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+
+const SNAPSHOT_FILE: &str = "current.snap";
+
+/// The applied state, shared read-only with the rest of the node for
+/// follower-local reads.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub state: State,
+}
+
+/// A read handle on the applied ledger. Reads through it are local and may
+/// be stale on a follower; consensus offers linearizable reads on top.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerView(Arc<RwLock<Applied>>);
+
+impl LedgerView {
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        self.0.read().expect("ledger lock poisoned")
+    }
+}
+
+/// What a snapshot file holds.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    /// `State::encode()` output.
+    state: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct StateMachineStore {
+    view: LedgerView,
+    dir: PathBuf,
+}
+
+impl StateMachineStore {
+    /// Opens the snapshot directory and restores the last snapshot, if any.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+        let store = Self {
+            view: LedgerView::default(),
+            dir: dir.to_path_buf(),
+        };
+        if let Some(file) = store.read_snapshot_file().map_err(|e| StorageError::Corrupt {
+            what: "the snapshot",
+            path: dir.join(SNAPSHOT_FILE),
+            reason: e.to_string(),
+        })? {
+            let state = State::decode(&file.state).map_err(|e| StorageError::Corrupt {
+                what: "the snapshot state",
+                path: dir.join(SNAPSHOT_FILE),
+                reason: e.to_string(),
+            })?;
+            let mut a = store.view.0.write().expect("fresh lock");
+            a.last_applied = file.meta.last_log_id.clone();
+            a.membership = file.meta.last_membership.clone();
+            a.state = state;
+        }
+        Ok(store)
+    }
+
+    pub fn view(&self) -> LedgerView {
+        self.view.clone()
+    }
+
+    fn read_snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the snapshot file atomically: write a temporary file, fsync
+    /// it, rename it over the old one, fsync the directory. A crash at any
+    /// point leaves either the old or the new snapshot, never a torn one.
+    fn write_snapshot_file(&self, file: &SnapshotFile) -> io::Result<()> {
+        let bytes = postcard::to_stdvec(file).map_err(io::Error::other)?;
+        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let file = {
+            let a = self.view.read();
+            SnapshotFile {
+                meta: SnapshotMeta {
+                    last_log_id: a.last_applied.clone(),
+                    last_membership: a.membership.clone(),
+                },
+                state: a.state.encode(),
+            }
+        };
+        let store = self.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            store.write_snapshot_file(&file)?;
+            Ok::<_, io::Error>(file)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Snapshot {
+            meta: file.meta.clone(),
+            snapshot: Cursor::new(postcard::to_stdvec(&file).map_err(io::Error::other)?),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let a = self.view.read();
+        Ok((a.last_applied.clone(), a.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let outcome = {
+                let mut a = self.view.0.write().expect("ledger lock poisoned");
+                a.last_applied = Some(entry.log_id.clone());
+                match &entry.payload {
+                    EntryPayload::Blank => Outcome::Noop,
+                    EntryPayload::Normal(p) => apply(&mut a.state, p),
+                    EntryPayload::Membership(m) => {
+                        a.membership =
+                            StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        Outcome::Noop
+                    }
+                }
+            };
+            if let Some(r) = responder {
+                r.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let file: SnapshotFile = postcard::from_bytes(snapshot.get_ref())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let state = State::decode(&file.state).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let file = SnapshotFile {
+            meta: meta.clone(),
+            state: file.state,
+        };
+        // Persist before switching, so a crash right after leaves a node that
+        // restarts at the installed point, not before it with a purged log.
+        let store = self.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            store.write_snapshot_file(&file)?;
+            Ok::<_, io::Error>(file)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let mut a = self.view.0.write().expect("ledger lock poisoned");
+        a.last_applied = file.meta.last_log_id.clone();
+        a.membership = file.meta.last_membership.clone();
+        a.state = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let store = self.clone();
+        let file = tokio::task::spawn_blocking(move || store.read_snapshot_file())
+            .await
+            .map_err(io::Error::other)??;
+        Ok(file.map(|f| Snapshot {
+            meta: f.meta.clone(),
+            snapshot: Cursor::new(postcard::to_stdvec(&f).expect("re-encoding a decoded snapshot")),
+        }))
+    }
+}

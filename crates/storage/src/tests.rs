@@ -1,0 +1,127 @@
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
+use openraft::{RaftLogReader, RaftSnapshotBuilder};
+use quorumca_ledger::{Command, Proposal};
+
+use super::*;
+
+struct SledBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, sm) = open(dir.path()).expect("open");
+        Ok((dir, log, sm))
+    }
+}
+
+/// openraft's own storage conformance suite: an implementation we did not
+/// write checks ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_conformance_suite() {
+    Suite::test_all(SledBuilder).await.expect("suite");
+}
+
+fn log_id(term: u64, node: u64, index: u64) -> LogId {
+    openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: node }, index)
+}
+
+fn entry(term: u64, index: u64) -> Entry {
+    openraft::Entry {
+        log_id: log_id(term, 1, index),
+        payload: openraft::EntryPayload::Normal(Proposal::new(
+            index,
+            Command::Noop { payload: vec![index as u8] },
+        )),
+    }
+}
+
+async fn append_durably(log: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx)).await.unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn log_vote_and_purge_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path()).unwrap();
+        let vote = openraft::impls::Vote::new(7, 2);
+        log.save_vote(&vote).await.unwrap();
+        append_durably(&mut log, (1..=10).map(|i| entry(7, i)).collect()).await;
+        log.purge(log_id(7, 1, 3)).await.unwrap();
+        log.truncate_after(Some(log_id(7, 1, 8))).await.unwrap();
+        append_durably(&mut log, vec![]).await;
+    }
+    // sled releases its lock when the last handle (including the flusher's)
+    // is dropped; give the flusher task a moment to observe the closed queue.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (mut log, _sm) = open(dir.path()).unwrap();
+    assert_eq!(log.read_vote().await.unwrap(), Some(openraft::impls::Vote::new(7, 2)));
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(log_id(7, 1, 3)));
+    assert_eq!(st.last_log_id, Some(log_id(7, 1, 8)));
+    let got = log.try_get_log_entries(0..100).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (4..=8).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn many_appends_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _sm) = open(dir.path()).unwrap();
+    let mut waits = Vec::new();
+    for i in 1..=200u64 {
+        let mut l = log.clone();
+        let (tx, rx) = TypeConfig::oneshot();
+        l.append(vec![entry(1, i)], IOFlushed::signal(tx)).await.unwrap();
+        waits.push(rx);
+    }
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(log.len(), 200);
+}
+
+#[tokio::test]
+async fn snapshot_restores_state_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = {
+        let (_log, mut sm) = open(dir.path()).unwrap();
+        let entries = (1..=5u64).map(|i| {
+            Ok((
+                openraft::Entry {
+                    log_id: log_id(1, 1, i),
+                    payload: openraft::EntryPayload::Normal(Proposal::new(
+                        i,
+                        Command::NextCrlNumber { issuer: "eu".into() },
+                    )),
+                },
+                None,
+            ))
+        });
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(1, 1, 5)));
+        let h = sm.view().read().state.hash();
+        h
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (_log, mut sm) = open(dir.path()).unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(1, 1, 5)));
+    assert_eq!(sm.view().read().state.hash(), hash);
+    assert_eq!(sm.view().read().state.crl_number("eu"), 5);
+}
+
+#[tokio::test]
+async fn corrupt_snapshot_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+    std::fs::write(dir.path().join("snapshots/current.snap"), b"\xff\xff garbage").unwrap();
+    let err = open(dir.path()).err().expect("must fail");
+    assert!(err.to_string().contains("snapshot"), "{err}");
+}
