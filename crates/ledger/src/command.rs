@@ -189,14 +189,23 @@ impl SerialLease {
 pub enum Outcome {
     LabelsSet,
     LeaseGranted(SerialLease),
-    IssuanceRecorded { issuer: String, serial: Serial },
+    IssuanceRecorded {
+        issuer: String,
+        serial: Serial,
+    },
     Revoked {
         issuer: String,
         serial: Serial,
         revoked_at_ms: u64,
     },
-    CrlNumber { issuer: String, number: u64 },
-    Pruned { records: u64, revocations: u64 },
+    CrlNumber {
+        issuer: String,
+        number: u64,
+    },
+    Pruned {
+        records: u64,
+        revocations: u64,
+    },
     Noop,
     Rejected(Rejection),
 }
@@ -212,7 +221,9 @@ pub enum Rejection {
         node_id: u64,
         sequence: u64,
     },
-    #[error("certificate {serial} of issuer {issuer} is not in the ledger (unknown or already expired)")]
+    #[error(
+        "certificate {serial} of issuer {issuer} is not in the ledger (unknown or already expired)"
+    )]
     UnknownCertificate { issuer: String, serial: Serial },
     #[error("certificate {serial} of issuer {issuer} was already revoked at {revoked_at_ms} ms")]
     AlreadyRevoked {

@@ -153,7 +153,10 @@ pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
     extend_audit_chain(state, proposal);
     expire_idempotency_keys(state, proposal.at_ms);
 
-    let digest = proposal.idempotency_key.as_ref().map(|_| digest_of(proposal));
+    let digest = proposal
+        .idempotency_key
+        .as_ref()
+        .map(|_| digest_of(proposal));
     if let (Some(key), Some(digest)) = (&proposal.idempotency_key, digest) {
         if let Some(seen) = state.idempotency.get(key) {
             if seen.digest == digest {

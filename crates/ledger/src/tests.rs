@@ -69,9 +69,12 @@ fn duplicate_serial_is_rejected_and_changes_nothing() {
         apply(&mut s, &record(1, "eu", 3, &[9, 9], 50_000)),
         Outcome::IssuanceRecorded { .. }
     ));
-    let before = s.record(&"eu".to_string(), &Serial(vec![9, 9])).cloned();
+    let before = s.record("eu", &Serial(vec![9, 9])).cloned();
     let out = apply(&mut s, &record(1, "eu", 4, &[9, 9], 60_000));
-    assert!(matches!(out, Outcome::Rejected(Rejection::DuplicateSerial { .. })));
+    assert!(matches!(
+        out,
+        Outcome::Rejected(Rejection::DuplicateSerial { .. })
+    ));
     assert_eq!(s.record("eu", &Serial(vec![9, 9])).cloned(), before);
     assert_eq!(s.record_count(), 1);
 }
@@ -81,9 +84,15 @@ fn record_outside_lease_is_rejected() {
     let mut s = State::default();
     apply(&mut s, &lease(1, "eu", 10));
     let out = apply(&mut s, &record(2, "eu", 3, &[1], 50_000));
-    assert!(matches!(out, Outcome::Rejected(Rejection::SequenceNotLeased { .. })));
+    assert!(matches!(
+        out,
+        Outcome::Rejected(Rejection::SequenceNotLeased { .. })
+    ));
     let out = apply(&mut s, &record(1, "eu", 10, &[1], 50_000));
-    assert!(matches!(out, Outcome::Rejected(Rejection::SequenceNotLeased { .. })));
+    assert!(matches!(
+        out,
+        Outcome::Rejected(Rejection::SequenceNotLeased { .. })
+    ));
     assert_eq!(s.record_count(), 0);
 }
 
@@ -107,7 +116,10 @@ fn revocation_needs_a_known_certificate_and_happens_once() {
         Outcome::Rejected(Rejection::UnknownCertificate { .. })
     ));
     apply(&mut s, &record(1, "eu", 0, &[5], 50_000));
-    assert!(matches!(apply(&mut s, &revoke(&[5])), Outcome::Revoked { .. }));
+    assert!(matches!(
+        apply(&mut s, &revoke(&[5])),
+        Outcome::Revoked { .. }
+    ));
     assert!(matches!(
         apply(&mut s, &revoke(&[5])),
         Outcome::Rejected(Rejection::AlreadyRevoked { .. })
@@ -179,7 +191,10 @@ fn prune_drops_expired_records_and_their_revocations() {
             },
         ),
     );
-    let out = apply(&mut s, &Proposal::new(6_000, Command::PruneExpired { before_ms: 6_000 }));
+    let out = apply(
+        &mut s,
+        &Proposal::new(6_000, Command::PruneExpired { before_ms: 6_000 }),
+    );
     assert_eq!(
         out,
         Outcome::Pruned {
@@ -234,9 +249,14 @@ fn arb_command() -> impl Strategy<Value = Proposal> {
                 },
             )
         }),
-        (node.clone(), issuer.clone(), 0u64..200, any::<[u8; 3]>(), 1u64..20_000).prop_map(
-            |(n, i, seq, serial, na)| record(n, &i, seq, &serial, na + 1_000)
-        ),
+        (
+            node.clone(),
+            issuer.clone(),
+            0u64..200,
+            any::<[u8; 3]>(),
+            1u64..20_000
+        )
+            .prop_map(|(n, i, seq, serial, na)| record(n, &i, seq, &serial, na + 1_000)),
         (issuer.clone(), any::<[u8; 3]>(), 0u64..20_000).prop_map(|(i, serial, t)| Proposal::new(
             t,
             Command::Revoke {

@@ -33,7 +33,7 @@ mod types;
 
 pub use error::StorageError;
 pub use log_store::LogStore;
-pub use state_machine::{Applied, LedgerView, StateMachineStore};
+pub use state_machine::{validate_snapshot_data, Applied, LedgerView, StateMachineStore};
 pub use types::{
     Entry, LogId, NodeInfo, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
     Vote,

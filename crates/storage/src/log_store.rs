@@ -59,11 +59,13 @@ impl LogStore {
             path: path.to_path_buf(),
         };
         // Fail at open, with a clear error, rather than inside openraft.
-        store.read_meta::<Vote>(KEY_VOTE).map_err(|e| StorageError::Corrupt {
-            what: "the saved vote",
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        store
+            .read_meta::<Vote>(KEY_VOTE)
+            .map_err(|e| StorageError::Corrupt {
+                what: "the saved vote",
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         Ok(store)
     }
 
@@ -120,7 +122,9 @@ async fn run_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<IOFlushed<Typ
         for cb in batch.drain(..) {
             let r = match &result {
                 Ok(_) => Ok(()),
-                Err(e) => Err(io::Error::other(format!("flushing the Raft log failed: {e}"))),
+                Err(e) => Err(io::Error::other(format!(
+                    "flushing the Raft log failed: {e}"
+                ))),
             };
             cb.io_completed(r);
         }
@@ -170,7 +174,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged: Option<LogId> = self.read_meta(KEY_PURGED)?;
         let last = match self.log.last().map_err(io::Error::other)? {
             Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -200,7 +204,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

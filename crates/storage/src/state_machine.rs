@@ -44,6 +44,18 @@ struct SnapshotFile {
     state: Vec<u8>,
 }
 
+/// Checks that bytes received as a snapshot decode, without installing them.
+pub fn validate_snapshot_data(bytes: &[u8]) -> Result<(), StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        what: "received snapshot",
+        path: PathBuf::from("<network>"),
+        reason,
+    };
+    let file: SnapshotFile = postcard::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?;
+    State::decode(&file.state).map_err(|e| corrupt(e.to_string()))?;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct StateMachineStore {
     view: LedgerView,
@@ -61,18 +73,21 @@ impl StateMachineStore {
             view: LedgerView::default(),
             dir: dir.to_path_buf(),
         };
-        if let Some(file) = store.read_snapshot_file().map_err(|e| StorageError::Corrupt {
-            what: "the snapshot",
-            path: dir.join(SNAPSHOT_FILE),
-            reason: e.to_string(),
-        })? {
+        if let Some(file) = store
+            .read_snapshot_file()
+            .map_err(|e| StorageError::Corrupt {
+                what: "the snapshot",
+                path: dir.join(SNAPSHOT_FILE),
+                reason: e.to_string(),
+            })?
+        {
             let state = State::decode(&file.state).map_err(|e| StorageError::Corrupt {
                 what: "the snapshot state",
                 path: dir.join(SNAPSHOT_FILE),
                 reason: e.to_string(),
             })?;
             let mut a = store.view.0.write().expect("fresh lock");
-            a.last_applied = file.meta.last_log_id.clone();
+            a.last_applied = file.meta.last_log_id;
             a.membership = file.meta.last_membership.clone();
             a.state = state;
         }
@@ -119,7 +134,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             let a = self.view.read();
             SnapshotFile {
                 meta: SnapshotMeta {
-                    last_log_id: a.last_applied.clone(),
+                    last_log_id: a.last_applied,
                     last_membership: a.membership.clone(),
                 },
                 state: a.state.encode(),
@@ -145,7 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let a = self.view.read();
-        Ok((a.last_applied.clone(), a.membership.clone()))
+        Ok((a.last_applied, a.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -156,13 +171,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let (entry, responder) = item?;
             let outcome = {
                 let mut a = self.view.0.write().expect("ledger lock poisoned");
-                a.last_applied = Some(entry.log_id.clone());
+                a.last_applied = Some(entry.log_id);
                 match &entry.payload {
                     EntryPayload::Blank => Outcome::Noop,
                     EntryPayload::Normal(p) => apply(&mut a.state, p),
                     EntryPayload::Membership(m) => {
-                        a.membership =
-                            StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Outcome::Noop
                     }
                 }
@@ -178,10 +192,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let file: SnapshotFile = postcard::from_bytes(snapshot.get_ref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let state = State::decode(&file.state).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let state = State::decode(&file.state)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let file = SnapshotFile {
             meta: meta.clone(),
             state: file.state,
@@ -196,7 +215,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .await
         .map_err(io::Error::other)??;
         let mut a = self.view.0.write().expect("ledger lock poisoned");
-        a.last_applied = file.meta.last_log_id.clone();
+        a.last_applied = file.meta.last_log_id;
         a.membership = file.meta.last_membership.clone();
         a.state = state;
         Ok(())

@@ -11,7 +11,8 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
     async fn build(
         &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>> {
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), openraft::StorageError<TypeConfig>>
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         let (log, sm) = open(dir.path()).expect("open");
         Ok((dir, log, sm))
@@ -26,7 +27,13 @@ async fn openraft_conformance_suite() {
 }
 
 fn log_id(term: u64, node: u64, index: u64) -> LogId {
-    openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: node }, index)
+    openraft::LogId::new(
+        openraft::impls::leader_id_adv::LeaderId {
+            term,
+            node_id: node,
+        },
+        index,
+    )
 }
 
 fn entry(term: u64, index: u64) -> Entry {
@@ -34,7 +41,9 @@ fn entry(term: u64, index: u64) -> Entry {
         log_id: log_id(term, 1, index),
         payload: openraft::EntryPayload::Normal(Proposal::new(
             index,
-            Command::Noop { payload: vec![index as u8] },
+            Command::Noop {
+                payload: vec![index as u8],
+            },
         )),
     }
 }
@@ -61,12 +70,18 @@ async fn log_vote_and_purge_survive_reopen() {
     // is dropped; give the flusher task a moment to observe the closed queue.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let (mut log, _sm) = open(dir.path()).unwrap();
-    assert_eq!(log.read_vote().await.unwrap(), Some(openraft::impls::Vote::new(7, 2)));
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(openraft::impls::Vote::new(7, 2))
+    );
     let st = log.get_log_state().await.unwrap();
     assert_eq!(st.last_purged_log_id, Some(log_id(7, 1, 3)));
     assert_eq!(st.last_log_id, Some(log_id(7, 1, 8)));
     let got = log.try_get_log_entries(0..100).await.unwrap();
-    assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), (4..=8).collect::<Vec<_>>());
+    assert_eq!(
+        got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        (4..=8).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -77,7 +92,9 @@ async fn many_appends_share_flushes() {
     for i in 1..=200u64 {
         let mut l = log.clone();
         let (tx, rx) = TypeConfig::oneshot();
-        l.append(vec![entry(1, i)], IOFlushed::signal(tx)).await.unwrap();
+        l.append(vec![entry(1, i)], IOFlushed::signal(tx))
+            .await
+            .unwrap();
         waits.push(rx);
     }
     for w in waits {
@@ -97,14 +114,21 @@ async fn snapshot_restores_state_on_reopen() {
                     log_id: log_id(1, 1, i),
                     payload: openraft::EntryPayload::Normal(Proposal::new(
                         i,
-                        Command::NextCrlNumber { issuer: "eu".into() },
+                        Command::NextCrlNumber {
+                            issuer: "eu".into(),
+                        },
                     )),
                 },
                 None,
             ))
         });
         sm.apply(futures::stream::iter(entries)).await.unwrap();
-        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_eq!(snap.meta.last_log_id, Some(log_id(1, 1, 5)));
         let h = sm.view().read().state.hash();
         h
@@ -121,7 +145,11 @@ async fn snapshot_restores_state_on_reopen() {
 async fn corrupt_snapshot_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("snapshots")).unwrap();
-    std::fs::write(dir.path().join("snapshots/current.snap"), b"\xff\xff garbage").unwrap();
+    std::fs::write(
+        dir.path().join("snapshots/current.snap"),
+        b"\xff\xff garbage",
+    )
+    .unwrap();
     let err = open(dir.path()).err().expect("must fail");
     assert!(err.to_string().contains("snapshot"), "{err}");
 }

@@ -1,0 +1,61 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Errors of the consensus layer. Each maps to one gRPC status (see
+/// [`ConsensusError::to_status`]) with a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// The cluster cannot commit right now: no leader, or no quorum. The
+    /// proposal may or may not commit later; retry with the same
+    /// idempotency key.
+    #[error(
+        "cluster unavailable: {reason}; retry in {retry_after:?} (with the same idempotency key)"
+    )]
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] quorumca_storage::StorageError),
+    #[error("the Raft node has stopped: {0}")]
+    Stopped(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl ConsensusError {
+    pub(crate) fn unavailable(reason: impl Into<String>) -> Self {
+        Self::Unavailable {
+            reason: reason.into(),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            Self::Unavailable { .. } => tonic::Status::unavailable(self.to_string()),
+            Self::InvalidArgument(_) | Self::Config(_) => {
+                tonic::Status::invalid_argument(self.to_string())
+            }
+            Self::Membership(_) => tonic::Status::failed_precondition(self.to_string()),
+            Self::Stopped(_) => tonic::Status::unavailable(self.to_string()),
+            Self::Bind { .. } | Self::Storage(_) => tonic::Status::internal(self.to_string()),
+        }
+    }
+}
+
+impl From<ConsensusError> for tonic::Status {
+    fn from(e: ConsensusError) -> Self {
+        e.to_status()
+    }
+}

@@ -1,0 +1,45 @@
+//! # quorumca-consensus: the Raft layer
+//!
+//! This crate owns agreement between nodes:
+//!
+//! - the openraft wiring: [`Node`] opens `quorumca-storage`, starts openraft
+//!   with QuorumCA's type config, and serves gRPC on one listener;
+//! - the Raft transport (AppendEntries, Vote, PreVote, InstallSnapshot) over
+//!   tonic, in `network` (client) and `service` (server);
+//! - membership: initialise a cluster, add a learner, promote, remove;
+//! - proposal forwarding: a write reaching a follower is forwarded to the
+//!   leader ([`Node::propose`]); the caller sees no difference;
+//! - reads: [`Node::read_linearizable`] (read index through the leader) and
+//!   [`Node::read_local`] where staleness is fine;
+//! - the `quorumca.v1.Cluster` gRPC service (status, ping, membership).
+//!
+//! ## What it must never do
+//!
+//! Decide policy or sign: proposals arrive already decided. Node-to-node
+//! wire encodings stay in `wire`; the rest of the crate works with openraft
+//! and ledger types.
+//!
+//! ## Where the neighbours live
+//!
+//! `quorumca-ledger` (what is agreed), `quorumca-storage` (where it is kept),
+//! the `quorumca` binary in `crates/cli` (configuration and process life).
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod network;
+mod node;
+mod service;
+mod wire;
+
+/// Generated gRPC types for `proto/quorumca/v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("quorumca.v1");
+}
+
+pub use config::{ConfigError, ServerConfig};
+pub use error::ConsensusError;
+pub use node::{now_ms, Committed, Member, Node, NodeConfig, Raft, RaftSettings, Status};
+pub use quorumca_storage::{NodeInfo, TypeConfig};
+pub use wire::WIRE_VERSION;

@@ -1,0 +1,202 @@
+//! The client half of the Raft transport: openraft's network traits over
+//! tonic, one lazily connected channel per peer address.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::RaftNetworkV2;
+use quorumca_storage::{NodeInfo, Snapshot, SnapshotData, TypeConfig, Vote};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pb::raft_transport_client::RaftTransportClient;
+use crate::pb::RaftMessage;
+use crate::wire::{self, decode_payload, ForwardRequest, ForwardResult, SnapshotTransfer};
+
+/// Snapshots and large append batches exceed tonic's 4 MiB default.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
+
+/// Shared pool of channels to peers, keyed by address. Channels reconnect
+/// by themselves, so one per address is enough for the node's lifetime.
+#[derive(Clone, Default)]
+pub struct PeerPool {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl PeerPool {
+    pub fn client(
+        &self,
+        addr: &str,
+    ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
+        let mut map = self.channels.lock().expect("peer pool lock");
+        let channel = match map.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Endpoint::from_shared(format!("http://{addr}"))?
+                    .connect_timeout(Duration::from_millis(500))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .connect_lazy();
+                map.insert(addr.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Sends a forwarded request to `addr` and decodes the leader's answer.
+    pub async fn forward(
+        &self,
+        target: u64,
+        addr: &str,
+        req: &ForwardRequest,
+        timeout: Duration,
+    ) -> Result<ForwardResult, tonic::Status> {
+        let mut client = self.client(addr).map_err(|e| {
+            tonic::Status::invalid_argument(format!("bad peer address {addr}: {e}"))
+        })?;
+        let mut request = tonic::Request::new(wire::encode(target, req));
+        request.set_timeout(timeout);
+        let resp = client.forward(request).await?.into_inner();
+        decode_payload("forward response", &resp.payload).map_err(tonic::Status::from)
+    }
+}
+
+pub struct NetworkFactory {
+    pub(crate) pool: PeerPool,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &NodeInfo) -> PeerNetwork {
+        PeerNetwork {
+            target,
+            client: self.pool.client(&node.addr),
+        }
+    }
+}
+
+pub struct PeerNetwork {
+    target: u64,
+    client: Result<RaftTransportClient<Channel>, tonic::transport::Error>,
+}
+
+/// A status the peer answered with, or a transport failure. Transport
+/// failures make openraft back off ("unreachable"); answers do not.
+fn to_rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl PeerNetwork {
+    async fn call<Req, Resp, F, Fut>(
+        &mut self,
+        req: &Req,
+        ttl: Duration,
+        what: &'static str,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftTransportClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
+    {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(e))),
+        };
+        let mut request = tonic::Request::new(wire::encode(self.target, req));
+        request.set_timeout(ttl);
+        let resp = f(client, request).await.map_err(to_rpc_error)?.into_inner();
+        decode_payload(what, &resp.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            &rpc,
+            option.hard_ttl(),
+            "append-entries response",
+            |mut c, r| async move { c.append_entries(r).await },
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            &rpc,
+            option.hard_ttl(),
+            "vote response",
+            |mut c, r| async move { c.vote(r).await },
+        )
+        .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            &rpc,
+            option.hard_ttl(),
+            "pre-vote response",
+            |mut c, r| async move { c.pre_vote(r).await },
+        )
+        .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let transfer = SnapshotTransfer {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let send = self.call(
+            &transfer,
+            option.hard_ttl(),
+            "install-snapshot response",
+            |mut c, r| async move { c.install_snapshot(r).await },
+        );
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = send => r.map_err(|e| match e {
+                RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                RPCError::Network(n) => StreamingError::Network(n),
+                RPCError::Timeout(t) => StreamingError::Timeout(t),
+                RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
+            }),
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! One QuorumCA node: storage, the openraft instance, the gRPC listener, and
+//! the operations callers use (propose, read, membership, status).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::ClientWriteError;
+use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
+use quorumca_ledger::{Command, Outcome, Proposal, State};
+use quorumca_storage::{LedgerView, LogStore, NodeInfo, StateMachineStore, TypeConfig};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::ConsensusError;
+use crate::network::{NetworkFactory, PeerPool};
+use crate::wire::{ForwardError, ForwardRequest, ForwardResponse, ForwardResult};
+
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+
+/// Raft timing and log-compaction settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly lagging
+    /// follower catches up from the log rather than a full snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every: 20_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// Everything needed to start one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    /// Address the gRPC listener binds.
+    pub listen: SocketAddr,
+    /// Address peers and clients use to reach this node; defaults to the
+    /// bound listen address.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub region: String,
+    pub zone: String,
+    pub raft: RaftSettings,
+    /// How long a proposal (or linearizable read) may wait for a leader and
+    /// a quorum before failing with UNAVAILABLE.
+    pub propose_timeout: Duration,
+}
+
+/// A member of the cluster as seen in the committed membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: u64,
+    pub info: NodeInfo,
+    pub voter: bool,
+}
+
+/// This node's view of the cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub node_id: u64,
+    pub role: String,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<Member>,
+    pub ledger_hash: String,
+}
+
+/// A committed proposal: where it landed and what applying it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub log_index: u64,
+    pub outcome: Outcome,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) info: NodeInfo,
+    pub(crate) raft: Raft,
+    pub(crate) view: LedgerView,
+    pub(crate) pool: PeerPool,
+    pub(crate) propose_timeout: Duration,
+    pub(crate) log: LogStore,
+}
+
+/// A running node. Dropping it without [`Node::shutdown`] leaves its tasks
+/// running until the runtime stops.
+pub struct Node {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the data directory, starts Raft and the gRPC listener. The node
+    /// joins whatever cluster its log says it belongs to; a brand-new node
+    /// waits to be initialised ([`Node::initialize`]) or added by a leader.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, ConsensusError> {
+        let listener =
+            TcpListener::bind(cfg.listen)
+                .await
+                .map_err(|source| ConsensusError::Bind {
+                    addr: cfg.listen,
+                    source,
+                })?;
+        Self::start_with_listener(cfg, listener).await
+    }
+
+    /// Like [`Node::start`] on an already bound listener: the seam that lets
+    /// tests and simulations choose how connections arrive.
+    pub async fn start_with_listener(
+        cfg: NodeConfig,
+        listener: TcpListener,
+    ) -> Result<Node, ConsensusError> {
+        if cfg.node_id == 0 {
+            return Err(ConsensusError::Config("node_id must be 1 or more".into()));
+        }
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ConsensusError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let (log, sm) = open_storage(&cfg.data_dir).await?;
+        let view = sm.view();
+        let raft_config = openraft::Config {
+            cluster_name: "quorumca".into(),
+            heartbeat_interval: cfg.raft.heartbeat_ms,
+            election_timeout_min: cfg.raft.election_timeout_min_ms,
+            election_timeout_max: cfg.raft.election_timeout_max_ms,
+            install_snapshot_timeout: 30_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.raft.keep_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConsensusError::Config(e.to_string()))?;
+        let pool = PeerPool::default();
+        let raft = Raft::new(
+            cfg.node_id,
+            Arc::new(raft_config),
+            NetworkFactory { pool: pool.clone() },
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| ConsensusError::Stopped(e.to_string()))?;
+        let info = NodeInfo {
+            addr: cfg.advertise.clone().unwrap_or_else(|| addr.to_string()),
+            region: cfg.region.clone(),
+            zone: cfg.zone.clone(),
+        };
+        let inner = Arc::new(Inner {
+            id: cfg.node_id,
+            info,
+            raft,
+            view,
+            pool,
+            propose_timeout: cfg.propose_timeout,
+            log,
+        });
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(crate::service::serve(inner.clone(), listener, stopped));
+        tracing::info!(node_id = cfg.node_id, %addr, "node started");
+        Ok(Node {
+            inner,
+            addr,
+            stop: Some(stop),
+            server: Some(server),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The address this node's listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What this node puts in the membership config about itself.
+    pub fn info(&self) -> &NodeInfo {
+        &self.inner.info
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// Bytes the Raft log uses on disk.
+    pub fn log_size_on_disk(&self) -> u64 {
+        self.inner.log.size_on_disk()
+    }
+
+    /// Entries currently in the Raft log (after purges).
+    pub fn log_len(&self) -> usize {
+        self.inner.log.len()
+    }
+
+    /// Creates a new cluster with `members` as its voters. Safe to call on
+    /// a node that is already initialised: it then does nothing, which is
+    /// what a restarted `quorumca dev` needs.
+    pub async fn initialize(&self, members: BTreeMap<u64, NodeInfo>) -> Result<(), ConsensusError> {
+        if !members.contains_key(&self.inner.id) {
+            return Err(ConsensusError::Config(format!(
+                "node {} is not in the initial member list {:?}",
+                self.inner.id,
+                members.keys().collect::<Vec<_>>()
+            )));
+        }
+        let initialized = self
+            .inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ConsensusError::Stopped(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| ConsensusError::Membership(e.to_string()))
+    }
+
+    /// Waits until some node is known as leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, ConsensusError> {
+        let m = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "leader elected")
+            .await
+            .map_err(|_| {
+                ConsensusError::unavailable(format!("no leader elected within {timeout:?}"))
+            })?;
+        Ok(m.current_leader.expect("checked above"))
+    }
+
+    /// Commits a proposal through Raft from any node: a follower forwards it
+    /// to the leader, and the caller sees no difference.
+    pub async fn propose(&self, p: Proposal) -> Result<Committed, ConsensusError> {
+        self.inner.propose(p).await
+    }
+
+    /// Reads the applied ledger on this node without contacting anyone.
+    /// Fast and possibly stale (by up to the replication lag) on a follower.
+    pub fn read_local<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.inner.view.read().state)
+    }
+
+    /// A linearizable read from any node: learns the leader's commit index
+    /// after it confirmed leadership with a quorum (read index), waits until
+    /// this node has applied that far, then reads locally.
+    pub async fn read_linearizable<R>(
+        &self,
+        f: impl FnOnce(&State) -> R,
+    ) -> Result<R, ConsensusError> {
+        let index = self.inner.read_index().await?;
+        self.inner
+            .raft
+            .wait(Some(self.inner.propose_timeout))
+            .applied_index_at_least(Some(index), "read index applied")
+            .await
+            .map_err(|_| ConsensusError::unavailable("this node is too far behind the leader"))?;
+        Ok(self.read_local(f))
+    }
+
+    pub async fn add_node(
+        &self,
+        node_id: u64,
+        info: NodeInfo,
+        voter: bool,
+    ) -> Result<Vec<Member>, ConsensusError> {
+        self.inner
+            .leader_call(ForwardRequest::AddNode {
+                node_id,
+                info,
+                voter,
+            })
+            .await
+            .map(expect_members)
+    }
+
+    pub async fn remove_node(&self, node_id: u64) -> Result<Vec<Member>, ConsensusError> {
+        self.inner
+            .leader_call(ForwardRequest::RemoveNode { node_id })
+            .await
+            .map(expect_members)
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+
+    /// Stops Raft and the listener and waits until both have let go of the
+    /// data directory, so the same directory can be opened again.
+    pub async fn shutdown(mut self) {
+        self.stop_inner().await;
+    }
+
+    async fn stop_inner(&mut self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+fn expect_members(r: ForwardResponse) -> Vec<Member> {
+    match r {
+        ForwardResponse::Membership { members } => members,
+        other => panic!("leader answered a membership change with {other:?}"),
+    }
+}
+
+/// sled takes an exclusive lock on its directory; a node that just shut
+/// down in this process may take a moment to release it.
+async fn open_storage(
+    dir: &std::path::Path,
+) -> Result<(LogStore, StateMachineStore), ConsensusError> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match quorumca_storage::open(dir) {
+            Ok(s) => return Ok(s),
+            Err(e @ quorumca_storage::StorageError::Open { .. }) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "data dir busy, retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+impl Inner {
+    fn leader(&self) -> Option<(u64, NodeInfo)> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id).cloned()?;
+        Some((id, info))
+    }
+
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, info)| Member {
+                node_id: *id,
+                info: info.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            ServerState::Leader => "Leader",
+            ServerState::Follower => "Follower",
+            ServerState::Candidate => "Candidate",
+            ServerState::Learner => "Learner",
+            ServerState::Shutdown => "Shutdown",
+        };
+        let (applied, hash) = {
+            let a = self.view.read();
+            (
+                a.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
+                hex::encode(a.state.hash()),
+            )
+        };
+        Status {
+            node_id: self.id,
+            role: role.into(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: m.cluster_committed.as_ref().map(|l| l.index).unwrap_or(0),
+            applied_index: applied,
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
+            members: self.members(),
+            ledger_hash: hash,
+        }
+    }
+
+    async fn propose(&self, p: Proposal) -> Result<Committed, ConsensusError> {
+        match self.leader_call(ForwardRequest::Propose(p)).await? {
+            ForwardResponse::Proposed { log_index, outcome } => {
+                Ok(Committed { log_index, outcome })
+            }
+            other => Err(ConsensusError::Stopped(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn read_index(&self) -> Result<u64, ConsensusError> {
+        match self.leader_call(ForwardRequest::ReadIndex).await? {
+            ForwardResponse::ReadIndex { index } => Ok(index),
+            other => Err(ConsensusError::Stopped(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Runs `req` on the leader: here if this node leads, otherwise through
+    /// the leader's Forward RPC. Retries while leadership is moving, until
+    /// the propose timeout; a retry only happens when the request certainly
+    /// did not take effect, or when it carries an idempotency key.
+    pub(crate) async fn leader_call(
+        &self,
+        req: ForwardRequest,
+    ) -> Result<ForwardResponse, ConsensusError> {
+        let deadline = Instant::now() + self.propose_timeout;
+        let retry_safe = match &req {
+            // A no-op changes nothing, so running it twice is harmless.
+            ForwardRequest::Propose(p) => {
+                p.idempotency_key.is_some() || matches!(p.command, Command::Noop { .. })
+            }
+            _ => true,
+        };
+        let mut backoff = Duration::from_millis(20);
+        let mut last_reason = String::from("no leader is known");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ConsensusError::unavailable(format!(
+                    "not done within {:?}: {last_reason}",
+                    self.propose_timeout
+                )));
+            }
+            let result = match self.leader() {
+                Some((id, _)) if id == self.id => self.execute_as_leader(&req, remaining).await,
+                Some((id, info)) => {
+                    match self.pool.forward(id, &info.addr, &req, remaining).await {
+                        Ok(r) => r,
+                        Err(status) => {
+                            // A refused connection never reached the leader, so a
+                            // retry is safe; anything else may have been executed.
+                            let msg = status.message().to_ascii_lowercase();
+                            if status.code() == tonic::Code::Unavailable && msg.contains("connect")
+                            {
+                                Err(ForwardError::NotLeader { leader: None })
+                            } else {
+                                Err(ForwardError::Ambiguous(format!(
+                                    "leader {id} at {} did not answer: {}",
+                                    info.addr,
+                                    status.message()
+                                )))
+                            }
+                        }
+                    }
+                }
+                None => Err(ForwardError::NotLeader { leader: None }),
+            };
+            match result {
+                Ok(r) => return Ok(r),
+                Err(ForwardError::NotLeader { .. }) => {
+                    last_reason = "leadership is changing or no leader is elected".into();
+                }
+                Err(ForwardError::Ambiguous(msg)) if retry_safe => last_reason = msg,
+                Err(ForwardError::Ambiguous(msg)) | Err(ForwardError::Unavailable(msg)) => {
+                    return Err(ConsensusError::unavailable(format!(
+                        "{msg}; the outcome is unknown"
+                    )))
+                }
+                Err(ForwardError::Invalid(msg)) => {
+                    return Err(ConsensusError::InvalidArgument(msg))
+                }
+                Err(ForwardError::Membership(msg)) => return Err(ConsensusError::Membership(msg)),
+            }
+            let nap = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(nap).await;
+            backoff = (backoff * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Executes a request that must run on the leader. Called locally or by
+    /// the Forward RPC handler; never forwards again, so requests cannot loop.
+    pub(crate) async fn execute_as_leader(
+        &self,
+        req: &ForwardRequest,
+        timeout: Duration,
+    ) -> ForwardResult {
+        let not_leader = || ForwardError::NotLeader {
+            leader: self.leader().filter(|(id, _)| *id != self.id),
+        };
+        let timed_out = |what: &str| {
+            ForwardError::Ambiguous(format!(
+                "{what} not committed within {timeout:?} (is a quorum of voters reachable?)"
+            ))
+        };
+        match req {
+            ForwardRequest::Propose(p) => {
+                if let Command::Noop { payload } = &p.command {
+                    if payload.len() > 1024 {
+                        return Err(ForwardError::Invalid(
+                            "no-op payload is limited to 1 KiB".into(),
+                        ));
+                    }
+                }
+                match tokio::time::timeout(timeout, self.raft.client_write(p.clone())).await {
+                    Err(_) => Err(timed_out("proposal")),
+                    Ok(Ok(resp)) => Ok(ForwardResponse::Proposed {
+                        log_index: resp.log_id.index,
+                        outcome: resp.data,
+                    }),
+                    Ok(Err(e)) => match e.into_api_error() {
+                        Some(ClientWriteError::ForwardToLeader(_)) => Err(not_leader()),
+                        Some(ClientWriteError::LogEntryDiscarded(_)) => {
+                            Err(ForwardError::Ambiguous(
+                                "the entry was discarded by a leader change".into(),
+                            ))
+                        }
+                        Some(other) => Err(ForwardError::Invalid(other.to_string())),
+                        None => Err(ForwardError::Unavailable(
+                            "the Raft node is shutting down".into(),
+                        )),
+                    },
+                }
+            }
+            ForwardRequest::ReadIndex => {
+                match tokio::time::timeout(
+                    timeout,
+                    self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+                )
+                .await
+                {
+                    Err(_) => Err(ForwardError::Unavailable(format!(
+                        "leadership not confirmed by a quorum within {timeout:?}"
+                    ))),
+                    Ok(Ok(read)) => Ok(ForwardResponse::ReadIndex {
+                        index: read.index(),
+                    }),
+                    Ok(Err(e)) => match e.forward_to_leader() {
+                        Some(_) => Err(not_leader()),
+                        None => Err(ForwardError::Unavailable(e.to_string())),
+                    },
+                }
+            }
+            ForwardRequest::AddNode {
+                node_id,
+                info,
+                voter,
+            } => {
+                if info.addr.is_empty() || info.region.is_empty() || info.zone.is_empty() {
+                    return Err(ForwardError::Invalid(
+                        "a new node needs an address, a region and a zone".into(),
+                    ));
+                }
+                if *node_id == 0 {
+                    return Err(ForwardError::Invalid("node_id must be 1 or more".into()));
+                }
+                let add = async {
+                    self.raft.add_learner(*node_id, info.clone(), true).await?;
+                    if *voter {
+                        self.raft
+                            .change_membership(
+                                ChangeMembers::AddVoterIds(BTreeSet::from([*node_id])),
+                                false,
+                            )
+                            .await?;
+                    }
+                    Ok::<_, openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>>(
+                        (),
+                    )
+                };
+                self.membership_result(
+                    tokio::time::timeout(timeout, add).await,
+                    &timed_out,
+                    &not_leader,
+                )
+            }
+            ForwardRequest::RemoveNode { node_id } => {
+                let known = self.members().iter().any(|m| m.node_id == *node_id);
+                if !known {
+                    return Err(ForwardError::Membership(format!(
+                        "node {node_id} is not a member of this cluster"
+                    )));
+                }
+                let remove = async {
+                    let m = self.raft.metrics().borrow_watched().clone();
+                    if m.membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == *node_id)
+                    {
+                        self.raft
+                            .change_membership(
+                                ChangeMembers::RemoveVoters(BTreeSet::from([*node_id])),
+                                false,
+                            )
+                            .await?;
+                    } else {
+                        self.raft
+                            .change_membership(
+                                ChangeMembers::RemoveNodes(BTreeSet::from([*node_id])),
+                                false,
+                            )
+                            .await?;
+                    }
+                    Ok::<_, openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>>(
+                        (),
+                    )
+                };
+                self.membership_result(
+                    tokio::time::timeout(timeout, remove).await,
+                    &timed_out,
+                    &not_leader,
+                )
+            }
+        }
+    }
+
+    fn membership_result(
+        &self,
+        r: Result<
+            Result<(), openraft::errors::RaftError<TypeConfig, ClientWriteError<TypeConfig>>>,
+            tokio::time::error::Elapsed,
+        >,
+        timed_out: &dyn Fn(&str) -> ForwardError,
+        not_leader: &dyn Fn() -> ForwardError,
+    ) -> ForwardResult {
+        match r {
+            Err(_) => Err(timed_out("membership change")),
+            Ok(Ok(())) => Ok(ForwardResponse::Membership {
+                members: self.members(),
+            }),
+            Ok(Err(e)) => match e.into_api_error() {
+                Some(ClientWriteError::ForwardToLeader(_)) => Err(not_leader()),
+                Some(other) => Err(ForwardError::Membership(other.to_string())),
+                None => Err(ForwardError::Unavailable(
+                    "the Raft node is shutting down".into(),
+                )),
+            },
+        }
+    }
+}
+
+/// Unix milliseconds, for stamping proposals at the edge of the system.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,197 @@
+//! The server half: the Raft transport and the Cluster service on one
+//! tonic listener.
+
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::Snapshot;
+use quorumca_ledger::{Command, Proposal};
+use quorumca_storage::{NodeInfo, TypeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+use crate::network::MAX_MESSAGE_BYTES;
+use crate::node::{now_ms, Inner, Member};
+use crate::pb::cluster_server::{Cluster, ClusterServer};
+use crate::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
+use crate::pb::{self, RaftMessage};
+use crate::wire::{self, decode, ForwardRequest, ForwardResponse, SnapshotTransfer};
+
+pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener, stop: oneshot::Receiver<()>) {
+    let transport = RaftTransportServer::new(TransportService(inner.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let cluster = ClusterServer::new(ClusterService(inner.clone()));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(transport)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "gRPC server stopped");
+    }
+}
+
+struct TransportService(Arc<Inner>);
+
+fn raft_failed(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft: {e}"))
+}
+
+impl TransportService {
+    fn reply<T: serde::Serialize>(&self, v: &T) -> Result<Response<RaftMessage>, Status> {
+        // Replies are addressed back to "whoever asked"; 0 is never a node.
+        Ok(Response::new(wire::encode(0, v)))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            decode(self.0.id, "AppendEntries", req.get_ref())?;
+        let resp = self.0.raft.append_entries(rpc).await.map_err(raft_failed)?;
+        self.reply(&resp)
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = decode(self.0.id, "Vote", req.get_ref())?;
+        let resp = self.0.raft.vote(rpc).await.map_err(raft_failed)?;
+        self.reply(&resp)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = decode(self.0.id, "PreVote", req.get_ref())?;
+        let resp = self.0.raft.pre_vote(rpc).await.map_err(raft_failed)?;
+        self.reply(&resp)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let t: SnapshotTransfer = decode(self.0.id, "InstallSnapshot", req.get_ref())?;
+        // Check the data decodes before handing it to openraft, which treats
+        // a failing install as fatal for the node: a bad message must not
+        // take a healthy node down.
+        quorumca_storage::validate_snapshot_data(&t.data)
+            .map_err(|e| Status::invalid_argument(format!("InstallSnapshot: {e}")))?;
+        let snapshot = Snapshot {
+            meta: t.meta,
+            snapshot: std::io::Cursor::new(t.data),
+        };
+        let resp = self
+            .0
+            .raft
+            .install_full_snapshot(t.vote, snapshot)
+            .await
+            .map_err(raft_failed)?;
+        self.reply(&resp)
+    }
+
+    async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let fwd: ForwardRequest = decode(self.0.id, "Forward", req.get_ref())?;
+        let timeout = self.0.propose_timeout;
+        let result = self.0.execute_as_leader(&fwd, timeout).await;
+        self.reply(&result)
+    }
+}
+
+struct ClusterService(Arc<Inner>);
+
+fn member_pb(m: &Member) -> pb::Member {
+    pb::Member {
+        node_id: m.node_id,
+        addr: m.info.addr.clone(),
+        region: m.info.region.clone(),
+        zone: m.info.zone.clone(),
+        voter: m.voter,
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.0.status();
+        Ok(Response::new(pb::StatusResponse {
+            node_id: s.node_id,
+            role: s.role,
+            leader_id: s.leader_id,
+            term: s.term,
+            last_log_index: s.last_log_index,
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            members: s.members.iter().map(member_pb).collect(),
+            ledger_hash: s.ledger_hash,
+            snapshot_index: s.snapshot_index,
+        }))
+    }
+
+    async fn ping(
+        &self,
+        req: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        let payload = req.into_inner().payload;
+        if payload.len() > 1024 {
+            return Err(Status::invalid_argument(format!(
+                "ping payload is {} bytes; the limit is 1024",
+                payload.len()
+            )));
+        }
+        let p = Proposal::new(now_ms(), Command::Noop { payload });
+        match self.0.leader_call(ForwardRequest::Propose(p)).await? {
+            ForwardResponse::Proposed { log_index, .. } => Ok(Response::new(pb::PingResponse {
+                log_index,
+                leader_id: self.0.status().leader_id.unwrap_or(0),
+            })),
+            other => Err(Status::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn add_node(
+        &self,
+        req: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let fwd = ForwardRequest::AddNode {
+            node_id: r.node_id,
+            info: NodeInfo {
+                addr: r.addr,
+                region: r.region,
+                zone: r.zone,
+            },
+            voter: r.voter,
+        };
+        membership_reply(self.0.leader_call(fwd).await?)
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let fwd = ForwardRequest::RemoveNode {
+            node_id: req.into_inner().node_id,
+        };
+        membership_reply(self.0.leader_call(fwd).await?)
+    }
+}
+
+fn membership_reply(r: ForwardResponse) -> Result<Response<pb::MembershipResponse>, Status> {
+    match r {
+        ForwardResponse::Membership { members } => Ok(Response::new(pb::MembershipResponse {
+            members: members.iter().map(member_pb).collect(),
+        })),
+        other => Err(Status::internal(format!("unexpected answer {other:?}"))),
+    }
+}
