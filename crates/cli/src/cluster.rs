@@ -1,0 +1,266 @@
+//! `quorumca cluster ...`: operator commands against running nodes.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use quorumca_consensus::pb::cluster_client::ClusterClient;
+use quorumca_consensus::pb::{self, AddNodeRequest, PingRequest, RemoveNodeRequest, StatusRequest};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::output::{json, table, Output};
+
+#[derive(Debug, Args)]
+pub struct Conn {
+    /// Node addresses (host:port), comma separated. The first that answers
+    /// is used.
+    #[arg(long, env = "QUORUMCA_ENDPOINTS", value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// Leader, term, indexes and members as seen by each endpoint.
+    ///
+    /// Example: quorumca cluster status --endpoints 127.0.0.1:7101
+    Status(Conn),
+    /// Commit a no-op through Raft: proves the cluster can commit now.
+    Ping(Conn),
+    /// Add a node (as a learner, then a voter unless --learner).
+    AddNode {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        id: u64,
+        /// host:port the new node listens on.
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        zone: String,
+        /// Keep it a non-voting learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+async fn connect(addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(15))
+        .connect()
+        .await?;
+    Ok(ClusterClient::new(ch))
+}
+
+async fn first_reachable(endpoints: &[String]) -> anyhow::Result<ClusterClient<Channel>> {
+    let mut errors = Vec::new();
+    for e in endpoints {
+        match connect(e).await {
+            Ok(c) => return Ok(c),
+            Err(err) => errors.push(format!("{e}: {err}")),
+        }
+    }
+    bail!(
+        "no endpoint answered ({}). Is the cluster running? `quorumca dev` prints its endpoints",
+        errors.join("; ")
+    )
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+}
+
+#[derive(Serialize)]
+struct MemberOut {
+    node_id: u64,
+    addr: String,
+    region: String,
+    zone: String,
+    voter: bool,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    endpoint: String,
+    reachable: bool,
+    node_id: u64,
+    role: String,
+    leader_id: Option<u64>,
+    term: u64,
+    last_log_index: u64,
+    commit_index: u64,
+    applied_index: u64,
+    snapshot_index: u64,
+    ledger_hash: String,
+    members: Vec<MemberOut>,
+}
+
+fn members_out(ms: &[pb::Member]) -> Vec<MemberOut> {
+    ms.iter()
+        .map(|m| MemberOut {
+            node_id: m.node_id,
+            addr: m.addr.clone(),
+            region: m.region.clone(),
+            zone: m.zone.clone(),
+            voter: m.voter,
+        })
+        .collect()
+}
+
+fn members_table(ms: &[MemberOut]) -> String {
+    let rows: Vec<Vec<String>> = ms
+        .iter()
+        .map(|m| {
+            vec![
+                m.node_id.to_string(),
+                m.addr.clone(),
+                m.region.clone(),
+                m.zone.clone(),
+                if m.voter { "voter" } else { "learner" }.into(),
+            ]
+        })
+        .collect();
+    table(&["NODE", "ADDRESS", "REGION", "ZONE", "ROLE"], &rows)
+}
+
+pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
+    match cmd {
+        ClusterCmd::Status(conn) => {
+            let mut out = Vec::new();
+            for e in &conn.endpoints {
+                let s = match connect(e).await {
+                    Ok(mut c) => c.status(StatusRequest {}).await.ok().map(|r| r.into_inner()),
+                    Err(_) => None,
+                };
+                out.push(match s {
+                    Some(s) => StatusOut {
+                        endpoint: e.clone(),
+                        reachable: true,
+                        node_id: s.node_id,
+                        role: s.role,
+                        leader_id: s.leader_id,
+                        term: s.term,
+                        last_log_index: s.last_log_index,
+                        commit_index: s.commit_index,
+                        applied_index: s.applied_index,
+                        snapshot_index: s.snapshot_index,
+                        ledger_hash: s.ledger_hash,
+                        members: members_out(&s.members),
+                    },
+                    None => StatusOut {
+                        endpoint: e.clone(),
+                        reachable: false,
+                        node_id: 0,
+                        role: "unreachable".into(),
+                        leader_id: None,
+                        term: 0,
+                        last_log_index: 0,
+                        commit_index: 0,
+                        applied_index: 0,
+                        snapshot_index: 0,
+                        ledger_hash: String::new(),
+                        members: vec![],
+                    },
+                });
+            }
+            match conn.output {
+                Output::Json => println!("{}", json(&out)),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = out
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.endpoint.clone(),
+                                if s.reachable { s.node_id.to_string() } else { "-".into() },
+                                s.role.clone(),
+                                s.leader_id.map(|l| l.to_string()).unwrap_or("-".into()),
+                                s.term.to_string(),
+                                s.commit_index.to_string(),
+                                s.applied_index.to_string(),
+                                s.ledger_hash.chars().take(12).collect(),
+                            ]
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        table(
+                            &["ENDPOINT", "NODE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "LEDGER"],
+                            &rows
+                        )
+                    );
+                    if let Some(s) = out.iter().find(|s| s.reachable) {
+                        println!("\nMembers (as seen by node {}):\n{}", s.node_id, members_table(&s.members));
+                    }
+                }
+            }
+            if out.iter().all(|s| !s.reachable) {
+                bail!("no endpoint answered; is the cluster running?");
+            }
+            Ok(())
+        }
+        ClusterCmd::Ping(conn) => {
+            let mut c = first_reachable(&conn.endpoints).await?;
+            let started = std::time::Instant::now();
+            let r = c
+                .ping(PingRequest { payload: b"quorumca cluster ping".to_vec() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            match conn.output {
+                Output::Json => println!(
+                    "{}",
+                    json(&serde_json::json!({"log_index": r.log_index, "leader_id": r.leader_id, "millis": ms}))
+                ),
+                Output::Table => println!(
+                    "committed at log index {} (leader {}) in {ms:.1} ms",
+                    r.log_index, r.leader_id
+                ),
+            }
+            Ok(())
+        }
+        ClusterCmd::AddNode { conn, id, addr, region, zone, learner } => {
+            let mut c = first_reachable(&conn.endpoints).await?;
+            let r = c
+                .add_node(AddNodeRequest { node_id: id, addr, region, zone, voter: !learner })
+                .await
+                .map_err(status_error)
+                .context("adding the node")?
+                .into_inner();
+            print_members(conn.output, &r.members);
+            Ok(())
+        }
+        ClusterCmd::RemoveNode { conn, id } => {
+            let mut c = first_reachable(&conn.endpoints).await?;
+            let r = c
+                .remove_node(RemoveNodeRequest { node_id: id })
+                .await
+                .map_err(status_error)
+                .context("removing the node")?
+                .into_inner();
+            print_members(conn.output, &r.members);
+            Ok(())
+        }
+    }
+}
+
+fn print_members(output: Output, ms: &[pb::Member]) {
+    let ms = members_out(ms);
+    match output {
+        Output::Json => println!("{}", json(&ms)),
+        Output::Table => println!("{}", members_table(&ms)),
+    }
+}

@@ -1,0 +1,72 @@
+//! # quorumca-cli: the `quorumca` command
+//!
+//! Owns argument parsing ([`Cli`]), process life (signals, child processes
+//! of `quorumca dev`) and presentation (`--output table|json`). Everything
+//! that decides, agrees or stores lives in the library crates; this crate
+//! wires them and talks to running nodes over gRPC.
+//!
+//! - `server`: one node from a `node.toml` ([`server`]).
+//! - `dev`: a local multi-node cluster of `quorumca server` processes
+//!   ([`dev`]).
+//! - `cluster ...`: operator commands against running nodes ([`cluster`]).
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod dev;
+pub mod output;
+pub mod server;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// QuorumCA: a certificate authority that runs as a Raft cluster.
+#[derive(Debug, Parser)]
+#[command(name = "quorumca", version, about, long_about = None, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `quorumca=debug`.
+    #[arg(long, global = true, env = "QUORUMCA_LOG", default_value = "info,openraft=warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+const EXAMPLES: &str = "Examples:
+  quorumca dev                         start a local 3-node cluster in ./dev-data
+  . ./dev-data/env && quorumca cluster status
+  quorumca server --config node.toml   run one node of a real cluster";
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one node, configured by a TOML file.
+    Server {
+        /// Path to node.toml (node_id, listen, data_dir, region, zone, peers).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a local cluster of N nodes on loopback and keep it running
+    /// until Ctrl-C. Running it again on the same data dir restarts the
+    /// same cluster with its data.
+    Dev(dev::DevArgs),
+    /// Inspect and change the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
+}
+
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Server { config } => server::run(&config).await,
+        Cmd::Dev(args) => dev::run(args, &cli.log).await,
+        Cmd::Cluster(cmd) => cluster::run(cmd).await,
+    }
+}

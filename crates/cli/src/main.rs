@@ -1,0 +1,22 @@
+//! The `quorumca` binary. Thin on purpose: parse arguments, set up logging,
+//! hand over to `quorumca_cli`.
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = quorumca_cli::Cli::parse();
+    quorumca_cli::init_logging(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(quorumca_cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
