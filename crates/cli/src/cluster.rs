@@ -15,7 +15,12 @@ use crate::output::{json, table, Output};
 pub struct Conn {
     /// Node addresses (host:port), comma separated. The first that answers
     /// is used.
-    #[arg(long, env = "QUORUMCA_ENDPOINTS", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "QUORUMCA_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub endpoints: Vec<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
@@ -142,7 +147,11 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             let mut out = Vec::new();
             for e in &conn.endpoints {
                 let s = match connect(e).await {
-                    Ok(mut c) => c.status(StatusRequest {}).await.ok().map(|r| r.into_inner()),
+                    Ok(mut c) => c
+                        .status(StatusRequest {})
+                        .await
+                        .ok()
+                        .map(|r| r.into_inner()),
                     Err(_) => None,
                 };
                 out.push(match s {
@@ -184,7 +193,11 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                         .map(|s| {
                             vec![
                                 s.endpoint.clone(),
-                                if s.reachable { s.node_id.to_string() } else { "-".into() },
+                                if s.reachable {
+                                    s.node_id.to_string()
+                                } else {
+                                    "-".into()
+                                },
                                 s.role.clone(),
                                 s.leader_id.map(|l| l.to_string()).unwrap_or("-".into()),
                                 s.term.to_string(),
@@ -197,12 +210,19 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                     println!(
                         "{}",
                         table(
-                            &["ENDPOINT", "NODE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "LEDGER"],
+                            &[
+                                "ENDPOINT", "NODE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED",
+                                "LEDGER"
+                            ],
                             &rows
                         )
                     );
                     if let Some(s) = out.iter().find(|s| s.reachable) {
-                        println!("\nMembers (as seen by node {}):\n{}", s.node_id, members_table(&s.members));
+                        println!(
+                            "\nMembers (as seen by node {}):\n{}",
+                            s.node_id,
+                            members_table(&s.members)
+                        );
                     }
                 }
             }
@@ -215,7 +235,9 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             let mut c = first_reachable(&conn.endpoints).await?;
             let started = std::time::Instant::now();
             let r = c
-                .ping(PingRequest { payload: b"quorumca cluster ping".to_vec() })
+                .ping(PingRequest {
+                    payload: b"quorumca cluster ping".to_vec(),
+                })
                 .await
                 .map_err(status_error)?
                 .into_inner();
@@ -223,7 +245,9 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             match conn.output {
                 Output::Json => println!(
                     "{}",
-                    json(&serde_json::json!({"log_index": r.log_index, "leader_id": r.leader_id, "millis": ms}))
+                    json(
+                        &serde_json::json!({"log_index": r.log_index, "leader_id": r.leader_id, "millis": ms})
+                    )
                 ),
                 Output::Table => println!(
                     "committed at log index {} (leader {}) in {ms:.1} ms",
@@ -232,10 +256,23 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ClusterCmd::AddNode { conn, id, addr, region, zone, learner } => {
+        ClusterCmd::AddNode {
+            conn,
+            id,
+            addr,
+            region,
+            zone,
+            learner,
+        } => {
             let mut c = first_reachable(&conn.endpoints).await?;
             let r = c
-                .add_node(AddNodeRequest { node_id: id, addr, region, zone, voter: !learner })
+                .add_node(AddNodeRequest {
+                    node_id: id,
+                    addr,
+                    region,
+                    zone,
+                    voter: !learner,
+                })
                 .await
                 .map_err(status_error)
                 .context("adding the node")?

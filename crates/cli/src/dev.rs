@@ -75,13 +75,24 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let base = base.canonicalize()?;
     if args.base_port as u64 + args.nodes > 65_536 {
-        bail!("--base-port {} leaves no room for {} nodes", args.base_port, args.nodes);
+        bail!(
+            "--base-port {} leaves no room for {} nodes",
+            args.base_port,
+            args.nodes
+        );
     }
-    let layout = DevLayout { nodes: args.nodes, base_port: args.base_port };
+    let layout = DevLayout {
+        nodes: args.nodes,
+        base_port: args.base_port,
+    };
     let layout_path = base.join("dev.toml");
     if let Ok(text) = std::fs::read_to_string(&layout_path) {
-        let old: DevLayout = toml::from_str(&text)
-            .with_context(|| format!("{} is corrupt; remove it or use a fresh --data-dir", layout_path.display()))?;
+        let old: DevLayout = toml::from_str(&text).with_context(|| {
+            format!(
+                "{} is corrupt; remove it or use a fresh --data-dir",
+                layout_path.display()
+            )
+        })?;
         if old != layout {
             bail!(
                 "{} holds a {}-node cluster on base port {}; run with --nodes {} --base-port {}, or use a fresh --data-dir",
@@ -151,11 +162,19 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
             endpoints.join(",")
         ),
     )?;
-    println!("QuorumCA dev cluster is up: {} nodes, leader is node {leader}, committed index {index}.", nodes.len());
+    println!(
+        "QuorumCA dev cluster is up: {} nodes, leader is node {leader}, committed index {index}.",
+        nodes.len()
+    );
     println!();
     for n in &nodes {
         let (r, z) = region_of(n.id);
-        println!("  node {}  {}  region {r}  zone {z}  data {}", n.id, n.addr, n.dir.display());
+        println!(
+            "  node {}  {}  region {r}  zone {z}  data {}",
+            n.id,
+            n.addr,
+            n.dir.display()
+        );
     }
     println!();
     println!("Talk to it from another terminal:");
@@ -164,7 +183,10 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     println!("  quorumca cluster ping          # commit a no-op through Raft");
     println!("(with cargo: cargo run --release -- cluster status)");
     println!();
-    println!("Logs: {}/node*/node.log. Press Ctrl-C to stop; run again to restart with the same data.", base.display());
+    println!(
+        "Logs: {}/node*/node.log. Press Ctrl-C to stop; run again to restart with the same data.",
+        base.display()
+    );
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -212,9 +234,17 @@ async fn wait_until_ready(nodes: &mut [DevNode], timeout: Duration) -> anyhow::R
                 }
             }
         }
-        if leaders.len() == nodes.len() && leaders[0].is_some() && leaders.iter().all(|l| *l == leaders[0]) {
+        if leaders.len() == nodes.len()
+            && leaders[0].is_some()
+            && leaders.iter().all(|l| *l == leaders[0])
+        {
             let mut c = ClusterClient::connect(format!("http://{}", nodes[0].addr)).await?;
-            if let Ok(p) = c.ping(PingRequest { payload: b"dev ready".to_vec() }).await {
+            if let Ok(p) = c
+                .ping(PingRequest {
+                    payload: b"dev ready".to_vec(),
+                })
+                .await
+            {
                 let p = p.into_inner();
                 return Ok((p.leader_id, p.log_index));
             }
@@ -252,7 +282,10 @@ mod tests {
 
     #[test]
     fn generated_node_config_is_valid_and_lists_every_peer() {
-        let layout = DevLayout { nodes: 5, base_port: 9000 };
+        let layout = DevLayout {
+            nodes: 5,
+            base_port: 9000,
+        };
         let text = node_toml(4, &layout, Path::new("/tmp/d"));
         let cfg = quorumca_consensus::ServerConfig::parse(Path::new("node.toml"), &text).unwrap();
         assert_eq!(cfg.node_id, 4);

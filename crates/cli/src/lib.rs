@@ -25,7 +25,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "quorumca", version, about, long_about = None, after_help = EXAMPLES)]
 pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `quorumca=debug`.
-    #[arg(long, global = true, env = "QUORUMCA_LOG", default_value = "info,openraft=warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "QUORUMCA_LOG",
+        default_value = "info,openraft=warn"
+    )]
     pub log: String,
     #[command(subcommand)]
     pub command: Cmd,

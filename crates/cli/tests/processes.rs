@@ -12,7 +12,9 @@ use quorumca_consensus::pb::{PingRequest, StatusRequest};
 const BIN: &str = env!("CARGO_BIN_EXE_quorumca");
 
 fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ls: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
@@ -73,7 +75,11 @@ async fn status_all(ports: &[u16]) -> Vec<Option<quorumca_consensus::pb::StatusR
     let mut out = Vec::new();
     for p in ports {
         let s = match ClusterClient::connect(format!("http://127.0.0.1:{p}")).await {
-            Ok(mut c) => c.status(StatusRequest {}).await.ok().map(|r| r.into_inner()),
+            Ok(mut c) => c
+                .status(StatusRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner()),
             Err(_) => None,
         };
         out.push(s);
@@ -83,7 +89,11 @@ async fn status_all(ports: &[u16]) -> Vec<Option<quorumca_consensus::pb::StatusR
 
 /// Waits until every node answers with the same leader and, if given, the
 /// same applied ledger hash.
-async fn wait_agreed(ports: &[u16], min_applied: u64, timeout: Duration) -> quorumca_consensus::pb::StatusResponse {
+async fn wait_agreed(
+    ports: &[u16],
+    min_applied: u64,
+    timeout: Duration,
+) -> quorumca_consensus::pb::StatusResponse {
     let deadline = Instant::now() + timeout;
     loop {
         let st = status_all(ports).await;
@@ -100,7 +110,10 @@ async fn wait_agreed(ports: &[u16], min_applied: u64, timeout: Duration) -> quor
                 return st[0].clone();
             }
         }
-        assert!(Instant::now() < deadline, "cluster did not agree within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not agree within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -115,10 +128,17 @@ async fn acknowledged_writes_survive_kill_9_of_every_process() {
 
     // Every ping is a Raft entry that extends the ledger's audit chain, so
     // the ledger hash covers every acknowledged one.
-    let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", ports[1])).await.unwrap();
+    let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", ports[1]))
+        .await
+        .unwrap();
     let mut acked = 0;
     for i in 0..40u32 {
-        client.ping(PingRequest { payload: i.to_be_bytes().to_vec() }).await.unwrap();
+        client
+            .ping(PingRequest {
+                payload: i.to_be_bytes().to_vec(),
+            })
+            .await
+            .unwrap();
         acked += 1;
     }
     let before = wait_agreed(&ports, 0, Duration::from_secs(10)).await;
@@ -130,10 +150,21 @@ async fn acknowledged_writes_survive_kill_9_of_every_process() {
     // (A leader whose committed vote survived may resume its term without a
     // new election, so the applied index can be exactly the old one.)
     let after = wait_agreed(&ports, before.applied_index, Duration::from_secs(30)).await;
-    assert_eq!(after.ledger_hash, before.ledger_hash, "an acknowledged write was lost ({acked} acked)");
+    assert_eq!(
+        after.ledger_hash, before.ledger_hash,
+        "an acknowledged write was lost ({acked} acked)"
+    );
     // And the restarted cluster commits new writes.
-    let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", ports[2])).await.unwrap();
-    let p = client.ping(PingRequest { payload: b"after".to_vec() }).await.unwrap().into_inner();
+    let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", ports[2]))
+        .await
+        .unwrap();
+    let p = client
+        .ping(PingRequest {
+            payload: b"after".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(p.log_index > before.applied_index);
     children.kill_all();
 }
@@ -150,12 +181,23 @@ fn a_bad_config_is_refused_with_a_clear_error_and_touches_nothing() {
     for (text, needle) in cases {
         let cfg = dir.path().join("node.toml");
         std::fs::write(&cfg, text).unwrap();
-        let out = Command::new(BIN).args(["server", "--config"]).arg(&cfg).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["server", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "expected {needle:?} in: {err}");
-        assert!(!data.exists(), "a refused config must not create the data dir");
+        assert!(
+            !data.exists(),
+            "a refused config must not create the data dir"
+        );
     }
-    let out = Command::new(BIN).args(["server", "--config", "/nonexistent/node.toml"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/node.toml"));
+    let out = Command::new(BIN)
+        .args(["server", "--config", "/nonexistent/node.toml"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read config file /nonexistent/node.toml"));
 }

@@ -30,6 +30,7 @@ mod error;
 mod network;
 mod node;
 mod service;
+pub mod testing;
 mod wire;
 
 /// Generated gRPC types for `proto/quorumca/v1`.

@@ -366,7 +366,9 @@ async fn open_storage(
 
 impl Inner {
     fn leader(&self) -> Option<(u64, NodeInfo)> {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Borrow, do not clone: this runs on every proposal.
+        let rx = self.raft.metrics();
+        let m = rx.borrow_watched();
         let id = m.current_leader?;
         let info = m.membership_config.membership().get_node(&id).cloned()?;
         Some((id, info))

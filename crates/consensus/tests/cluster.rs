@@ -16,6 +16,7 @@ const T: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_elect_a_leader_and_commit() {
+    init_tracing();
     let c = TestCluster::start(3, fast_settings()).await;
     let leader = c.wait_leader(T).await;
     let mut last = 0;
@@ -42,6 +43,7 @@ async fn three_nodes_elect_a_leader_and_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_leader_elects_a_new_one_and_commits_continue() {
+    init_tracing();
     let mut c = TestCluster::start(3, fast_settings()).await;
     let old = c.wait_leader(T).await;
     c.node(old).propose(crl_bump("before")).await.unwrap();
@@ -57,6 +59,7 @@ async fn killing_the_leader_elects_a_new_one_and_commits_continue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_sent_to_a_follower_commits() {
+    init_tracing();
     let c = TestCluster::start(3, fast_settings()).await;
     let leader = c.wait_leader(T).await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
@@ -78,6 +81,7 @@ async fn a_write_sent_to_a_follower_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_node_recovers_its_state_from_disk() {
+    init_tracing();
     let mut c = TestCluster::start(3, fast_settings()).await;
     let leader = c.wait_leader(T).await;
     let victim = (1..=3).find(|i| *i != leader).unwrap();
@@ -111,6 +115,7 @@ async fn a_node_behind_a_snapshot_catches_up_through_install_snapshot() {
         keep_after_snapshot: 0,
         ..fast_settings()
     };
+    init_tracing();
     let mut c = TestCluster::start(3, settings).await;
     let leader = c.wait_leader(T).await;
     let laggard = (1..=3).find(|i| *i != leader).unwrap();
@@ -153,6 +158,7 @@ use openraft::async_runtime::WatchReceiver;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_nodes_commit_with_two_down_and_refuse_clearly_with_three_down() {
+    init_tracing();
     let mut c = TestCluster::start(5, fast_settings()).await;
     let leader = c.wait_leader(T).await;
     // Take the leader and one follower down.
@@ -199,6 +205,7 @@ async fn five_nodes_commit_with_two_down_and_refuse_clearly_with_three_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_killing_every_node() {
+    init_tracing();
     let mut c = TestCluster::start(3, fast_settings()).await;
     let leader = c.wait_leader(T).await;
     for i in 0..25 {
@@ -227,6 +234,7 @@ async fn acknowledged_writes_survive_killing_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_leader_failovers_in_a_row() {
+    init_tracing();
     let mut c = TestCluster::start(3, fast_settings()).await;
     let timeout_max = Duration::from_millis(fast_settings().election_timeout_max_ms);
     let mut worst = Duration::ZERO;
@@ -258,6 +266,7 @@ async fn fifty_leader_failovers_in_a_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_and_misaddressed_peer_messages_are_refused_and_change_nothing() {
+    init_tracing();
     let c = TestCluster::start(3, fast_settings()).await;
     let leader = c.wait_leader(T).await;
     let r = c.node(leader).propose(crl_bump("x")).await.unwrap();
@@ -344,6 +353,7 @@ async fn malformed_and_misaddressed_peer_messages_are_refused_and_change_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_is_added_as_learner_promoted_and_removed() {
+    init_tracing();
     let mut c = TestCluster::start(3, fast_settings()).await;
     let leader = c.wait_leader(T).await;
     for i in 0..10 {
@@ -389,6 +399,7 @@ async fn a_node_is_added_as_learner_promoted_and_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn initialize_refuses_a_member_list_without_this_node() {
+    init_tracing();
     let c = TestCluster::start(1, fast_settings()).await;
     let e = c
         .node(1)

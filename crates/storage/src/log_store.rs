@@ -23,6 +23,7 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
+    durable: Durability,
     log: sled::Tree,
     meta: sled::Tree,
     flush_queue: mpsc::UnboundedSender<IOFlushed<TypeConfig>>,
@@ -49,10 +50,12 @@ impl LogStore {
         };
         let log = open_tree("log")?;
         let meta = open_tree("meta")?;
+        let durable = Durability::open(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_flusher(db.clone(), rx));
+        tokio::spawn(run_flusher(db.clone(), durable.clone(), rx));
         let store = Self {
             db,
+            durable,
             log,
             meta,
             flush_queue: tx,
@@ -108,17 +111,51 @@ impl LogStore {
     }
 }
 
-/// Group commit: one fsync for every append queued while the previous one
-/// ran. Entries are written to sled before their callback is queued, so a
-/// flush that starts after the callback arrived covers them.
-async fn run_flusher(db: sled::Db, mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>) {
+/// sled 0.34's `flush` ends in `sync_file_range(2)` on Linux, which writes
+/// the pages out but neither flushes the device's write cache nor the
+/// file's metadata; its man page warns it gives no crash guarantee. So after
+/// every sled flush we `fdatasync` sled's data file through our own handle
+/// (fsync acts on the inode, whichever descriptor asks).
+#[derive(Clone)]
+struct Durability {
+    file: std::sync::Arc<std::fs::File>,
+}
+
+impl Durability {
+    fn open(sled_dir: &Path) -> Result<Self, StorageError> {
+        let path = sled_dir.join("db");
+        let file =
+            std::fs::File::open(&path).map_err(|source| StorageError::Io { path, source })?;
+        Ok(Self {
+            file: std::sync::Arc::new(file),
+        })
+    }
+
+    /// Flushes sled, then makes what it wrote durable.
+    async fn flush(&self, db: &sled::Db) -> io::Result<()> {
+        db.flush_async().await.map_err(io::Error::other)?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(io::Error::other)?
+    }
+}
+
+/// Group commit: one flush and one fdatasync for every append queued while
+/// the previous one ran. Entries are written to sled before their callback
+/// is queued, so a flush that starts after the callback arrived covers them.
+async fn run_flusher(
+    db: sled::Db,
+    durable: Durability,
+    mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>,
+) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = db.flush_async().await;
+        let result = durable.flush(&db).await;
         for cb in batch.drain(..) {
             let r = match &result {
                 Ok(_) => Ok(()),
@@ -190,8 +227,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // A vote must be on disk before it is acted on, or a restarted node
         // could vote twice in one term.
         self.write_meta(KEY_VOTE, vote)?;
-        self.db.flush_async().await.map_err(io::Error::other)?;
-        Ok(())
+        self.durable.flush(&self.db).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {

@@ -1,0 +1,129 @@
+//! # quorumca-benches: measurements, not assertions
+//!
+//! Load generators that run against real clusters and report throughput and
+//! latency percentiles (HdrHistogram). Targets live here, never in timed
+//! unit tests. Binaries:
+//!
+//! - `proposals`: raw committed proposals per second and p50/p99 commit
+//!   latency for a 3-node durable cluster at several concurrencies.
+//! - `log_growth`: Raft log entries, sled bytes on disk and process memory
+//!   while the log is purged behind snapshots.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use quorumca_consensus::Node;
+use quorumca_ledger::Proposal;
+use serde::Serialize;
+
+/// Result of one load level.
+#[derive(Clone, Debug, Serialize)]
+pub struct LevelResult {
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub ok: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Runs `concurrency` closed-loop proposers against `node` for `duration`.
+/// Each worker waits for its proposal to be committed before sending the
+/// next, so throughput comes from concurrency, as with real clients.
+pub async fn run_level(
+    node: Arc<Node>,
+    concurrency: usize,
+    duration: Duration,
+    make: Arc<dyn Fn(u64) -> Proposal + Send + Sync>,
+    progress: Option<indicatif::ProgressBar>,
+) -> LevelResult {
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let node = node.clone();
+        let counter = counter.clone();
+        let errors = errors.clone();
+        let make = make.clone();
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                match node.propose(make(n)).await {
+                    Ok(_) => {
+                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                        if let Some(p) = &progress {
+                            p.inc(1);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            h
+        }));
+    }
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    for t in tasks {
+        total.add(t.await.expect("worker")).expect("same bounds");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    LevelResult {
+        concurrency,
+        seconds,
+        ok: total.len(),
+        errors: errors.load(Ordering::Relaxed),
+        per_second: total.len() as f64 / seconds,
+        p50_ms: total.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
+        max_ms: total.max() as f64 / 1000.0,
+    }
+}
+
+/// Resident set size of this process in bytes, from /proc.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let fmt = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:>width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = vec![fmt(headers.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| fmt(r.iter().map(String::as_str).collect())),
+    );
+    out.join("\n")
+}
