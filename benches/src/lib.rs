@@ -32,20 +32,28 @@ pub struct LevelResult {
     pub max_ms: f64,
 }
 
-/// Runs `concurrency` closed-loop proposers against `node` for `duration`.
-/// Each worker waits for its proposal to be committed before sending the
-/// next, so throughput comes from concurrency, as with real clients.
+/// When a load level stops. Both bounds always apply, so no run is endless.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub duration: Duration,
+    pub max_ops: u64,
+}
+
+/// Runs `concurrency` closed-loop proposers against `node` until the budget
+/// is spent. Each worker waits for its proposal to be committed before
+/// sending the next, so throughput comes from concurrency, as with real
+/// clients.
 pub async fn run_level(
     node: Arc<Node>,
     concurrency: usize,
-    duration: Duration,
+    budget: Budget,
     make: Arc<dyn Fn(u64) -> Proposal + Send + Sync>,
     progress: Option<indicatif::ProgressBar>,
 ) -> LevelResult {
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let deadline = started + duration;
+    let deadline = started + budget.duration;
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let node = node.clone();
@@ -58,6 +66,9 @@ pub async fn run_level(
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
+                if n >= budget.max_ops {
+                    break;
+                }
                 let t = Instant::now();
                 match node.propose(make(n)).await {
                     Ok(_) => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use quorumca_benches::{run_level, table, LevelResult};
+use quorumca_benches::{run_level, table, Budget, LevelResult};
 use quorumca_consensus::testing::TestCluster;
 use quorumca_consensus::{now_ms, RaftSettings};
 use quorumca_ledger::{Command, Proposal};
@@ -79,14 +79,11 @@ async fn main() -> anyhow::Result<()> {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(format!("{c} proposers for {} s", args.duration));
         bar.enable_steady_tick(Duration::from_millis(200));
-        let r = run_level(
-            node.clone(),
-            c,
-            Duration::from_secs(args.duration),
-            make.clone(),
-            Some(bar.clone()),
-        )
-        .await;
+        let budget = Budget {
+            duration: Duration::from_secs(args.duration),
+            max_ops: u64::MAX,
+        };
+        let r = run_level(node.clone(), c, budget, make.clone(), Some(bar.clone())).await;
         bar.finish_and_clear();
         eprintln!(
             "  {c:>3} proposers: {:>8.0}/s  p50 {:.2} ms  p99 {:.2} ms",
