@@ -127,6 +127,8 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
             .arg("server")
             .arg("--config")
             .arg(&cfg)
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
             .env("QUORUMCA_LOG", log)
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)

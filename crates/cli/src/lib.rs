@@ -48,6 +48,11 @@ pub enum Cmd {
         /// Path to node.toml (node_id, listen, data_dir, region, zone, peers).
         #[arg(long, short)]
         config: PathBuf,
+        /// Stop when the process with this pid is no longer our parent.
+        /// `quorumca dev` passes its own pid, so nodes never outlive it,
+        /// even if it is killed with SIGKILL.
+        #[arg(long, hide = true)]
+        parent_pid: Option<u32>,
     },
     /// Start a local cluster of N nodes on loopback and keep it running
     /// until Ctrl-C. Running it again on the same data dir restarts the
@@ -70,7 +75,7 @@ pub fn init_logging(cli: &Cli) {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Server { config } => server::run(&config).await,
+        Cmd::Server { config, parent_pid } => server::run(&config, parent_pid).await,
         Cmd::Dev(args) => dev::run(args, &cli.log).await,
         Cmd::Cluster(cmd) => cluster::run(cmd).await,
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use quorumca_consensus::{Node, ServerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+pub async fn run(config_path: &Path, parent_pid: Option<u32>) -> anyhow::Result<()> {
     let cfg = ServerConfig::load(config_path)?;
     let node = Node::start(cfg.node_config())
         .await
@@ -30,9 +30,21 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let orphaned = async {
+        match parent_pid {
+            Some(pid) => loop {
+                if std::os::unix::process::parent_id() != pid {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            },
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = orphaned => tracing::warn!("parent process is gone: shutting down"),
     }
     match tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await {
         Ok(()) => tracing::info!("stopped cleanly"),

@@ -201,3 +201,101 @@ fn a_bad_config_is_refused_with_a_clear_error_and_touches_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("cannot read config file /nonexistent/node.toml"));
 }
+
+/// Three consecutive free loopback ports for `quorumca dev --base-port`.
+fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let p = free_ports(1)[0];
+        if p < 65_000 && (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+    panic!("no three consecutive free ports");
+}
+
+async fn wait_for_file(path: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+    let base = free_base_port();
+    let start = || {
+        Command::new(BIN)
+            .args(["--log", "warn", "dev", "--data-dir"])
+            .arg(&data)
+            .args(["--base-port", &base.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut dev = Procs(vec![start()]);
+    let env = wait_for_file(&data.join("env"), Duration::from_secs(60)).await;
+    let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
+    let expected = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(
+        env.contains(&format!("export QUORUMCA_ENDPOINTS={expected}")),
+        "{env}"
+    );
+    let before = wait_agreed(&ports, 0, Duration::from_secs(30)).await;
+    assert_eq!(before.members.len(), 3);
+    let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", ports[0]))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        client.ping(PingRequest { payload: vec![1] }).await.unwrap();
+    }
+    let before = wait_agreed(&ports, 0, Duration::from_secs(10)).await;
+
+    // SIGTERM to `dev` stops every node and exits cleanly.
+    let pid = dev.0[0].id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = dev.0[0].wait().unwrap();
+    assert!(status.success(), "dev exited with {status}");
+    let down = status_all(&ports).await;
+    assert!(
+        down.iter().all(|s| s.is_none()),
+        "nodes still answer after dev stopped"
+    );
+
+    // Again on the same data dir: the same cluster, with its data.
+    std::fs::remove_file(data.join("env")).unwrap();
+    let mut dev = Procs(vec![start()]);
+    wait_for_file(&data.join("env"), Duration::from_secs(60)).await;
+    let after = wait_agreed(&ports, before.applied_index, Duration::from_secs(30)).await;
+    assert!(after.applied_index >= before.applied_index);
+    assert_eq!(after.members.len(), 3);
+
+    // Even SIGKILL of `dev` leaves no nodes behind: they watch their parent.
+    dev.kill_all();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_all(&ports).await.iter().any(|s| s.is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "nodes outlived a killed `quorumca dev`"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
