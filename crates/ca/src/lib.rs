@@ -1,0 +1,28 @@
+//! # quorumca-ca: pure PKI
+//!
+//! This crate owns the certificate authority's decisions and artefacts:
+//! checking certificate signing requests (decode, proof-of-possession
+//! signature, key type and size), and, as it grows, profiles and policy
+//! decisions, pre-issuance lints, and building and signing certificates,
+//! CRLs and OCSP responses.
+//!
+//! ## What it must never do
+//!
+//! No I/O, no async, no clock, no randomness of its own: time and serials
+//! arrive as arguments, so every decision is testable and repeatable. It
+//! never sees protobuf types (the API crate converts at the edge) and never
+//! writes the ledger (the node records what this crate decided).
+//!
+//! ## Where the neighbours live
+//!
+//! `quorumca-ledger` records issuances and revocations; `quorumca-consensus`
+//! commits them; the API crate authenticates callers before anything here
+//! runs.
+#![forbid(unsafe_code)]
+
+mod csr;
+
+pub use csr::{parse_csr, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES};
+
+#[cfg(test)]
+mod tests;
