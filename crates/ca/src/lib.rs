@@ -21,8 +21,13 @@
 #![forbid(unsafe_code)]
 
 mod csr;
+mod sign;
 
 pub use csr::{parse_csr, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES};
+pub use sign::{
+    pem_encode, self_signed_root, sign_intermediate, sign_leaf, CaSigner, LeafSpec, SignError,
+    Usage, Validity,
+};
 
 #[cfg(test)]
 mod tests;

@@ -188,3 +188,301 @@ fn corruptions_never_panic_or_verify() {
         }
     }
 }
+
+mod signing {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+    use super::*;
+
+    const NOW: i64 = 1_790_000_000; // 2026-09
+
+    fn validity(days: i64) -> Validity {
+        Validity {
+            not_before: NOW - 60,
+            not_after: NOW + days * 86_400,
+        }
+    }
+
+    struct Hierarchy {
+        root: CaSigner,
+        int: CaSigner,
+    }
+
+    fn hierarchy(
+        root_alg: &'static rcgen::SignatureAlgorithm,
+        int_alg: &'static rcgen::SignatureAlgorithm,
+    ) -> Hierarchy {
+        let root = self_signed_root(
+            KeyPair::generate_for(root_alg).unwrap(),
+            "QuorumCA Test Root",
+            validity(3650),
+            &[0x01],
+        )
+        .unwrap();
+        let int = sign_intermediate(
+            &root,
+            KeyPair::generate_for(int_alg).unwrap(),
+            "QuorumCA eu-west",
+            validity(365),
+            &[0x02],
+        )
+        .unwrap();
+        Hierarchy { root, int }
+    }
+
+    fn spec(serial: &[u8]) -> LeafSpec {
+        LeafSpec {
+            serial: serial.to_vec(),
+            validity: validity(1),
+            dns: vec!["svc.payments.example".into()],
+            ips: vec!["10.1.2.3".parse().unwrap()],
+            uris: vec!["spiffe://example.org/ns/payments/sa/api".into()],
+            usages: vec![Usage::ServerAuth, Usage::ClientAuth],
+            crl_url: Some("http://127.0.0.1:7101/crl/eu-west/7.crl".into()),
+            ocsp_url: Some("http://127.0.0.1:7101/ocsp/eu-west".into()),
+        }
+    }
+
+    fn write(dir: &Path, name: &str, der: &[u8]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, pem_encode("CERTIFICATE", der)).unwrap();
+        p
+    }
+
+    fn openssl(args: &[&str]) -> (bool, String) {
+        let o = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl must be installed for these tests (.ci/run installs it)");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    /// openssl verify at a fixed time inside the validity window.
+    fn openssl_verify(dir: &Path, h: &Hierarchy, leaf: &[u8]) -> (bool, String) {
+        let root = write(dir, "root.pem", &h.root.cert_der);
+        let int = write(dir, "int.pem", &h.int.cert_der);
+        let leaf = write(dir, "leaf.pem", leaf);
+        let at = NOW.to_string();
+        openssl(&[
+            "verify",
+            "-attime",
+            &at,
+            "-x509_strict",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            root.to_str().unwrap(),
+            "-untrusted",
+            int.to_str().unwrap(),
+            leaf.to_str().unwrap(),
+        ])
+    }
+
+    fn webpki_verify(h: &Hierarchy, leaf: &[u8], name: &str) -> Result<(), String> {
+        let root = CertificateDer::from(h.root.cert_der.clone());
+        let anchor = webpki::anchor_from_trusted_cert(&root).map_err(|e| e.to_string())?;
+        let leaf = CertificateDer::from(leaf.to_vec());
+        let ee = webpki::EndEntityCert::try_from(&leaf).map_err(|e| e.to_string())?;
+        let ints = [CertificateDer::from(h.int.cert_der.clone())];
+        let time = UnixTime::since_unix_epoch(Duration::from_secs(NOW as u64));
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor],
+            &ints,
+            time,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| format!("{e:?}"))?;
+        ee.verify_is_valid_for_subject_name(&ServerName::try_from(name).unwrap())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    #[test]
+    fn leaves_of_every_key_type_chain_to_the_root_in_openssl_and_webpki() {
+        let dir = tempfile::tempdir().unwrap();
+        for (root_alg, int_alg) in [
+            (
+                &rcgen::PKCS_ECDSA_P384_SHA384,
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+            ),
+            (
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+                &rcgen::PKCS_ECDSA_P384_SHA384,
+            ),
+            (&rcgen::PKCS_ED25519, &rcgen::PKCS_ED25519),
+        ] {
+            let h = hierarchy(root_alg, int_alg);
+            let mut csrs: Vec<Vec<u8>> = [
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+                &rcgen::PKCS_ECDSA_P384_SHA384,
+                &rcgen::PKCS_ED25519,
+            ]
+            .into_iter()
+            .map(|a| csr_for(a).1)
+            .collect();
+            csrs.push(openssl_rsa_csr(2048));
+            for (i, csr) in csrs.iter().enumerate() {
+                let csr = parse_csr(csr).unwrap();
+                let mut s = spec(&[0x10, i as u8 + 1]);
+                if matches!(csr.key, KeyAlgorithm::Rsa { .. }) {
+                    s.dns = vec!["rsa.example".into()];
+                }
+                let leaf = sign_leaf(&h.int, &csr, &s).unwrap();
+                let (ok, out) = openssl_verify(dir.path(), &h, &leaf);
+                assert!(
+                    ok,
+                    "openssl verify failed for {} under {root_alg:?}/{int_alg:?}: {out}",
+                    csr.key
+                );
+                webpki_verify(&h, &leaf, &s.dns[0])
+                    .unwrap_or_else(|e| panic!("webpki: {} {e}", csr.key));
+            }
+        }
+    }
+
+    #[test]
+    fn leaf_carries_aki_crl_dp_aia_and_is_not_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hierarchy(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let csr = parse_csr(&csr_for(&rcgen::PKCS_ECDSA_P256_SHA256).1).unwrap();
+        let leaf = sign_leaf(&h.int, &csr, &spec(&[0x42])).unwrap();
+        let path = write(dir.path(), "leaf.pem", &leaf);
+        let (ok, text) = openssl(&["x509", "-noout", "-text", "-in", path.to_str().unwrap()]);
+        assert!(ok, "{text}");
+        for needle in [
+            "X509v3 Authority Key Identifier",
+            "X509v3 Subject Key Identifier",
+            "CA:FALSE",
+            "URI:http://127.0.0.1:7101/crl/eu-west/7.crl",
+            "OCSP - URI:http://127.0.0.1:7101/ocsp/eu-west",
+            "DNS:svc.payments.example",
+            "IP Address:10.1.2.3",
+            "URI:spiffe://example.org/ns/payments/sa/api",
+            "TLS Web Server Authentication, TLS Web Client Authentication",
+            "Serial Number: 66 (0x42)",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        // The intermediate may sign leaves only.
+        let ipath = write(dir.path(), "int.pem", &h.int.cert_der);
+        let (_, itext) = openssl(&["x509", "-noout", "-text", "-in", ipath.to_str().unwrap()]);
+        assert!(itext.contains("CA:TRUE, pathlen:0"), "{itext}");
+    }
+
+    #[test]
+    fn lints_refuse_bad_leaves_and_nothing_is_signed() {
+        let h = hierarchy(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let csr = parse_csr(&csr_for(&rcgen::PKCS_ECDSA_P256_SHA256).1).unwrap();
+        let cases: Vec<(LeafSpec, &str)> = vec![
+            (
+                LeafSpec {
+                    dns: vec![],
+                    ips: vec![],
+                    uris: vec![],
+                    ..spec(&[1])
+                },
+                "at least one subjectAltName",
+            ),
+            (
+                LeafSpec {
+                    dns: vec!["bad name.example".into()],
+                    ..spec(&[1])
+                },
+                "not a valid DNS name",
+            ),
+            (
+                LeafSpec {
+                    dns: vec!["".into()],
+                    ..spec(&[1])
+                },
+                "not a valid DNS name",
+            ),
+            (
+                LeafSpec {
+                    uris: vec!["no scheme".into()],
+                    ..spec(&[1])
+                },
+                "not a valid URI",
+            ),
+            (spec(&[0x80, 1]), "positive"),
+            (spec(&[0; 21]), "20 octets"),
+            (spec(&[0]), "zero"),
+            (spec(&[0, 1]), "redundant leading zero"),
+            (
+                LeafSpec {
+                    validity: Validity {
+                        not_before: NOW,
+                        not_after: NOW,
+                    },
+                    ..spec(&[1])
+                },
+                "notAfter",
+            ),
+            (
+                LeafSpec {
+                    usages: vec![],
+                    ..spec(&[1])
+                },
+                "usage",
+            ),
+        ];
+        for (s, needle) in cases {
+            let e = sign_leaf(&h.int, &csr, &s).unwrap_err();
+            assert!(
+                matches!(e, SignError::Lint(ref m) if m.contains(needle)),
+                "expected {needle:?}, got {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn signer_round_trips_through_pkcs8_and_refuses_a_mismatched_key() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pkcs8 = key.serialize_der();
+        let root = self_signed_root(key, "Root", validity(10), &[7]).unwrap();
+        let again = CaSigner::from_parts(&root.cert_der, &pkcs8).unwrap();
+        let int = sign_intermediate(
+            &again,
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+            "I",
+            validity(5),
+            &[8],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let r = write(dir.path(), "r.pem", &root.cert_der);
+        let i = write(dir.path(), "i.pem", &int.cert_der);
+        let (ok, out) = openssl(&[
+            "verify",
+            "-attime",
+            &NOW.to_string(),
+            "-CAfile",
+            r.to_str().unwrap(),
+            i.to_str().unwrap(),
+        ]);
+        assert!(ok, "{out}");
+        let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_der();
+        let e = CaSigner::from_parts(&root.cert_der, &other).err().unwrap();
+        assert!(e.to_string().contains("does not match"), "{e}");
+    }
+}
