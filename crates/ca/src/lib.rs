@@ -20,9 +20,11 @@
 //! runs.
 #![forbid(unsafe_code)]
 
+mod crl;
 mod csr;
 mod sign;
 
+pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
 pub use csr::{parse_csr, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES};
 pub use sign::{
     pem_encode, self_signed_root, sign_intermediate, sign_leaf, CaSigner, LeafSpec, SignError,

@@ -64,6 +64,10 @@ impl CaSigner {
         })
     }
 
+    pub(crate) fn key(&self) -> &KeyPair {
+        self.issuer.key()
+    }
+
     pub fn cert_pem(&self) -> String {
         pem_encode("CERTIFICATE", &self.cert_der)
     }

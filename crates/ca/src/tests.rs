@@ -485,4 +485,193 @@ mod signing {
         let e = CaSigner::from_parts(&root.cert_der, &other).err().unwrap();
         assert!(e.to_string().contains("does not match"), "{e}");
     }
+
+    fn crl_pem(der: &[u8]) -> String {
+        pem_encode("X509 CRL", der)
+    }
+
+    #[test]
+    fn crls_verify_in_openssl_and_revoked_leaves_fail_crl_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hierarchy(
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let csr = parse_csr(&csr_for(&rcgen::PKCS_ECDSA_P256_SHA256).1).unwrap();
+        let good = sign_leaf(&h.int, &csr, &spec(&[0x11])).unwrap();
+        let bad = sign_leaf(&h.int, &csr, &spec(&[0x12])).unwrap();
+        let crl = sign_crl(
+            &h.int,
+            &CrlSpec {
+                number: 7,
+                this_update: NOW - 30,
+                next_update: NOW + 3600,
+                distribution_point: Some("http://127.0.0.1:7101/crl/eu-west/7.crl".into()),
+                delta_base: None,
+                entries: vec![
+                    CrlEntry {
+                        serial: vec![0x12],
+                        revoked_at: NOW - 40,
+                        reason: 1,
+                    },
+                    CrlEntry {
+                        serial: vec![0x05, 0x55],
+                        revoked_at: NOW - 50,
+                        reason: 0,
+                    },
+                ],
+            },
+        )
+        .unwrap();
+        let crl_path = dir.path().join("crl.pem");
+        std::fs::write(&crl_path, crl_pem(&crl)).unwrap();
+        let chain = dir.path().join("chain.pem");
+        std::fs::write(&chain, format!("{}{}", h.int.cert_pem(), h.root.cert_pem())).unwrap();
+        let (ok, out) = openssl(&[
+            "crl",
+            "-in",
+            crl_path.to_str().unwrap(),
+            "-CAfile",
+            chain.to_str().unwrap(),
+            "-noout",
+        ]);
+        assert!(ok && out.contains("verify OK"), "{out}");
+        let (ok, text) = openssl(&["crl", "-in", crl_path.to_str().unwrap(), "-noout", "-text"]);
+        assert!(ok, "{text}");
+        for needle in [
+            "X509v3 CRL Number",
+            "7",
+            "Key Compromise",
+            "Issuing Distribution Point",
+            "Only User Certificates",
+            "Serial Number: 12",
+            "Serial Number: 0555",
+            "X509v3 Authority Key Identifier",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+
+        let root = write(dir.path(), "root.pem", &h.root.cert_der);
+        let int = write(dir.path(), "int.pem", &h.int.cert_der);
+        let check = |leaf: &[u8]| {
+            let leaf = write(dir.path(), "leaf.pem", leaf);
+            openssl(&[
+                "verify",
+                "-attime",
+                &NOW.to_string(),
+                "-crl_check",
+                "-CRLfile",
+                crl_path.to_str().unwrap(),
+                "-CAfile",
+                root.to_str().unwrap(),
+                "-untrusted",
+                int.to_str().unwrap(),
+                leaf.to_str().unwrap(),
+            ])
+        };
+        let (ok, out) = check(&good);
+        assert!(ok, "an unrevoked leaf must pass crl_check: {out}");
+        let (ok, out) = check(&bad);
+        assert!(!ok && out.contains("certificate revoked"), "{out}");
+    }
+
+    #[test]
+    fn delta_crls_carry_a_critical_indicator_and_parse_in_openssl() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hierarchy(&rcgen::PKCS_ED25519, &rcgen::PKCS_ED25519);
+        let crl = sign_crl(
+            &h.int,
+            &CrlSpec {
+                number: 9,
+                this_update: NOW,
+                next_update: NOW + 600,
+                distribution_point: None,
+                delta_base: Some(8),
+                entries: vec![CrlEntry {
+                    serial: vec![0x33],
+                    revoked_at: NOW - 5,
+                    reason: 4,
+                }],
+            },
+        )
+        .unwrap();
+        let p = dir.path().join("delta.pem");
+        std::fs::write(&p, crl_pem(&crl)).unwrap();
+        let chain = dir.path().join("chain.pem");
+        std::fs::write(&chain, format!("{}{}", h.int.cert_pem(), h.root.cert_pem())).unwrap();
+        let (ok, out) = openssl(&[
+            "crl",
+            "-in",
+            p.to_str().unwrap(),
+            "-CAfile",
+            chain.to_str().unwrap(),
+            "-noout",
+            "-text",
+        ]);
+        assert!(ok && out.contains("verify OK"), "{out}");
+        assert!(out.contains("Delta CRL Indicator: critical"), "{out}");
+        assert!(out.contains("Superseded"), "{out}");
+    }
+
+    #[test]
+    fn crl_lints() {
+        let h = hierarchy(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let base = CrlSpec {
+            number: 2,
+            this_update: NOW,
+            next_update: NOW + 60,
+            distribution_point: None,
+            delta_base: None,
+            entries: vec![],
+        };
+        for (s, needle) in [
+            (
+                CrlSpec {
+                    number: 0,
+                    ..base.clone()
+                },
+                "start at 1",
+            ),
+            (
+                CrlSpec {
+                    next_update: NOW,
+                    ..base.clone()
+                },
+                "after thisUpdate",
+            ),
+            (
+                CrlSpec {
+                    next_update: NOW + 11 * 86_400,
+                    ..base.clone()
+                },
+                "10 days",
+            ),
+            (
+                CrlSpec {
+                    delta_base: Some(2),
+                    ..base.clone()
+                },
+                "base number",
+            ),
+            (
+                CrlSpec {
+                    entries: vec![CrlEntry {
+                        serial: vec![1],
+                        revoked_at: NOW,
+                        reason: 7,
+                    }],
+                    ..base.clone()
+                },
+                "reason code",
+            ),
+        ] {
+            let e = sign_crl(&h.int, &s).unwrap_err();
+            assert!(e.to_string().contains(needle), "expected {needle:?}: {e}");
+        }
+        // An empty CRL is fine.
+        sign_crl(&h.int, &base).unwrap();
+    }
 }
