@@ -83,7 +83,7 @@ fn uint(n: u64) -> Result<der::asn1::Uint, SignError> {
     der::asn1::Uint::new(&n.to_be_bytes()).map_err(|e| SignError::Build(e.to_string()))
 }
 
-fn reason_of(code: u8) -> Result<CrlReason, SignError> {
+pub(crate) fn reason_of(code: u8) -> Result<CrlReason, SignError> {
     Ok(match code {
         0 => CrlReason::Unspecified,
         1 => CrlReason::KeyCompromise,

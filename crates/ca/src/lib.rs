@@ -22,10 +22,14 @@
 
 mod crl;
 mod csr;
+mod ocsp;
 mod sign;
 
 pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
 pub use csr::{parse_csr, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES};
+pub use ocsp::{
+    respond as ocsp_respond, OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
+};
 pub use sign::{
     pem_encode, self_signed_root, sign_intermediate, sign_leaf, CaSigner, LeafSpec, SignError,
     Usage, Validity,

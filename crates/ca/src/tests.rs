@@ -674,4 +674,138 @@ mod signing {
         // An empty CRL is fine.
         sign_crl(&h.int, &base).unwrap();
     }
+
+    #[test]
+    fn ocsp_answers_verify_in_openssl_with_nonce_for_good_revoked_and_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        let h = hierarchy(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+        );
+        let csr = parse_csr(&csr_for(&rcgen::PKCS_ECDSA_P256_SHA256).1).unwrap();
+        let int = write(dir.path(), "int.pem", &h.int.cert_der);
+        let chain = dir.path().join("chain.pem");
+        std::fs::write(&chain, format!("{}{}", h.int.cert_pem(), h.root.cert_pem())).unwrap();
+        let lookup = |serial: &[u8]| match serial {
+            [0x11] => OcspStatus::Good,
+            [0x12] => OcspStatus::Revoked {
+                at: NOW - 100,
+                reason: 1,
+            },
+            _ => OcspStatus::Unknown,
+        };
+        for (serial, hash, expect) in [
+            (0x11u8, "-sha1", "good"),
+            (0x12, "-sha1", "revoked"),
+            (0x13, "-sha256", "unknown"),
+            (0x11, "-sha256", "good"),
+        ] {
+            let leaf = sign_leaf(&h.int, &csr, &spec(&[serial])).unwrap();
+            let leaf_path = write(dir.path(), "leaf.pem", &leaf);
+            let (ok, out) = openssl(&[
+                "ocsp",
+                hash,
+                "-issuer",
+                int.to_str().unwrap(),
+                "-cert",
+                leaf_path.to_str().unwrap(),
+                "-reqout",
+                &d("req.der"),
+            ]);
+            assert!(ok, "{out}");
+            let req = std::fs::read(d("req.der")).unwrap();
+            // NOW is in the past relative to the machine clock, so answer "now"
+            // by the wall clock for openssl's freshness check.
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let resp = crate::ocsp_respond(&h.int, &req, wall, 3600, lookup).unwrap();
+            std::fs::write(d("resp.der"), &resp).unwrap();
+            let (ok, out) = openssl(&[
+                "ocsp",
+                "-reqin",
+                &d("req.der"),
+                "-respin",
+                &d("resp.der"),
+                "-issuer",
+                int.to_str().unwrap(),
+                "-CAfile",
+                chain.to_str().unwrap(),
+                "-resp_text",
+            ]);
+            assert!(ok, "{out}");
+            assert!(out.contains("Response verify OK"), "{out}");
+            assert!(
+                out.contains(&format!("Cert Status: {expect}")),
+                "expected {expect}: {out}"
+            );
+            assert!(out.contains("OCSP Nonce"), "nonce not echoed: {out}");
+            if expect == "revoked" {
+                assert!(out.contains("Revocation Reason: keyCompromise"), "{out}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_ocsp_requests_get_rfc6960_error_responses() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hierarchy(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let other = hierarchy(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let never = |_: &[u8]| -> OcspStatus { panic!("no lookup for a refused request") };
+        let e = crate::ocsp_respond(&h.int, b"garbage", NOW, 60, never).unwrap_err();
+        assert!(matches!(e, OcspError::Malformed(_)));
+        let e2 = crate::ocsp_respond(
+            &h.int,
+            &vec![0u8; MAX_OCSP_REQUEST_BYTES + 1],
+            NOW,
+            60,
+            never,
+        )
+        .unwrap_err();
+        assert_eq!(e2, OcspError::TooLarge(MAX_OCSP_REQUEST_BYTES + 1));
+
+        // A request about a certificate of another issuer.
+        let csr = parse_csr(&csr_for(&rcgen::PKCS_ECDSA_P256_SHA256).1).unwrap();
+        let leaf = sign_leaf(&other.int, &csr, &spec(&[5])).unwrap();
+        let leaf = write(dir.path(), "leaf.pem", &leaf);
+        let oint = write(dir.path(), "oint.pem", &other.int.cert_der);
+        let req = dir.path().join("req.der");
+        let (ok, out) = openssl(&[
+            "ocsp",
+            "-issuer",
+            oint.to_str().unwrap(),
+            "-cert",
+            leaf.to_str().unwrap(),
+            "-reqout",
+            req.to_str().unwrap(),
+        ]);
+        assert!(ok, "{out}");
+        let e3 =
+            crate::ocsp_respond(&h.int, &std::fs::read(&req).unwrap(), NOW, 60, never).unwrap_err();
+        assert_eq!(e3, OcspError::NotOurIssuer);
+
+        for (err, status) in [(e, "malformedrequest"), (e3, "unauthorized")] {
+            let p = dir.path().join("err.der");
+            std::fs::write(&p, err.response_der()).unwrap();
+            let (_, out) = openssl(&[
+                "ocsp",
+                "-respin",
+                p.to_str().unwrap(),
+                "-resp_text",
+                "-noverify",
+            ]);
+            assert!(
+                out.to_lowercase().contains(status),
+                "expected {status}: {out}"
+            );
+        }
+    }
 }
