@@ -180,8 +180,8 @@ pub fn respond(
         responses.push(SingleResponse {
             cert_id: id.clone(),
             cert_status,
-            this_update: this_update.clone(),
-            next_update: Some(next_update.clone()),
+            this_update: this_update,
+            next_update: Some(next_update),
             single_extensions: None,
         });
     }
@@ -212,7 +212,7 @@ pub fn respond(
             OctetString::new(hashes.key_sha1.clone())
                 .map_err(|e| OcspError::Sign(e.to_string()))?,
         ),
-        produced_at: this_update.clone(),
+        produced_at: this_update,
         responses,
         response_extensions: nonce.map(|n| vec![n]),
     };
