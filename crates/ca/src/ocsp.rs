@@ -180,7 +180,7 @@ pub fn respond(
         responses.push(SingleResponse {
             cert_id: id.clone(),
             cert_status,
-            this_update: this_update,
+            this_update,
             next_update: Some(next_update),
             single_extensions: None,
         });
