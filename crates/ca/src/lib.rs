@@ -1,10 +1,17 @@
 //! # quorumca-ca: pure PKI
 //!
 //! This crate owns the certificate authority's decisions and artefacts:
-//! checking certificate signing requests (decode, proof-of-possession
-//! signature, key type and size), and, as it grows, profiles and policy
-//! decisions, pre-issuance lints, and building and signing certificates,
-//! CRLs and OCSP responses.
+//!
+//! - `csr`: decode certificate signing requests, verify proof of
+//!   possession, classify and police the key;
+//! - `sign`: root and intermediate certificates, leaf signing with
+//!   pre-issuance lints (before signing, and on the signed bytes);
+//! - `crl`: full and delta CRLs per issuer and shard;
+//! - `ocsp`: RFC 6960 responses from a status lookup;
+//! - `seal`: CA keys at rest (AES-256-GCM under a KEK from the unseal
+//!   secret).
+//!
+//! Profiles and policy decisions come next.
 //!
 //! ## What it must never do
 //!
@@ -23,6 +30,7 @@
 mod crl;
 mod csr;
 mod ocsp;
+mod seal;
 mod sign;
 
 pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
@@ -30,6 +38,7 @@ pub use csr::{parse_csr, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MA
 pub use ocsp::{
     respond as ocsp_respond, OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
 };
+pub use seal::{seal, unseal, Kek, SealError, SealedKey, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 pub use sign::{
     pem_encode, self_signed_root, sign_intermediate, sign_leaf, CaSigner, LeafSpec, SignError,
     Usage, Validity,
