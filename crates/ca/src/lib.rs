@@ -9,9 +9,9 @@
 //! - `crl`: full and delta CRLs per issuer and shard;
 //! - `ocsp`: RFC 6960 responses from a status lookup;
 //! - `seal`: CA keys at rest (AES-256-GCM under a KEK from the unseal
-//!   secret).
-//!
-//! Profiles and policy decisions come next.
+//!   secret);
+//! - `policy`: profiles and namespaces from TOML, validated, diffed, and
+//!   [`Policy::decide`], which turns a request into a signing decision.
 //!
 //! ## What it must never do
 //!
@@ -30,6 +30,7 @@
 mod crl;
 mod csr;
 mod ocsp;
+mod policy;
 mod seal;
 mod sign;
 
@@ -37,6 +38,10 @@ pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
 pub use csr::{parse_csr, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES};
 pub use ocsp::{
     respond as ocsp_respond, OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
+};
+pub use policy::{
+    AlgorithmName, Decision, Namespace, Policy, PolicyError, Profile, Store, UsageName,
+    DEFAULT_BACKDATE, MAX_BACKDATE,
 };
 pub use seal::{seal, unseal, Kek, SealError, SealedKey, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 pub use sign::{

@@ -1,0 +1,614 @@
+//! Profiles and namespaces: what may be issued, to whom, for how long.
+//!
+//! A policy is written in TOML (`quorumca policy apply -f profiles.toml`),
+//! validated here before it is proposed, and stored in the ledger as its
+//! canonical text, versioned. At issuance, [`Policy::decide`] turns a
+//! verified CSR and a request into a [`Decision`] that `sign_leaf` executes.
+//!
+//! ```toml
+//! [profiles.web]
+//! key_algorithms = ["ecdsa-p256", "ed25519", "rsa-2048"]
+//! default_lifetime = "24h"
+//! max_lifetime = "72h"
+//! usages = ["server", "client"]
+//! backdate = "60s"          # notBefore = now - backdate (clock skew); at most 48h
+//! renew_at = 0.66           # hint: renew after this fraction of the lifetime
+//! store = "compact"         # or "full": keep the whole DER in the ledger
+//!
+//! [namespaces.payments]
+//! profiles = ["web"]
+//! dns = ["payments.example.com", "*.payments.svc.cluster.local"]
+//! ips = ["10.1.0.0/16"]
+//! uris = ["spiffe://example.org/ns/payments/*"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::csr::{KeyAlgorithm, VerifiedCsr};
+use crate::sign::{Usage, Validity};
+
+/// Backdating beyond this would hide real clock problems and stretch
+/// certificates into the past.
+pub const MAX_BACKDATE: Duration = Duration::from_secs(48 * 3600);
+pub const DEFAULT_BACKDATE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlgorithmName {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+impl AlgorithmName {
+    fn matches(self, k: KeyAlgorithm) -> bool {
+        matches!(
+            (self, k),
+            (Self::EcdsaP256, KeyAlgorithm::EcdsaP256)
+                | (Self::EcdsaP384, KeyAlgorithm::EcdsaP384)
+                | (Self::Ed25519, KeyAlgorithm::Ed25519)
+                | (Self::Rsa2048, KeyAlgorithm::Rsa { bits: 2048 })
+                | (Self::Rsa3072, KeyAlgorithm::Rsa { bits: 3072 })
+                | (Self::Rsa4096, KeyAlgorithm::Rsa { bits: 4096 })
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageName {
+    Server,
+    Client,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// Only the compact issuance record.
+    #[default]
+    Compact,
+    /// The record plus the full DER.
+    Full,
+}
+
+fn default_backdate() -> String {
+    "60s".into()
+}
+
+fn default_renew_at() -> f64 {
+    2.0 / 3.0
+}
+
+/// One issuance profile, as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub key_algorithms: Vec<AlgorithmName>,
+    pub default_lifetime: String,
+    pub max_lifetime: String,
+    pub usages: Vec<UsageName>,
+    #[serde(default = "default_backdate")]
+    pub backdate: String,
+    #[serde(default = "default_renew_at")]
+    pub renew_at: f64,
+    #[serde(default)]
+    pub store: Store,
+}
+
+/// Which names a namespace may get, and through which profiles.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    pub profiles: Vec<String>,
+    /// Exact names, or `*.suffix` for exactly one more label.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub ips: Vec<IpNet>,
+    /// Exact URIs, or a prefix ending in `/*`.
+    #[serde(default)]
+    pub uris: Vec<String>,
+}
+
+/// A whole policy. BTreeMaps keep the canonical text stable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, Namespace>,
+}
+
+/// A policy that cannot be applied, or a request it refuses. Messages name
+/// the profile, namespace or name at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("policy is not valid TOML: {0}")]
+    Parse(String),
+    #[error("policy: {0}")]
+    Invalid(String),
+    #[error("unknown profile {0:?}")]
+    UnknownProfile(String),
+    #[error("unknown namespace {0:?}")]
+    UnknownNamespace(String),
+    #[error("profile {profile:?} is not allowed in namespace {namespace:?}")]
+    ProfileNotAllowed { namespace: String, profile: String },
+    #[error("key type {key} is not allowed by profile {profile:?} (allowed: {allowed})")]
+    KeyNotAllowed {
+        key: String,
+        profile: String,
+        allowed: String,
+    },
+    #[error("{name} is outside namespace {namespace:?}'s rules")]
+    NameNotAllowed { namespace: String, name: String },
+    #[error("the request names nothing to certify; put DNS, IP or URI names in the CSR")]
+    NoNames,
+    #[error("requested lifetime {requested:?} exceeds profile {profile:?}'s maximum {max:?}")]
+    LifetimeTooLong {
+        profile: String,
+        requested: Duration,
+        max: Duration,
+    },
+}
+
+fn dur(field: &str, owner: &str, s: &str) -> Result<Duration, PolicyError> {
+    humantime::parse_duration(s).map_err(|e| {
+        PolicyError::Invalid(format!(
+            "{owner}: {field} = {s:?} is not a duration ({e}); write e.g. \"24h\""
+        ))
+    })
+}
+
+fn valid_dns_pattern(p: &str) -> bool {
+    let rest = p.strip_prefix("*.").unwrap_or(p);
+    !rest.is_empty()
+        && !rest.contains('*')
+        && rest.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn dns_allowed(pattern: &str, name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let pattern = pattern.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        // One label more than the suffix, never the suffix itself.
+        Some(suffix) => name
+            .strip_suffix(suffix)
+            .and_then(|head| head.strip_suffix('.'))
+            .is_some_and(|label| !label.is_empty() && !label.contains('.') && label != "*"),
+        None => name == pattern,
+    }
+}
+
+fn uri_allowed(pattern: &str, uri: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => uri.starts_with(prefix) && uri.len() > prefix.len() && !uri.contains(".."),
+        None => uri == pattern,
+    }
+}
+
+/// What policy decided for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub profile: String,
+    pub namespace: String,
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub uris: Vec<String>,
+    pub validity: Validity,
+    pub usages: Vec<Usage>,
+    pub store: Store,
+    /// Unix seconds after which the holder should renew.
+    pub renew_after: i64,
+}
+
+impl Policy {
+    /// Parses and validates a policy file.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let p: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Canonical text: what the ledger stores and diffs compare.
+    pub fn to_canonical_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a validated policy serialises")
+    }
+
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let bad = |m: String| Err(PolicyError::Invalid(m));
+        for (name, p) in &self.profiles {
+            let owner = format!("profile {name:?}");
+            if p.key_algorithms.is_empty() {
+                return bad(format!("{owner}: key_algorithms is empty"));
+            }
+            if p.usages.is_empty() {
+                return bad(format!("{owner}: usages is empty"));
+            }
+            let def = dur("default_lifetime", &owner, &p.default_lifetime)?;
+            let max = dur("max_lifetime", &owner, &p.max_lifetime)?;
+            let back = dur("backdate", &owner, &p.backdate)?;
+            if def.is_zero() || def > max {
+                return bad(format!(
+                    "{owner}: default_lifetime must be more than 0 and at most max_lifetime"
+                ));
+            }
+            if back > MAX_BACKDATE {
+                return bad(format!("{owner}: backdate is at most 48h"));
+            }
+            if !(p.renew_at > 0.0 && p.renew_at < 1.0) {
+                return bad(format!(
+                    "{owner}: renew_at must be between 0 and 1 (a fraction of the lifetime)"
+                ));
+            }
+        }
+        for (ns, n) in &self.namespaces {
+            let owner = format!("namespace {ns:?}");
+            if n.profiles.is_empty() {
+                return bad(format!("{owner}: lists no profiles"));
+            }
+            for p in &n.profiles {
+                if !self.profiles.contains_key(p) {
+                    return bad(format!("{owner}: profile {p:?} is not defined"));
+                }
+            }
+            for d in &n.dns {
+                if !valid_dns_pattern(d) {
+                    return bad(format!(
+                        "{owner}: {d:?} is not a DNS name or *.suffix pattern"
+                    ));
+                }
+            }
+            for u in &n.uris {
+                if !u.contains("://")
+                    || u.contains(char::is_whitespace)
+                    || u[..u.len() - 1].contains('*')
+                {
+                    return bad(format!(
+                        "{owner}: {u:?} is not a URI or a prefix ending in /*"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A readable, line-based diff of the canonical texts.
+    pub fn diff(old: &Policy, new: &Policy) -> String {
+        let (a, b) = (old.to_canonical_toml(), new.to_canonical_toml());
+        similar::TextDiff::from_lines(&a, &b)
+            .unified_diff()
+            .context_radius(2)
+            .header("current", "proposed")
+            .to_string()
+    }
+
+    /// Decides what to issue for `csr` in `namespace` under `profile`.
+    /// `lifetime` is what the requester asked for (None: the profile's
+    /// default). Every requested name must be allowed; nothing is silently
+    /// dropped.
+    pub fn decide(
+        &self,
+        namespace: &str,
+        profile: &str,
+        csr: &VerifiedCsr,
+        lifetime: Option<Duration>,
+        now: i64,
+    ) -> Result<Decision, PolicyError> {
+        let ns = self
+            .namespaces
+            .get(namespace)
+            .ok_or_else(|| PolicyError::UnknownNamespace(namespace.into()))?;
+        let p = self
+            .profiles
+            .get(profile)
+            .ok_or_else(|| PolicyError::UnknownProfile(profile.into()))?;
+        if !ns.profiles.iter().any(|x| x == profile) {
+            return Err(PolicyError::ProfileNotAllowed {
+                namespace: namespace.into(),
+                profile: profile.into(),
+            });
+        }
+        if !p.key_algorithms.iter().any(|a| a.matches(csr.key)) {
+            return Err(PolicyError::KeyNotAllowed {
+                key: csr.key.to_string(),
+                profile: profile.into(),
+                allowed: p
+                    .key_algorithms
+                    .iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let names = &csr.names;
+        if names.dns.is_empty() && names.ips.is_empty() && names.uris.is_empty() {
+            return Err(PolicyError::NoNames);
+        }
+        let refuse = |name: String| PolicyError::NameNotAllowed {
+            namespace: namespace.into(),
+            name,
+        };
+        for d in &names.dns {
+            if !ns.dns.iter().any(|pat| dns_allowed(pat, d)) {
+                return Err(refuse(format!("DNS name {d:?}")));
+            }
+        }
+        for ip in &names.ips {
+            if !ns.ips.iter().any(|net| net.contains(ip)) {
+                return Err(refuse(format!("IP address {ip}")));
+            }
+        }
+        for u in &names.uris {
+            if !ns.uris.iter().any(|pat| uri_allowed(pat, u)) {
+                return Err(refuse(format!("URI {u:?}")));
+            }
+        }
+        let owner = format!("profile {profile:?}");
+        let max = dur("max_lifetime", &owner, &p.max_lifetime)?;
+        let def = dur("default_lifetime", &owner, &p.default_lifetime)?;
+        let back = dur("backdate", &owner, &p.backdate)?;
+        let life = lifetime.unwrap_or(def);
+        if life > max {
+            return Err(PolicyError::LifetimeTooLong {
+                profile: profile.into(),
+                requested: life,
+                max,
+            });
+        }
+        let not_before = now - back.as_secs() as i64;
+        let not_after = now + life.as_secs() as i64;
+        let renew_after = now + (life.as_secs_f64() * p.renew_at) as i64;
+        Ok(Decision {
+            profile: profile.into(),
+            namespace: namespace.into(),
+            dns: names.dns.clone(),
+            ips: names.ips.clone(),
+            uris: names.uris.clone(),
+            validity: Validity {
+                not_before,
+                not_after,
+            },
+            usages: p
+                .usages
+                .iter()
+                .map(|u| match u {
+                    UsageName::Server => Usage::ServerAuth,
+                    UsageName::Client => Usage::ClientAuth,
+                })
+                .collect(),
+            store: p.store,
+            renew_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[profiles.web]
+key_algorithms = ["ecdsa-p256", "ed25519", "rsa-2048"]
+default_lifetime = "24h"
+max_lifetime = "72h"
+usages = ["server", "client"]
+
+[namespaces.payments]
+profiles = ["web"]
+dns = ["payments.example.com", "*.payments.svc.cluster.local"]
+ips = ["10.1.0.0/16"]
+uris = ["spiffe://example.org/ns/payments/*"]
+
+[namespaces.search]
+profiles = ["web"]
+dns = ["*.search.svc.cluster.local"]
+"#;
+
+    fn csr(dns: &[&str], ips: &[&str], uris: &[&str], key: KeyAlgorithm) -> VerifiedCsr {
+        VerifiedCsr {
+            der: vec![],
+            spki_der: vec![],
+            key,
+            common_name: None,
+            names: crate::RequestedNames {
+                dns: dns.iter().map(|s| s.to_string()).collect(),
+                ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+                uris: uris.iter().map(|s| s.to_string()).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn allows_names_within_the_namespace() {
+        let p = Policy::from_toml(POLICY).unwrap();
+        let c = csr(
+            &["api.payments.svc.cluster.local", "PAYMENTS.example.com"],
+            &["10.1.200.3"],
+            &["spiffe://example.org/ns/payments/sa/api"],
+            KeyAlgorithm::EcdsaP256,
+        );
+        let d = p.decide("payments", "web", &c, None, 1_000_000).unwrap();
+        assert_eq!(
+            d.validity,
+            Validity {
+                not_before: 1_000_000 - 60,
+                not_after: 1_000_000 + 86_400
+            }
+        );
+        assert_eq!(d.usages, vec![Usage::ServerAuth, Usage::ClientAuth]);
+        assert_eq!(d.renew_after, 1_000_000 + 57_600);
+        assert_eq!(d.store, Store::Compact);
+    }
+
+    #[test]
+    fn refuses_names_of_another_namespace_and_says_which() {
+        let p = Policy::from_toml(POLICY).unwrap();
+        for (c, needle) in [
+            (
+                csr(
+                    &["api.search.svc.cluster.local"],
+                    &[],
+                    &[],
+                    KeyAlgorithm::EcdsaP256,
+                ),
+                "DNS name \"api.search",
+            ),
+            (
+                csr(
+                    &["a.b.payments.svc.cluster.local"],
+                    &[],
+                    &[],
+                    KeyAlgorithm::EcdsaP256,
+                ),
+                "a.b.payments",
+            ),
+            (
+                csr(
+                    &["payments.svc.cluster.local"],
+                    &[],
+                    &[],
+                    KeyAlgorithm::EcdsaP256,
+                ),
+                "DNS name",
+            ),
+            (
+                csr(
+                    &["payments.example.com"],
+                    &["10.2.0.1"],
+                    &[],
+                    KeyAlgorithm::EcdsaP256,
+                ),
+                "IP address 10.2.0.1",
+            ),
+            (
+                csr(
+                    &[],
+                    &[],
+                    &["spiffe://example.org/ns/search/sa/x"],
+                    KeyAlgorithm::EcdsaP256,
+                ),
+                "URI",
+            ),
+            (
+                csr(
+                    &[],
+                    &[],
+                    &["spiffe://example.org/ns/payments/../search"],
+                    KeyAlgorithm::EcdsaP256,
+                ),
+                "URI",
+            ),
+        ] {
+            let e = p.decide("payments", "web", &c, None, 0).unwrap_err();
+            assert!(matches!(e, PolicyError::NameNotAllowed { .. }), "{e}");
+            assert!(e.to_string().contains(needle), "expected {needle:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn refuses_keys_profiles_namespaces_and_lifetimes_outside_policy() {
+        let p = Policy::from_toml(POLICY).unwrap();
+        let ok = csr(&["payments.example.com"], &[], &[], KeyAlgorithm::EcdsaP256);
+        let p384 = csr(&["payments.example.com"], &[], &[], KeyAlgorithm::EcdsaP384);
+        assert!(matches!(
+            p.decide("payments", "web", &p384, None, 0),
+            Err(PolicyError::KeyNotAllowed { .. })
+        ));
+        assert!(matches!(
+            p.decide("payments", "nope", &ok, None, 0),
+            Err(PolicyError::UnknownProfile(_))
+        ));
+        assert!(matches!(
+            p.decide("nope", "web", &ok, None, 0),
+            Err(PolicyError::UnknownNamespace(_))
+        ));
+        assert!(matches!(
+            p.decide(
+                "payments",
+                "web",
+                &ok,
+                Some(Duration::from_secs(73 * 3600)),
+                0
+            ),
+            Err(PolicyError::LifetimeTooLong { .. })
+        ));
+        let none = csr(&[], &[], &[], KeyAlgorithm::EcdsaP256);
+        assert_eq!(
+            p.decide("payments", "web", &none, None, 0),
+            Err(PolicyError::NoNames)
+        );
+    }
+
+    #[test]
+    fn invalid_policies_are_refused_with_the_field_named() {
+        for (text, needle) in [
+            (
+                POLICY.replace("max_lifetime = \"72h\"", "max_lifetime = \"1h\""),
+                "default_lifetime",
+            ),
+            (POLICY.replace("\"24h\"", "\"soon\""), "not a duration"),
+            (
+                POLICY.replace(
+                    "usages = [\"server\", \"client\"]",
+                    "usages = [\"server\"]\nbackdate = \"49h\"",
+                ),
+                "48h",
+            ),
+            (
+                POLICY.replace(
+                    "profiles = [\"web\"]\ndns = [\"*.search",
+                    "profiles = [\"api\"]\ndns = [\"*.search",
+                ),
+                "\"api\" is not defined",
+            ),
+            (
+                POLICY.replace("\"payments.example.com\"", "\"pay*ments.com\""),
+                "not a DNS name",
+            ),
+            (
+                POLICY.replace("\"ed25519\"", "\"dsa-1024\""),
+                "unknown variant",
+            ),
+            (
+                POLICY.replace("[profiles.web]", "[profiles.web]\ncolour = 1"),
+                "unknown field",
+            ),
+        ] {
+            let e = Policy::from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "expected {needle:?} in {e}");
+        }
+    }
+
+    #[test]
+    fn canonical_text_round_trips_and_diffs_readably() {
+        let p = Policy::from_toml(POLICY).unwrap();
+        let again = Policy::from_toml(&p.to_canonical_toml()).unwrap();
+        assert_eq!(p, again);
+        let mut q = p.clone();
+        q.namespaces
+            .get_mut("search")
+            .unwrap()
+            .dns
+            .push("search.example.com".into());
+        let d = Policy::diff(&p, &q);
+        assert!(d.contains("+") && d.contains("search.example.com"), "{d}");
+        assert!(d.starts_with("--- current"), "{d}");
+        assert_eq!(Policy::diff(&p, &again), "");
+    }
+}
