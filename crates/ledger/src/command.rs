@@ -74,6 +74,37 @@ pub struct IssuanceRecord {
     pub profile: String,
     pub namespace: String,
     pub requester: String,
+    /// The whole certificate, only where the profile says `store = "full"`.
+    pub full_der: Option<Vec<u8>>,
+}
+
+/// A certificate authority known to the cluster: the root, or a regional
+/// intermediate. Private keys appear only sealed (encrypted under the
+/// cluster's key-encryption key); the ledger cannot read them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerRecord {
+    pub id: String,
+    /// The region whose leaves this issuer signs; None for a root.
+    pub region: Option<String>,
+    pub cert_der: Vec<u8>,
+    /// The sealed private key; None when the key is kept offline (a root
+    /// created with `quorumca ca init-root`).
+    pub sealed_key: Option<Vec<u8>>,
+    /// The issuer that signed this one; None for a root.
+    pub parent: Option<String>,
+    pub not_after_ms: u64,
+}
+
+/// One applied version of the policy text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    pub version: u64,
+    /// Canonical policy TOML, validated by the CA crate before proposing.
+    pub text: String,
+    pub applied_at_ms: u64,
+    pub author: String,
+    /// Set when this version restores an earlier one.
+    pub rollback_of: Option<u64>,
 }
 
 /// The state-changing operations. Time never comes from a clock inside the
@@ -115,6 +146,18 @@ pub enum Command {
     /// An opaque no-op, used by benchmarks and liveness probes to measure the
     /// replication path without state-machine cost.
     Noop { payload: Vec<u8> },
+    /// Adds a root or intermediate to the hierarchy.
+    RegisterIssuer(IssuerRecord),
+    /// Makes `text` the current policy. With `expected_version`, applies
+    /// only if the current version is that one (no lost updates between
+    /// two operators).
+    ApplyPolicy {
+        text: String,
+        author: String,
+        expected_version: Option<u64>,
+    },
+    /// Makes an earlier version current again, as a new version.
+    RollbackPolicy { to_version: u64, author: String },
 }
 
 /// One entry of the replicated log: a command plus the proposer's wall
@@ -156,6 +199,9 @@ impl fmt::Display for Proposal {
             Command::NextCrlNumber { .. } => "next-crl-number",
             Command::PruneExpired { .. } => "prune-expired",
             Command::Noop { .. } => "noop",
+            Command::RegisterIssuer(_) => "register-issuer",
+            Command::ApplyPolicy { .. } => "apply-policy",
+            Command::RollbackPolicy { .. } => "rollback-policy",
         };
         write!(f, "{name}@{}", self.at_ms)?;
         if let Some(k) = &self.idempotency_key {
@@ -207,6 +253,12 @@ pub enum Outcome {
         revocations: u64,
     },
     Noop,
+    IssuerRegistered {
+        id: String,
+    },
+    PolicyApplied {
+        version: u64,
+    },
     Rejected(Rejection),
 }
 
@@ -233,6 +285,14 @@ pub enum Rejection {
     },
     #[error("idempotency key {key:?} was already used for a different request; use a fresh key per request")]
     IdempotencyKeyConflict { key: String },
+    #[error("issuer {id:?} is not registered; register the CA hierarchy first")]
+    UnknownIssuer { id: String },
+    #[error("issuer {id:?} is already registered")]
+    IssuerExists { id: String },
+    #[error("the policy changed meanwhile: it is now at version {current}, not {expected}; review the new version and apply again")]
+    PolicyConflict { expected: u64, current: u64 },
+    #[error("policy version {version} does not exist")]
+    UnknownPolicyVersion { version: u64 },
     #[error("invalid command: {reason}")]
     Invalid { reason: String },
 }

@@ -30,6 +30,8 @@
 //! - Revocations, CRL numbers, node labels.
 //! - Idempotency keys: a retried proposal with the same key returns the
 //!   first outcome; the same key with a different command is rejected.
+//! - The CA hierarchy (roots and regional intermediates, keys only sealed)
+//!   and the policy text, versioned with history and rollback.
 //! - An audit hash chain over every applied proposal.
 #![forbid(unsafe_code)]
 
@@ -37,7 +39,8 @@ mod command;
 mod state;
 
 pub use command::{
-    Command, IssuanceRecord, Outcome, Proposal, Rejection, RevocationReason, Serial, SerialLease,
+    Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
+    RevocationReason, Serial, SerialLease,
 };
 pub use state::{
     apply, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS, MAX_LEASE_BLOCK,

@@ -6,7 +6,8 @@ use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    Command, IssuanceRecord, Outcome, Proposal, Rejection, RevocationReason, Serial, SerialLease,
+    Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
+    RevocationReason, Serial, SerialLease,
 };
 
 /// How long an idempotency key is remembered after first use. Long enough
@@ -63,6 +64,9 @@ pub struct State {
     crl_numbers: BTreeMap<String, u64>,
     idempotency: BTreeMap<String, Remembered>,
     idempotency_expiry: BTreeSet<(u64, String)>,
+    issuers: BTreeMap<String, IssuerRecord>,
+    /// Every applied policy version, oldest first; the last is current.
+    policy_history: Vec<PolicyVersion>,
     /// Head of the audit hash chain: SHA-256(previous head || proposal).
     audit_head: [u8; 32],
     audit_len: u64,
@@ -104,6 +108,22 @@ impl State {
             .get(&(issuer.to_string(), node_id))
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    pub fn issuer(&self, id: &str) -> Option<&IssuerRecord> {
+        self.issuers.get(id)
+    }
+
+    pub fn issuers(&self) -> impl Iterator<Item = &IssuerRecord> {
+        self.issuers.values()
+    }
+
+    pub fn policy(&self) -> Option<&PolicyVersion> {
+        self.policy_history.last()
+    }
+
+    pub fn policy_history(&self) -> &[PolicyVersion] {
+        &self.policy_history
     }
 
     pub fn audit_head(&self) -> [u8; 32] {
@@ -166,7 +186,7 @@ pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
         }
     }
 
-    let outcome = apply_command(state, &proposal.command);
+    let outcome = apply_command(state, &proposal.command, proposal.at_ms);
 
     if let (Some(key), Some(digest)) = (&proposal.idempotency_key, digest) {
         state.idempotency.insert(
@@ -206,7 +226,7 @@ fn expire_idempotency_keys(state: &mut State, now_ms: u64) {
     }
 }
 
-fn apply_command(state: &mut State, command: &Command) -> Outcome {
+fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
     match command {
         Command::SetNodeLabels {
             node_id,
@@ -236,8 +256,8 @@ fn apply_command(state: &mut State, command: &Command) -> Outcome {
                     "lease block must be between 1 and {MAX_LEASE_BLOCK}, got {block}"
                 ));
             }
-            if issuer.is_empty() {
-                return invalid("issuer must not be empty");
+            if !state.issuers.contains_key(issuer) {
+                return Outcome::Rejected(Rejection::UnknownIssuer { id: issuer.clone() });
             }
             let next = state.next_sequence.entry(issuer.clone()).or_insert(0);
             let Some(end) = next.checked_add(*block) else {
@@ -367,7 +387,69 @@ fn apply_command(state: &mut State, command: &Command) -> Outcome {
             }
         }
         Command::Noop { .. } => Outcome::Noop,
+        Command::RegisterIssuer(rec) => {
+            if rec.id.is_empty() || rec.cert_der.is_empty() {
+                return invalid("an issuer needs an id and a certificate");
+            }
+            if state.issuers.contains_key(&rec.id) {
+                return Outcome::Rejected(Rejection::IssuerExists { id: rec.id.clone() });
+            }
+            if let Some(parent) = &rec.parent {
+                if !state.issuers.contains_key(parent) {
+                    return Outcome::Rejected(Rejection::UnknownIssuer { id: parent.clone() });
+                }
+            }
+            state.issuers.insert(rec.id.clone(), rec.clone());
+            Outcome::IssuerRegistered { id: rec.id.clone() }
+        }
+        Command::ApplyPolicy {
+            text,
+            author,
+            expected_version,
+        } => {
+            let current = state.policy_history.last().map(|p| p.version).unwrap_or(0);
+            if let Some(expected) = expected_version {
+                if *expected != current {
+                    return Outcome::Rejected(Rejection::PolicyConflict {
+                        expected: *expected,
+                        current,
+                    });
+                }
+            }
+            push_policy(state, text.clone(), author.clone(), None, at_ms)
+        }
+        Command::RollbackPolicy { to_version, author } => {
+            let Some(old) = state
+                .policy_history
+                .iter()
+                .find(|p| p.version == *to_version)
+                .cloned()
+            else {
+                return Outcome::Rejected(Rejection::UnknownPolicyVersion {
+                    version: *to_version,
+                });
+            };
+            push_policy(state, old.text, author.clone(), Some(*to_version), at_ms)
+        }
     }
+}
+
+fn push_policy(
+    state: &mut State,
+    text: String,
+    author: String,
+    rollback_of: Option<u64>,
+    at_ms: u64,
+) -> Outcome {
+    let version = state.policy_history.last().map(|p| p.version).unwrap_or(0) + 1;
+    state.policy_history.push(PolicyVersion {
+        version,
+        text,
+        applied_at_ms: at_ms,
+        author,
+        rollback_of,
+    });
+    Outcome::PolicyApplied { version }
 }
 
 fn invalid(reason: impl Into<String>) -> Outcome {

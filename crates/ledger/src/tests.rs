@@ -2,6 +2,36 @@ use proptest::prelude::*;
 
 use super::*;
 
+fn register(id: &str, parent: Option<&str>) -> Proposal {
+    Proposal::new(
+        500,
+        Command::RegisterIssuer(IssuerRecord {
+            id: id.into(),
+            region: parent.map(|_| id.to_string()),
+            cert_der: vec![0x30, 0x00],
+            sealed_key: Some(vec![1, 2, 3]),
+            parent: parent.map(String::from),
+            not_after_ms: 10_000_000,
+        }),
+    )
+}
+
+/// A state with the test hierarchy: root plus intermediates "eu" and "us".
+fn with_issuers() -> State {
+    let mut s = State::default();
+    for p in [
+        register("root", None),
+        register("eu", Some("root")),
+        register("us", Some("root")),
+    ] {
+        assert!(matches!(
+            apply(&mut s, &p),
+            Outcome::IssuerRegistered { .. }
+        ));
+    }
+    s
+}
+
 fn lease(node_id: u64, issuer: &str, block: u64) -> Proposal {
     Proposal::new(
         1_000,
@@ -29,13 +59,14 @@ fn record(node_id: u64, issuer: &str, sequence: u64, serial: &[u8], not_after_ms
             profile: "default".into(),
             namespace: "default".into(),
             requester: "test".into(),
+            full_der: None,
         }),
     )
 }
 
 #[test]
 fn leases_never_overlap() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     let a = apply(&mut s, &lease(1, "eu", 100));
     let b = apply(&mut s, &lease(2, "eu", 50));
     let c = apply(&mut s, &lease(1, "us", 10));
@@ -50,7 +81,7 @@ fn leases_never_overlap() {
 
 #[test]
 fn lease_block_is_bounded() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     assert!(matches!(
         apply(&mut s, &lease(1, "eu", 0)),
         Outcome::Rejected(Rejection::Invalid { .. })
@@ -63,7 +94,7 @@ fn lease_block_is_bounded() {
 
 #[test]
 fn duplicate_serial_is_rejected_and_changes_nothing() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     apply(&mut s, &lease(1, "eu", 10));
     assert!(matches!(
         apply(&mut s, &record(1, "eu", 3, &[9, 9], 50_000)),
@@ -81,7 +112,7 @@ fn duplicate_serial_is_rejected_and_changes_nothing() {
 
 #[test]
 fn record_outside_lease_is_rejected() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     apply(&mut s, &lease(1, "eu", 10));
     let out = apply(&mut s, &record(2, "eu", 3, &[1], 50_000));
     assert!(matches!(
@@ -98,7 +129,7 @@ fn record_outside_lease_is_rejected() {
 
 #[test]
 fn revocation_needs_a_known_certificate_and_happens_once() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     apply(&mut s, &lease(1, "eu", 10));
     let revoke = |serial: &[u8]| {
         Proposal::new(
@@ -132,7 +163,7 @@ fn revocation_needs_a_known_certificate_and_happens_once() {
 
 #[test]
 fn crl_numbers_are_monotonic_per_issuer() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     let next = |s: &mut State, i: &str| match apply(
         s,
         &Proposal::new(1, Command::NextCrlNumber { issuer: i.into() }),
@@ -148,7 +179,7 @@ fn crl_numbers_are_monotonic_per_issuer() {
 
 #[test]
 fn idempotency_key_returns_first_outcome() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     let p = lease(1, "eu", 10).with_idempotency_key("k1");
     let first = apply(&mut s, &p);
     let second = apply(&mut s, &p);
@@ -164,7 +195,7 @@ fn idempotency_key_returns_first_outcome() {
 
 #[test]
 fn idempotency_keys_expire_after_window() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     let p = lease(1, "eu", 10).with_idempotency_key("k1");
     apply(&mut s, &p);
     let mut later = lease(1, "eu", 10).with_idempotency_key("k1");
@@ -175,7 +206,7 @@ fn idempotency_keys_expire_after_window() {
 
 #[test]
 fn prune_drops_expired_records_and_their_revocations() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     apply(&mut s, &lease(1, "eu", 10));
     apply(&mut s, &record(1, "eu", 0, &[1], 5_000));
     apply(&mut s, &record(1, "eu", 1, &[2], 50_000));
@@ -213,19 +244,20 @@ fn prune_drops_expired_records_and_their_revocations() {
 
 #[test]
 fn audit_chain_covers_every_entry() {
-    let mut s = State::default();
+    let mut s = with_issuers();
+    let base = s.audit_len();
     let h0 = s.audit_head();
     apply(&mut s, &lease(1, "eu", 10));
     let h1 = s.audit_head();
     apply(&mut s, &lease(1, "eu", 10));
     assert_ne!(h0, h1);
     assert_ne!(h1, s.audit_head());
-    assert_eq!(s.audit_len(), 2);
+    assert_eq!(s.audit_len(), base + 2);
 }
 
 #[test]
 fn state_round_trips_through_encoding() {
-    let mut s = State::default();
+    let mut s = with_issuers();
     apply(&mut s, &lease(1, "eu", 10));
     apply(&mut s, &record(1, "eu", 0, &[1, 2, 3], 5_000));
     let back = State::decode(&s.encode()).unwrap();
@@ -294,7 +326,7 @@ proptest! {
     #[test]
     fn replay_is_deterministic(log in proptest::collection::vec(arb_command(), 0..200), cut in 0usize..200) {
         let run = |log: &[Proposal]| {
-            let mut s = State::default();
+            let mut s = with_issuers();
             let outs: Vec<Outcome> = log.iter().map(|p| apply(&mut s, p)).collect();
             (s, outs)
         };
@@ -306,6 +338,7 @@ proptest! {
         let cut = cut.min(log.len());
         let (mid, _) = run(&log[..cut]);
         let mut restored = State::decode(&mid.encode()).unwrap();
+        prop_assert_eq!(restored.issuers().count(), 3);
         for p in &log[cut..] {
             apply(&mut restored, p);
         }
@@ -316,7 +349,7 @@ proptest! {
     /// sequence lies in a lease of its own node.
     #[test]
     fn records_are_unique_and_leased(log in proptest::collection::vec(arb_command(), 0..300)) {
-        let mut s = State::default();
+        let mut s = with_issuers();
         let mut ever = std::collections::BTreeSet::new();
         for p in &log {
             if let Outcome::IssuanceRecorded { issuer, serial } = apply(&mut s, p) {
@@ -326,4 +359,91 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn leases_need_a_registered_issuer() {
+    let mut s = State::default();
+    assert!(matches!(
+        apply(&mut s, &lease(1, "eu", 10)),
+        Outcome::Rejected(Rejection::UnknownIssuer { .. })
+    ));
+}
+
+#[test]
+fn issuers_register_once_under_a_known_parent() {
+    let mut s = with_issuers();
+    assert!(matches!(
+        apply(&mut s, &register("eu", Some("root"))),
+        Outcome::Rejected(Rejection::IssuerExists { .. })
+    ));
+    assert!(matches!(
+        apply(&mut s, &register("ap", Some("nope"))),
+        Outcome::Rejected(Rejection::UnknownIssuer { .. })
+    ));
+    assert_eq!(s.issuer("eu").unwrap().parent.as_deref(), Some("root"));
+    assert_eq!(s.issuers().count(), 3);
+}
+
+#[test]
+fn policy_versions_conflicts_and_rollback() {
+    let mut s = State::default();
+    let apply_text = |s: &mut State, text: &str, expected: Option<u64>| {
+        apply(
+            s,
+            &Proposal::new(
+                9,
+                Command::ApplyPolicy {
+                    text: text.into(),
+                    author: "alice".into(),
+                    expected_version: expected,
+                },
+            ),
+        )
+    };
+    assert_eq!(
+        apply_text(&mut s, "v1", Some(0)),
+        Outcome::PolicyApplied { version: 1 }
+    );
+    assert_eq!(
+        apply_text(&mut s, "v2", Some(1)),
+        Outcome::PolicyApplied { version: 2 }
+    );
+    assert_eq!(
+        apply_text(&mut s, "stale", Some(1)),
+        Outcome::Rejected(Rejection::PolicyConflict {
+            expected: 1,
+            current: 2
+        })
+    );
+    let rb = apply(
+        &mut s,
+        &Proposal::new(
+            10,
+            Command::RollbackPolicy {
+                to_version: 1,
+                author: "bob".into(),
+            },
+        ),
+    );
+    assert_eq!(rb, Outcome::PolicyApplied { version: 3 });
+    let cur = s.policy().unwrap();
+    assert_eq!(
+        (cur.text.as_str(), cur.rollback_of, cur.author.as_str()),
+        ("v1", Some(1), "bob")
+    );
+    assert_eq!(s.policy_history().len(), 3);
+    assert!(matches!(
+        apply(
+            &mut s,
+            &Proposal::new(
+                11,
+                Command::RollbackPolicy {
+                    to_version: 9,
+                    author: "bob".into()
+                }
+            )
+        ),
+        Outcome::Rejected(Rejection::UnknownPolicyVersion { version: 9 })
+    ));
 }
