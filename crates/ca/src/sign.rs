@@ -207,6 +207,30 @@ pub fn sign_intermediate(
     })
 }
 
+/// Signs an intermediate CA (pathLen 0) for the public key in `csr`, whose
+/// private key stays wherever it was generated (the cluster, an HSM). This
+/// is how an offline root signs: it never sees the intermediate's key.
+pub fn sign_intermediate_csr(
+    root: &CaSigner,
+    csr: &VerifiedCsr,
+    cn: &str,
+    validity: Validity,
+    serial: &[u8],
+) -> Result<Vec<u8>, SignError> {
+    if matches!(csr.key, crate::KeyAlgorithm::Rsa { .. }) {
+        return Err(SignError::Lint(
+            "CA keys must be ECDSA P-256/P-384 or Ed25519".into(),
+        ));
+    }
+    let params = ca_params(cn, validity, serial, Some(0))?;
+    let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
+        .map_err(|e| SignError::Build(format!("CSR public key: {e}")))?;
+    let cert = params
+        .signed_by(&public_key, &root.issuer)
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    Ok(cert.der().to_vec())
+}
+
 /// Everything decided about a leaf before signing. The names are the ones
 /// policy approved, not blindly the CSR's.
 #[derive(Clone, Debug)]

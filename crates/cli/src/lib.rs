@@ -11,6 +11,7 @@
 //! - `cluster ...`: operator commands against running nodes ([`cluster`]).
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod cluster;
 pub mod dev;
 pub mod output;
@@ -61,6 +62,9 @@ pub enum Cmd {
     /// Inspect and change the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// Offline root CA operations (init-root, sign-intermediate).
+    #[command(subcommand)]
+    Ca(ca::CaCmd),
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -78,5 +82,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Server { config, parent_pid } => server::run(&config, parent_pid).await,
         Cmd::Dev(args) => dev::run(args, &cli.log).await,
         Cmd::Cluster(cmd) => cluster::run(cmd).await,
+        Cmd::Ca(cmd) => ca::run(cmd),
     }
 }

@@ -1,0 +1,258 @@
+//! `quorumca ca ...`: offline root CA operations.
+//!
+//! The root key can live outside the cluster: `init-root` writes the root
+//! certificate and the root key sealed under a passphrase (PBKDF2 +
+//! AES-256-GCM), and `sign-intermediate` unseals it only for the moment it
+//! signs an intermediate CSR. Run these on an offline machine.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Subcommand, ValueEnum};
+use quorumca_ca::{Kek, SealedKey, Validity, DEFAULT_KDF_ITERATIONS};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CaAlgorithm {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+impl CaAlgorithm {
+    fn rcgen(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            Self::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            Self::Ed25519 => &rcgen::PKCS_ED25519,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCmd {
+    /// Create a root CA: writes root.pem and root.key.json (the key sealed
+    /// under a passphrase) to --out-dir. Refuses to overwrite.
+    ///
+    /// Example: quorumca ca init-root --out-dir ./root --passphrase-file pass.txt
+    InitRoot {
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// File holding the passphrase (at least 16 bytes; trailing newline ignored).
+        #[arg(long, env = "QUORUMCA_ROOT_PASSPHRASE_FILE")]
+        passphrase_file: PathBuf,
+        #[arg(long, default_value = "QuorumCA Root")]
+        common_name: String,
+        #[arg(long, value_enum, default_value = "ecdsa-p384")]
+        algorithm: CaAlgorithm,
+        /// Validity, e.g. 10y, 5y.
+        #[arg(long, default_value = "10y")]
+        validity: humantime::Duration,
+    },
+    /// Sign an intermediate CA (pathLen 0) for a CSR with the offline root.
+    ///
+    /// Example: quorumca ca sign-intermediate --root-dir ./root --passphrase-file pass.txt \
+    ///            --csr eu-west.csr --region eu-west --out eu-west.pem
+    SignIntermediate {
+        #[arg(long)]
+        root_dir: PathBuf,
+        #[arg(long, env = "QUORUMCA_ROOT_PASSPHRASE_FILE")]
+        passphrase_file: PathBuf,
+        /// The intermediate's CSR (PEM or DER); its key never leaves where it was made.
+        #[arg(long)]
+        csr: PathBuf,
+        /// Region the intermediate serves; becomes part of its name.
+        #[arg(long)]
+        region: String,
+        #[arg(long, default_value = "1y")]
+        validity: humantime::Duration,
+        /// Where to write the intermediate certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// root.key.json
+#[derive(Serialize, Deserialize)]
+struct RootKeyFile {
+    format: String,
+    /// Hex salt for PBKDF2.
+    salt: String,
+    iterations: u32,
+    sealed: SealedKey,
+}
+
+const KEY_FILE_FORMAT: &str = "quorumca-sealed-key-v1";
+const ROOT_CONTEXT: &[u8] = b"quorumca root key";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn read_passphrase(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut p = Zeroizing::new(
+        std::fs::read(path)
+            .with_context(|| format!("reading passphrase file {}", path.display()))?,
+    );
+    while p.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        p.pop();
+    }
+    Ok(p)
+}
+
+fn random<const N: usize>(rng: &SystemRandom) -> anyhow::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    rng.fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(b)
+}
+
+/// A positive 16-byte serial: 128 random bits with the top bit cleared.
+fn random_serial(rng: &SystemRandom) -> anyhow::Result<Vec<u8>> {
+    let mut s: [u8; 16] = random(rng)?;
+    s[0] &= 0x7f;
+    if s[0] == 0 {
+        s[0] = 1;
+    }
+    Ok(s.to_vec())
+}
+
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn run(cmd: CaCmd) -> anyhow::Result<()> {
+    let rng = SystemRandom::new();
+    match cmd {
+        CaCmd::InitRoot {
+            out_dir,
+            passphrase_file,
+            common_name,
+            algorithm,
+            validity,
+        } => {
+            let cert_path = out_dir.join("root.pem");
+            let key_path = out_dir.join("root.key.json");
+            if cert_path.exists() || key_path.exists() {
+                bail!(
+                    "{} already holds a root; refusing to overwrite it",
+                    out_dir.display()
+                );
+            }
+            let pass = read_passphrase(&passphrase_file)?;
+            let salt: [u8; 16] = random(&rng)?;
+            let kek = Kek::derive(&pass, &salt, DEFAULT_KDF_ITERATIONS)?;
+            let key = rcgen::KeyPair::generate_for(algorithm.rcgen())?;
+            let pkcs8 = Zeroizing::new(key.serialize_der());
+            let t = now();
+            let validity = Validity {
+                not_before: t - 60,
+                not_after: t + Duration::from(validity).as_secs() as i64,
+            };
+            let root =
+                quorumca_ca::self_signed_root(key, &common_name, validity, &random_serial(&rng)?)?;
+            let sealed = quorumca_ca::seal(&kek, &pkcs8, random(&rng)?, ROOT_CONTEXT);
+            let file = RootKeyFile {
+                format: KEY_FILE_FORMAT.into(),
+                salt: hex::encode(salt),
+                iterations: DEFAULT_KDF_ITERATIONS,
+                sealed,
+            };
+            std::fs::create_dir_all(&out_dir)?;
+            write_new(
+                &key_path,
+                serde_json::to_string_pretty(&file)?.as_bytes(),
+                0o600,
+            )?;
+            write_new(&cert_path, root.cert_pem().as_bytes(), 0o644)?;
+            println!("root certificate: {}", cert_path.display());
+            println!(
+                "sealed root key:  {} (keep it and the passphrase apart, offline)",
+                key_path.display()
+            );
+            Ok(())
+        }
+        CaCmd::SignIntermediate {
+            root_dir,
+            passphrase_file,
+            csr,
+            region,
+            validity,
+            out,
+        } => {
+            let cert_der = {
+                let pem = std::fs::read_to_string(root_dir.join("root.pem"))
+                    .with_context(|| format!("reading {}/root.pem", root_dir.display()))?;
+                let (_, doc) = der_from_pem(&pem)?;
+                doc
+            };
+            let file: RootKeyFile = serde_json::from_slice(
+                &std::fs::read(root_dir.join("root.key.json"))
+                    .with_context(|| format!("reading {}/root.key.json", root_dir.display()))?,
+            )
+            .context("root.key.json is not a QuorumCA sealed key file")?;
+            if file.format != KEY_FILE_FORMAT {
+                bail!(
+                    "root.key.json has format {:?}, expected {KEY_FILE_FORMAT}",
+                    file.format
+                );
+            }
+            let pass = read_passphrase(&passphrase_file)?;
+            let salt = hex::decode(&file.salt).context("root.key.json: bad salt")?;
+            let kek = Kek::derive(&pass, &salt, file.iterations)?;
+            let pkcs8 =
+                quorumca_ca::unseal(&kek, &file.sealed, ROOT_CONTEXT).map_err(|e| match e {
+                    quorumca_ca::SealError::WrongSecret { .. } => {
+                        anyhow::anyhow!("wrong passphrase for this root key")
+                    }
+                    e => anyhow::anyhow!(e),
+                })?;
+            let root = quorumca_ca::CaSigner::from_parts(&cert_der, &pkcs8)?;
+            drop(pkcs8);
+            let csr_bytes =
+                std::fs::read(&csr).with_context(|| format!("reading {}", csr.display()))?;
+            let csr = quorumca_ca::parse_csr(&csr_bytes)?;
+            let t = now();
+            let validity = Validity {
+                not_before: t - 60,
+                not_after: t + Duration::from(validity).as_secs() as i64,
+            };
+            let cn = format!("QuorumCA {region}");
+            let der = quorumca_ca::sign_intermediate_csr(
+                &root,
+                &csr,
+                &cn,
+                validity,
+                &random_serial(&rng)?,
+            )?;
+            write_new(
+                &out,
+                quorumca_ca::pem_encode("CERTIFICATE", &der).as_bytes(),
+                0o644,
+            )?;
+            println!("intermediate for {region}: {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn der_from_pem(pem: &str) -> anyhow::Result<(String, Vec<u8>)> {
+    let (label, doc) = der::Document::from_pem(pem.trim()).context("not a PEM certificate")?;
+    Ok((label.to_string(), doc.as_bytes().to_vec()))
+}

@@ -1,0 +1,205 @@
+//! The offline root: `quorumca ca init-root` and `sign-intermediate` as a
+//! user runs them, checked with OpenSSL.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_quorumca");
+
+fn quorumca(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let o = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed for these tests (.ci/run installs it)");
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn offline_root_signs_an_intermediate_that_openssl_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let pass = dir.path().join("pass.txt");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+
+    let o = quorumca(&[
+        "ca",
+        "init-root",
+        "--out-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let key_mode = std::fs::metadata(root.join("root.key.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(key_mode, 0o600, "the sealed key file must be private");
+    let key_text = std::fs::read_to_string(root.join("root.key.json")).unwrap();
+    assert!(!key_text.contains("PRIVATE KEY"), "the key must be sealed");
+    let (ok, text) = openssl(&["x509", "-in", s(&root.join("root.pem")), "-noout", "-text"]);
+    assert!(ok && text.contains("CA:TRUE"), "{text}");
+
+    let again = quorumca(&[
+        "ca",
+        "init-root",
+        "--out-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
+
+    // The intermediate's key is made elsewhere; only its CSR travels.
+    let csr = dir.path().join("eu.csr");
+    let (ok, out) = openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=eu-west",
+        "-keyout",
+        s(&dir.path().join("eu.key")),
+        "-out",
+        s(&csr),
+    ]);
+    assert!(ok, "{out}");
+    let int = dir.path().join("eu.pem");
+    let o = quorumca(&[
+        "ca",
+        "sign-intermediate",
+        "--root-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+        "--csr",
+        s(&csr),
+        "--region",
+        "eu-west",
+        "--out",
+        s(&int),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ok, out) = openssl(&[
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        s(&root.join("root.pem")),
+        s(&int),
+    ]);
+    assert!(ok, "{out}");
+    let (_, text) = openssl(&["x509", "-in", s(&int), "-noout", "-text"]);
+    assert!(
+        text.contains("CA:TRUE, pathlen:0") && text.contains("QuorumCA eu-west"),
+        "{text}"
+    );
+
+    // A wrong passphrase unseals nothing.
+    let wrong = dir.path().join("wrong.txt");
+    std::fs::write(&wrong, "not the passphrase at all").unwrap();
+    let o = quorumca(&[
+        "ca",
+        "sign-intermediate",
+        "--root-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&wrong),
+        "--csr",
+        s(&csr),
+        "--region",
+        "eu-west",
+        "--out",
+        s(&dir.path().join("x.pem")),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong passphrase"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!dir.path().join("x.pem").exists());
+
+    // CA keys must not be RSA.
+    let rsa = dir.path().join("rsa.csr");
+    let (ok, out) = openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=r",
+        "-keyout",
+        s(&dir.path().join("r.key")),
+        "-out",
+        s(&rsa),
+    ]);
+    assert!(ok, "{out}");
+    let o = quorumca(&[
+        "ca",
+        "sign-intermediate",
+        "--root-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+        "--csr",
+        s(&rsa),
+        "--region",
+        "us",
+        "--out",
+        s(&dir.path().join("us.pem")),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("CA keys must be"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn a_short_passphrase_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("p");
+    std::fs::write(&pass, "short").unwrap();
+    let o = quorumca(&[
+        "ca",
+        "init-root",
+        "--out-dir",
+        s(&dir.path().join("r")),
+        "--passphrase-file",
+        s(&pass),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("at least 16"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !dir.path().join("r").exists(),
+        "nothing is written for a refused passphrase"
+    );
+}
