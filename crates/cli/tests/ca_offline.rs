@@ -30,6 +30,29 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+fn sign_intermediate(root: &Path, pass: &Path, csr: &Path, region: &str, out: &Path) -> Output {
+    quorumca(&[
+        "ca",
+        "sign-intermediate",
+        "--root-dir",
+        s(root),
+        "--passphrase-file",
+        s(pass),
+        "--csr",
+        s(csr),
+        "--region",
+        region,
+        "--out",
+        s(out),
+    ])
+}
+
+/// Stderr of a command that must have failed, for message checks.
+fn failure(o: &Output) -> String {
+    assert!(!o.status.success(), "the command should have failed");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
 fn offline_root_signs_an_intermediate_that_openssl_verifies() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,20 +110,7 @@ fn offline_root_signs_an_intermediate_that_openssl_verifies() {
     ]);
     assert!(ok, "{out}");
     let int = dir.path().join("eu.pem");
-    let o = quorumca(&[
-        "ca",
-        "sign-intermediate",
-        "--root-dir",
-        s(&root),
-        "--passphrase-file",
-        s(&pass),
-        "--csr",
-        s(&csr),
-        "--region",
-        "eu-west",
-        "--out",
-        s(&int),
-    ]);
+    let o = sign_intermediate(&root, &pass, &csr, "eu-west", &int);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (ok, out) = openssl(&[
         "verify",
@@ -119,26 +129,8 @@ fn offline_root_signs_an_intermediate_that_openssl_verifies() {
     // A wrong passphrase unseals nothing.
     let wrong = dir.path().join("wrong.txt");
     std::fs::write(&wrong, "not the passphrase at all").unwrap();
-    let o = quorumca(&[
-        "ca",
-        "sign-intermediate",
-        "--root-dir",
-        s(&root),
-        "--passphrase-file",
-        s(&wrong),
-        "--csr",
-        s(&csr),
-        "--region",
-        "eu-west",
-        "--out",
-        s(&dir.path().join("x.pem")),
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("wrong passphrase"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = sign_intermediate(&root, &wrong, &csr, "eu-west", &dir.path().join("x.pem"));
+    assert!(failure(&o).contains("wrong passphrase"), "{}", failure(&o));
     assert!(!dir.path().join("x.pem").exists());
 
     // CA keys must not be RSA.
@@ -157,26 +149,8 @@ fn offline_root_signs_an_intermediate_that_openssl_verifies() {
         s(&rsa),
     ]);
     assert!(ok, "{out}");
-    let o = quorumca(&[
-        "ca",
-        "sign-intermediate",
-        "--root-dir",
-        s(&root),
-        "--passphrase-file",
-        s(&pass),
-        "--csr",
-        s(&rsa),
-        "--region",
-        "us",
-        "--out",
-        s(&dir.path().join("us.pem")),
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("CA keys must be"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = sign_intermediate(&root, &pass, &rsa, "us", &dir.path().join("us.pem"));
+    assert!(failure(&o).contains("CA keys must be"), "{}", failure(&o));
 }
 
 #[test]
