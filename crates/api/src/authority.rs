@@ -1,0 +1,521 @@
+//! The issuance path of design.md, on one node: check the CSR, decide with
+//! the ledger's policy, take a serial from this node's Raft-granted lease,
+//! sign locally with the region's intermediate, and return the certificate
+//! only once its record is committed on a quorum.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumca_ca::{
+    parse_csr, pem_encode, CaSigner, Kek, LeafSpec, OcspStatus, Policy, SealedKey, Store, Validity,
+};
+use quorumca_consensus::{now_ms, ConsensusError, Node};
+use quorumca_ledger::{
+    Command, IssuanceRecord, IssuerRecord, Outcome, Proposal, Rejection, RevocationReason, Serial,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::Mutex;
+
+use crate::error::AuthorityError;
+
+/// The issuer id of the cluster's root.
+pub const ROOT_ID: &str = "root";
+
+#[derive(Clone, Debug)]
+pub struct AuthorityConfig {
+    /// The region this node signs for; its leaves chain to this region's
+    /// intermediate.
+    pub region: String,
+    /// The cluster's public HTTP URL (a load balancer in front of every
+    /// node), for the CRL and OCSP URLs in certificates. Must be the same on
+    /// every node: a certificate's CRL URL is fixed at issuance, and the CRL
+    /// any node builds names that URL as its issuing distribution point.
+    pub base_url: String,
+    /// Number of CRL shards per issuer; a leaf's shard is fixed at issuance.
+    pub crl_shards: u64,
+    /// Serials per lease; one Raft round trip buys this many issuances.
+    pub lease_block: u64,
+    pub lease_ttl: Duration,
+}
+
+/// A request to issue, after authentication (the caller's identity is
+/// `requester`).
+#[derive(Clone, Debug)]
+pub struct IssueRequest {
+    pub csr: Vec<u8>,
+    pub namespace: String,
+    pub profile: String,
+    pub lifetime: Option<Duration>,
+    pub requester: String,
+    /// A retry with the same key never issues twice.
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub issuer: String,
+    pub serial: Vec<u8>,
+    pub cert_der: Vec<u8>,
+    /// Leaf, intermediate: what a TLS server presents.
+    pub chain_pem: String,
+    pub log_index: u64,
+}
+
+struct LeaseCursor {
+    next: u64,
+    end: u64,
+    expires_at_ms: u64,
+}
+
+/// One node's certificate authority.
+pub struct Authority {
+    node: Arc<Node>,
+    kek: Kek,
+    cfg: AuthorityConfig,
+    rng: SystemRandom,
+    signers: std::sync::Mutex<HashMap<String, Arc<CaSigner>>>,
+    leases: Mutex<HashMap<String, LeaseCursor>>,
+}
+
+fn rejected(o: Outcome) -> AuthorityError {
+    match o {
+        Outcome::Rejected(r) => AuthorityError::Rejected(r),
+        other => AuthorityError::Internal(format!("unexpected outcome {other:?}")),
+    }
+}
+
+impl Authority {
+    pub fn new(node: Arc<Node>, kek: Kek, cfg: AuthorityConfig) -> Self {
+        Self {
+            node,
+            kek,
+            cfg,
+            rng: SystemRandom::new(),
+            signers: Default::default(),
+            leases: Default::default(),
+        }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    fn random<const N: usize>(&self) -> Result<[u8; N], AuthorityError> {
+        let mut b = [0u8; N];
+        self.rng
+            .fill(&mut b)
+            .map_err(|_| AuthorityError::Internal("system random generator failed".into()))?;
+        Ok(b)
+    }
+
+    async fn propose(&self, p: Proposal) -> Result<(Outcome, u64), AuthorityError> {
+        let c = self.node.propose(p).await?;
+        Ok((c.outcome, c.log_index))
+    }
+
+    fn seal_key(&self, key: &rcgen::KeyPair, issuer_id: &str) -> Result<Vec<u8>, AuthorityError> {
+        let sealed = quorumca_ca::seal(
+            &self.kek,
+            &key.serialize_der(),
+            self.random()?,
+            issuer_id.as_bytes(),
+        );
+        Ok(encode_sealed(&sealed))
+    }
+
+    /// Creates the hierarchy if the ledger has none: a root kept inside the
+    /// cluster (dev mode) and one intermediate per region, every key sealed
+    /// before it is proposed. Safe to call again and from several nodes:
+    /// registration of an existing id is refused by the ledger and ignored.
+    pub async fn bootstrap_hierarchy(&self, regions: &[String]) -> Result<(), AuthorityError> {
+        let now = now_ms() as i64 / 1000;
+        let root_signer = match self
+            .node
+            .read_linearizable(|s| s.issuer(ROOT_ID).cloned())
+            .await?
+        {
+            Some(_) => self.signer(ROOT_ID)?,
+            None => {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+                let sealed = self.seal_key(&key, ROOT_ID)?;
+                let validity = Validity {
+                    not_before: now - 60,
+                    not_after: now + 10 * 365 * 86_400,
+                };
+                let root = quorumca_ca::self_signed_root(
+                    key,
+                    "QuorumCA Root",
+                    validity,
+                    &self.random_serial()?,
+                )?;
+                let rec = IssuerRecord {
+                    id: ROOT_ID.into(),
+                    region: None,
+                    cert_der: root.cert_der.clone(),
+                    sealed_key: Some(sealed),
+                    parent: None,
+                    not_after_ms: validity.not_after as u64 * 1000,
+                };
+                match self
+                    .propose(Proposal::new(now_ms(), Command::RegisterIssuer(rec)))
+                    .await?
+                    .0
+                {
+                    Outcome::IssuerRegistered { .. }
+                    | Outcome::Rejected(Rejection::IssuerExists { .. }) => {}
+                    o => return Err(rejected(o)),
+                }
+                // Whoever won the race, use what the ledger holds.
+                self.node.read_linearizable(|_| ()).await?;
+                self.signer(ROOT_ID)?
+            }
+        };
+        for region in regions {
+            if self.node.read_local(|s| s.issuer(region).is_some()) {
+                continue;
+            }
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            let sealed = self.seal_key(&key, region)?;
+            let validity = Validity {
+                not_before: now - 60,
+                not_after: now + 365 * 86_400,
+            };
+            let int = quorumca_ca::sign_intermediate(
+                &root_signer,
+                key,
+                &format!("QuorumCA {region}"),
+                validity,
+                &self.random_serial()?,
+            )?;
+            let rec = IssuerRecord {
+                id: region.clone(),
+                region: Some(region.clone()),
+                cert_der: int.cert_der.clone(),
+                sealed_key: Some(sealed),
+                parent: Some(ROOT_ID.into()),
+                not_after_ms: validity.not_after as u64 * 1000,
+            };
+            match self
+                .propose(Proposal::new(now_ms(), Command::RegisterIssuer(rec)))
+                .await?
+                .0
+            {
+                Outcome::IssuerRegistered { .. }
+                | Outcome::Rejected(Rejection::IssuerExists { .. }) => {}
+                o => return Err(rejected(o)),
+            }
+        }
+        Ok(())
+    }
+
+    fn random_serial(&self) -> Result<Vec<u8>, AuthorityError> {
+        let mut s: [u8; 16] = self.random()?;
+        s[0] = (s[0] & 0x7f).max(1);
+        Ok(s.to_vec())
+    }
+
+    /// Validates a policy with the CA crate, then commits its canonical
+    /// text. Returns the new version.
+    pub async fn apply_policy(
+        &self,
+        text: &str,
+        author: &str,
+        expected_version: Option<u64>,
+    ) -> Result<u64, AuthorityError> {
+        let policy = Policy::from_toml(text)?;
+        let p = Proposal::new(
+            now_ms(),
+            Command::ApplyPolicy {
+                text: policy.to_canonical_toml(),
+                author: author.into(),
+                expected_version,
+            },
+        );
+        match self.propose(p).await?.0 {
+            Outcome::PolicyApplied { version } => Ok(version),
+            o => Err(rejected(o)),
+        }
+    }
+
+    /// The signer of `issuer_id`, unsealed on first use and cached. The
+    /// unsealed PKCS#8 bytes are zeroized as soon as the key is loaded.
+    fn signer(&self, issuer_id: &str) -> Result<Arc<CaSigner>, AuthorityError> {
+        if let Some(s) = self.signers.lock().expect("signer cache").get(issuer_id) {
+            return Ok(s.clone());
+        }
+        let rec = self
+            .node
+            .read_local(|s| s.issuer(issuer_id).cloned())
+            .ok_or_else(|| AuthorityError::NoIssuer(issuer_id.into()))?;
+        let sealed_bytes = rec
+            .sealed_key
+            .ok_or_else(|| AuthorityError::NoIssuer(format!("{issuer_id} (its key is offline)")))?;
+        let sealed = decode_sealed(&sealed_bytes)?;
+        let pkcs8 = quorumca_ca::unseal(&self.kek, &sealed, issuer_id.as_bytes())?;
+        let signer = Arc::new(CaSigner::from_parts(&rec.cert_der, &pkcs8)?);
+        self.signers
+            .lock()
+            .expect("signer cache")
+            .insert(issuer_id.into(), signer.clone());
+        Ok(signer)
+    }
+
+    /// Takes the next sequence number of `issuer` from this node's lease,
+    /// asking Raft for a new lease when it is used up or about to expire.
+    async fn next_sequence(&self, issuer: &str) -> Result<u64, AuthorityError> {
+        let mut leases = self.leases.lock().await;
+        let margin_ms = 5_000;
+        let usable = leases
+            .get(issuer)
+            .is_some_and(|c| c.next < c.end && c.expires_at_ms > now_ms() + margin_ms);
+        if !usable {
+            let p = Proposal::new(
+                now_ms(),
+                Command::GrantSerialLease {
+                    node_id: self.node.id(),
+                    issuer: issuer.into(),
+                    block: self.cfg.lease_block,
+                    expires_at_ms: now_ms() + self.cfg.lease_ttl.as_millis() as u64,
+                },
+            );
+            match self.propose(p).await?.0 {
+                Outcome::LeaseGranted(l) => {
+                    leases.insert(
+                        issuer.into(),
+                        LeaseCursor {
+                            next: l.start,
+                            end: l.end,
+                            expires_at_ms: l.expires_at_ms,
+                        },
+                    );
+                }
+                o => return Err(rejected(o)),
+            }
+        }
+        let c = leases.get_mut(issuer).expect("inserted above");
+        let seq = c.next;
+        c.next += 1;
+        Ok(seq)
+    }
+
+    /// Serial = 8-byte lease sequence || 8 bytes from the CSPRNG. Unique by
+    /// construction (sequences never repeat per issuer), 64 random bits,
+    /// positive because sequences stay below 2^63.
+    fn serial_for(&self, sequence: u64) -> Result<Vec<u8>, AuthorityError> {
+        let rnd: [u8; 8] = self.random()?;
+        let mut s = sequence.to_be_bytes().to_vec();
+        s.extend_from_slice(&rnd);
+        // Minimal DER encoding: strip leading zero octets unless the next
+        // octet would then read as negative.
+        while s.len() > 1 && s[0] == 0 && s[1] & 0x80 == 0 {
+            s.remove(0);
+        }
+        if s[0] & 0x80 != 0 {
+            s.insert(0, 0);
+        }
+        Ok(s)
+    }
+
+    pub async fn issue(&self, req: IssueRequest) -> Result<Issued, AuthorityError> {
+        let csr = parse_csr(&req.csr)?;
+        let policy_text = match self.node.read_local(|s| s.policy().map(|p| p.text.clone())) {
+            Some(t) => t,
+            // This node may simply lag a just-applied policy: ask the leader.
+            None => self
+                .node
+                .read_linearizable(|s| s.policy().map(|p| p.text.clone()))
+                .await?
+                .ok_or(AuthorityError::NoPolicy)?,
+        };
+        let policy = Policy::from_toml(&policy_text)?;
+        let now = now_ms() as i64 / 1000;
+        let decision = policy.decide(&req.namespace, &req.profile, &csr, req.lifetime, now)?;
+        let issuer_id = self.cfg.region.clone();
+        if self.node.read_local(|s| s.issuer(&issuer_id).is_none()) {
+            self.node.read_linearizable(|_| ()).await?;
+        }
+        let signer = self.signer(&issuer_id)?;
+        let sequence = self.next_sequence(&issuer_id).await?;
+        let serial = self.serial_for(sequence)?;
+        let shard = sequence % self.cfg.crl_shards.max(1);
+        let spec = LeafSpec {
+            serial: serial.clone(),
+            validity: decision.validity,
+            dns: decision.dns.clone(),
+            ips: decision.ips.clone(),
+            uris: decision.uris.clone(),
+            usages: decision.usages.clone(),
+            crl_url: Some(format!("{}/crl/{issuer_id}/{shard}.crl", self.cfg.base_url)),
+            ocsp_url: Some(format!("{}/ocsp/{issuer_id}", self.cfg.base_url)),
+        };
+        let cert_der = quorumca_ca::sign_leaf(&signer, &csr, &spec)?;
+        let digest = |b: &[u8]| -> [u8; 32] {
+            ring::digest::digest(&ring::digest::SHA256, b)
+                .as_ref()
+                .try_into()
+                .expect("32 bytes")
+        };
+        let names = format!("{:?}|{:?}|{:?}", decision.dns, decision.ips, decision.uris);
+        let record = IssuanceRecord {
+            issuer: issuer_id.clone(),
+            serial: Serial(serial.clone()),
+            sequence,
+            node_id: self.node.id(),
+            not_before_ms: decision.validity.not_before as u64 * 1000,
+            not_after_ms: decision.validity.not_after as u64 * 1000,
+            subject_digest: digest(names.as_bytes()),
+            spki_hash: digest(&csr.spki_der),
+            profile: decision.profile.clone(),
+            namespace: decision.namespace.clone(),
+            requester: req.requester.clone(),
+            full_der: (decision.store == Store::Full).then(|| cert_der.clone()),
+        };
+        let mut p = Proposal::new(now_ms(), Command::RecordIssuance(record));
+        p.idempotency_key = req.idempotency_key.clone();
+        let (outcome, log_index) = self.propose(p).await?;
+        match outcome {
+            // A retry with the same key carries a new serial, so the ledger
+            // refuses it (key conflict) rather than recording twice.
+            Outcome::IssuanceRecorded { issuer, .. } => {
+                let chain_pem = format!(
+                    "{}{}",
+                    pem_encode("CERTIFICATE", &cert_der),
+                    signer.cert_pem()
+                );
+                Ok(Issued {
+                    issuer,
+                    serial,
+                    cert_der,
+                    chain_pem,
+                    log_index,
+                })
+            }
+            o => Err(rejected(o)),
+        }
+    }
+
+    pub async fn revoke(
+        &self,
+        issuer: &str,
+        serial: &[u8],
+        reason: RevocationReason,
+    ) -> Result<u64, AuthorityError> {
+        let p = Proposal::new(
+            now_ms(),
+            Command::Revoke {
+                issuer: issuer.into(),
+                serial: Serial(serial.to_vec()),
+                reason,
+                revoked_at_ms: now_ms(),
+            },
+        );
+        match self.propose(p).await? {
+            (Outcome::Revoked { .. }, index) => Ok(index),
+            (o, _) => Err(rejected(o)),
+        }
+    }
+
+    /// Builds the CRL of one shard from this node's applied ledger, with a
+    /// fresh CRL number committed through Raft (so numbers increase across
+    /// every node that signs).
+    pub async fn crl(&self, issuer: &str, shard: u64) -> Result<Vec<u8>, AuthorityError> {
+        let signer = self.signer(issuer)?;
+        let p = Proposal::new(
+            now_ms(),
+            Command::NextCrlNumber {
+                issuer: format!("{issuer}#{shard}"),
+            },
+        );
+        let number = match self.propose(p).await?.0 {
+            Outcome::CrlNumber { number, .. } => number,
+            o => return Err(rejected(o)),
+        };
+        // Make sure this node has applied at least the CRL number's entry,
+        // and therefore every revocation committed before it.
+        let shards = self.cfg.crl_shards.max(1);
+        let entries = self
+            .node
+            .read_linearizable(move |s| {
+                s.revocations()
+                    .filter(|(i, serial, _)| {
+                        *i == issuer
+                            && s.record(i, serial)
+                                .is_some_and(|r| r.sequence % shards == shard)
+                    })
+                    .map(|(_, serial, r)| quorumca_ca::CrlEntry {
+                        serial: serial.0.clone(),
+                        revoked_at: (r.revoked_at_ms / 1000) as i64,
+                        reason: r.reason.code(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        let now = now_ms() as i64 / 1000;
+        Ok(quorumca_ca::sign_crl(
+            &signer,
+            &quorumca_ca::CrlSpec {
+                number,
+                this_update: now - 60,
+                next_update: now + 86_400,
+                distribution_point: Some(format!("{}/crl/{issuer}/{shard}.crl", self.cfg.base_url)),
+                delta_base: None,
+                entries,
+            },
+        )?)
+    }
+
+    /// Answers an OCSP request from this node's applied ledger.
+    pub fn ocsp(&self, issuer: &str, request_der: &[u8]) -> Vec<u8> {
+        let signer = match self.signer(issuer) {
+            Ok(s) => s,
+            Err(_) => return quorumca_ca::OcspError::NotOurIssuer.response_der(),
+        };
+        let now = now_ms() as i64 / 1000;
+        let lookup = |serial: &[u8]| {
+            let serial = Serial(serial.to_vec());
+            self.node.read_local(|s| {
+                match (s.record(issuer, &serial), s.revocation(issuer, &serial)) {
+                    (_, Some(r)) => OcspStatus::Revoked {
+                        at: (r.revoked_at_ms / 1000) as i64,
+                        reason: r.reason.code(),
+                    },
+                    (Some(_), None) => OcspStatus::Good,
+                    (None, None) => OcspStatus::Unknown,
+                }
+            })
+        };
+        match quorumca_ca::ocsp_respond(&signer, request_der, now, 3600, lookup) {
+            Ok(der) => der,
+            Err(e) => e.response_der(),
+        }
+    }
+}
+
+fn encode_sealed(s: &SealedKey) -> Vec<u8> {
+    let mut out = vec![s.version];
+    out.extend_from_slice(&s.kek_id);
+    out.extend_from_slice(&s.nonce);
+    out.extend_from_slice(&s.ciphertext);
+    out
+}
+
+fn decode_sealed(b: &[u8]) -> Result<SealedKey, AuthorityError> {
+    if b.len() < 1 + 8 + 12 + 16 {
+        return Err(AuthorityError::Internal(
+            "sealed key in the ledger is truncated".into(),
+        ));
+    }
+    Ok(SealedKey {
+        version: b[0],
+        kek_id: b[1..9].try_into().expect("8 bytes"),
+        nonce: b[9..21].try_into().expect("12 bytes"),
+        ciphertext: b[21..].to_vec(),
+    })
+}
+
+impl From<ConsensusError> for AuthorityError {
+    fn from(e: ConsensusError) -> Self {
+        AuthorityError::Consensus(e)
+    }
+}

@@ -1,0 +1,63 @@
+use quorumca_ca::{CsrError, PolicyError, SealError, SignError};
+use quorumca_consensus::ConsensusError;
+use quorumca_ledger::Rejection;
+
+/// Why an authority operation failed. Each variant maps to one gRPC status
+/// (see [`AuthorityError::to_status`]) with a message that says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("refused to sign: {0}")]
+    Sign(#[from] SignError),
+    #[error("CA key: {0}")]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Consensus(ConsensusError),
+    #[error("{0}")]
+    Rejected(Rejection),
+    #[error("no usable issuer {0:?}; has the CA hierarchy been created for this region?")]
+    NoIssuer(String),
+    #[error(
+        "no policy has been applied yet; apply one with `quorumca policy apply -f profiles.toml`"
+    )]
+    NoPolicy,
+    #[error("key generation failed: {0}")]
+    KeyGen(#[from] rcgen::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AuthorityError {
+    /// The gRPC status a caller should see.
+    pub fn code(&self) -> StatusCode {
+        match self {
+            Self::Csr(_) | Self::Sign(_) => StatusCode::InvalidArgument,
+            Self::Policy(PolicyError::NameNotAllowed { .. })
+            | Self::Policy(PolicyError::ProfileNotAllowed { .. }) => StatusCode::PermissionDenied,
+            Self::Policy(PolicyError::UnknownNamespace(_))
+            | Self::Policy(PolicyError::UnknownProfile(_)) => StatusCode::NotFound,
+            Self::Policy(_) => StatusCode::InvalidArgument,
+            Self::Rejected(Rejection::UnknownCertificate { .. }) => StatusCode::NotFound,
+            Self::Rejected(_) => StatusCode::FailedPrecondition,
+            Self::Consensus(ConsensusError::Unavailable { .. }) => StatusCode::Unavailable,
+            Self::Consensus(ConsensusError::InvalidArgument(_)) => StatusCode::InvalidArgument,
+            Self::NoIssuer(_) | Self::NoPolicy | Self::Seal(_) => StatusCode::FailedPrecondition,
+            Self::Consensus(_) | Self::KeyGen(_) | Self::Internal(_) => StatusCode::Internal,
+        }
+    }
+}
+
+/// The status classes the API maps errors to; kept free of tonic so this
+/// crate's core does not depend on the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusCode {
+    InvalidArgument,
+    PermissionDenied,
+    NotFound,
+    FailedPrecondition,
+    Unavailable,
+    Internal,
+}

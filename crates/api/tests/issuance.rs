@@ -1,0 +1,386 @@
+//! Issuance through a real 3-node cluster: concurrent issuance on every
+//! node, unique serials with 64 random bits, records everywhere, chains,
+//! CRLs and OCSP checked with OpenSSL across nodes.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumca_api::{Authority, AuthorityConfig, AuthorityError, IssueRequest, ROOT_ID};
+use quorumca_ca::{pem_encode, Kek};
+use quorumca_consensus::testing::{fast_settings, TestCluster};
+use quorumca_ledger::{RevocationReason, Serial};
+
+const SECRET: &[u8] = b"test unseal secret, 32 bytes ok!";
+const POLICY: &str = r#"
+[profiles.web]
+key_algorithms = ["ecdsa-p256", "ed25519"]
+default_lifetime = "24h"
+max_lifetime = "72h"
+usages = ["server", "client"]
+
+[namespaces.payments]
+profiles = ["web"]
+dns = ["*.payments.svc.cluster.local"]
+uris = ["spiffe://example.org/ns/payments/*"]
+"#;
+
+fn kek(secret: &[u8]) -> Kek {
+    // Few KDF iterations keep the test fast; production uses the default.
+    Kek::derive(secret, b"quorumca-test", 1_000).unwrap()
+}
+
+fn region_of(id: u64) -> &'static str {
+    if id == 3 {
+        "us"
+    } else {
+        "eu"
+    }
+}
+
+async fn setup() -> (TestCluster, Vec<Arc<Authority>>) {
+    let mut c = TestCluster::start(3, fast_settings()).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+    let mut auths = Vec::new();
+    for id in 1..=3u64 {
+        let node = Arc::new(c.nodes[(id - 1) as usize].take().unwrap());
+        auths.push(Arc::new(Authority::new(
+            node,
+            kek(SECRET),
+            AuthorityConfig {
+                region: region_of(id).into(),
+                // One public URL for the whole cluster: CRL and OCSP URLs
+                // are fixed at issuance and served by any node.
+                base_url: "http://ca.quorumca.test".into(),
+                crl_shards: 4,
+                lease_block: 256,
+                lease_ttl: Duration::from_secs(600),
+            },
+        )));
+    }
+    auths[0]
+        .bootstrap_hierarchy(&["eu".into(), "us".into()])
+        .await
+        .unwrap();
+    auths[1]
+        .apply_policy(POLICY, "alice", Some(0))
+        .await
+        .unwrap();
+    (c, auths)
+}
+
+fn csr(name: &str) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params.serialize_request(&key).unwrap().der().to_vec()
+}
+
+fn request(csr: Vec<u8>) -> IssueRequest {
+    IssueRequest {
+        csr,
+        namespace: "payments".into(),
+        profile: "web".into(),
+        lifetime: None,
+        requester: "test".into(),
+        idempotency_key: None,
+    }
+}
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let o = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed for these tests (.ci/run installs it)");
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousands_of_concurrent_issuances_on_every_node_have_unique_random_serials() {
+    let (_c, auths) = setup().await;
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..8)
+            .map(|i| csr(&format!("api{i}.payments.svc.cluster.local")))
+            .collect(),
+    );
+    let per_node = 600usize;
+    let mut tasks = Vec::new();
+    for a in &auths {
+        for w in 0..24usize {
+            let a = a.clone();
+            let csrs = csrs.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in (w..per_node).step_by(24) {
+                    let issued = a
+                        .issue(request(csrs[i % csrs.len()].clone()))
+                        .await
+                        .expect("issue");
+                    out.push((issued.issuer, issued.serial));
+                }
+                out
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), per_node * 3);
+    let unique: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), all.len(), "duplicate (issuer, serial)");
+
+    // Every record on every node.
+    let last = auths[0].node().status().commit_index;
+    for a in &auths {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while a.node().status().applied_index < last {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let missing = all
+            .iter()
+            .filter(|(i, s)| {
+                a.node()
+                    .read_local(|st| st.record(i, &Serial(s.clone())).is_none())
+            })
+            .count();
+        assert_eq!(missing, 0, "node {} lacks records", a.node().id());
+    }
+    let hashes: BTreeSet<_> = auths
+        .iter()
+        .map(|a| a.node().status().ledger_hash)
+        .collect();
+    assert_eq!(hashes.len(), 1, "ledgers differ");
+
+    // 64 random bits: the last 8 bytes of every serial are CSPRNG output.
+    // Over 1,800 serials the share of one bits must be near one half and no
+    // two random parts may repeat.
+    let rand_parts: BTreeSet<Vec<u8>> =
+        all.iter().map(|(_, s)| s[s.len() - 8..].to_vec()).collect();
+    assert_eq!(rand_parts.len(), all.len());
+    let ones: u32 = all
+        .iter()
+        .map(|(_, s)| s[s.len() - 8..].iter().map(|b| b.count_ones()).sum::<u32>())
+        .sum();
+    let share = ones as f64 / (all.len() * 64) as f64;
+    assert!(
+        (0.47..0.53).contains(&share),
+        "random bits are biased: {share}"
+    );
+    assert!(
+        all.iter().all(|(_, s)| s[0] & 0x80 == 0 && s.len() <= 20),
+        "serials must be positive, <= 20 octets"
+    );
+    eprintln!("issued {} certificates on 3 nodes, all unique", all.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chains_verify_and_revocations_show_in_crl_and_ocsp_of_other_nodes() {
+    let (_c, auths) = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root_der = auths[0]
+        .node()
+        .read_local(|s| s.issuer(ROOT_ID).unwrap().cert_der.clone());
+    let root = write(
+        dir.path(),
+        "root.pem",
+        &pem_encode("CERTIFICATE", &root_der),
+    );
+
+    let good = auths[0]
+        .issue(request(csr("good.payments.svc.cluster.local")))
+        .await
+        .unwrap();
+    let bad = auths[1]
+        .issue(request(csr("bad.payments.svc.cluster.local")))
+        .await
+        .unwrap();
+    let us = auths[2]
+        .issue(request(csr("us.payments.svc.cluster.local")))
+        .await
+        .unwrap();
+    assert_eq!((good.issuer.as_str(), us.issuer.as_str()), ("eu", "us"));
+    for (i, issued) in [&good, &bad, &us].iter().enumerate() {
+        let chain = write(dir.path(), &format!("chain{i}.pem"), &issued.chain_pem);
+        // chain_pem = leaf then intermediate: verify the leaf with the
+        // intermediate as untrusted and the root as the only anchor.
+        let (ok, out) = openssl(&[
+            "verify",
+            "-x509_strict",
+            "-CAfile",
+            &root,
+            "-untrusted",
+            &chain,
+            &chain,
+        ]);
+        assert!(ok, "{out}");
+    }
+
+    // Revoke on node 1; the CRL is built by node 3 and OCSP answered by
+    // node 2.
+    auths[0]
+        .revoke("eu", &bad.serial, RevocationReason::KeyCompromise)
+        .await
+        .unwrap();
+    let shard = {
+        let serial = Serial(bad.serial.clone());
+        auths[2]
+            .node()
+            .read_linearizable(move |s| s.record("eu", &serial).unwrap().sequence % 4)
+            .await
+            .unwrap()
+    };
+    let crl = auths[2].crl("eu", shard).await.unwrap();
+    let crl_path = write(dir.path(), "crl.pem", &pem_encode("X509 CRL", &crl));
+    let int_pem = bad
+        .chain_pem
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let int = write(dir.path(), "int.pem", &int_pem);
+    let bad_leaf = write(
+        dir.path(),
+        "bad.pem",
+        &pem_encode("CERTIFICATE", &bad.cert_der),
+    );
+    let (ok, out) = openssl(&[
+        "verify",
+        "-crl_check",
+        "-CRLfile",
+        &crl_path,
+        "-CAfile",
+        &root,
+        "-untrusted",
+        &int,
+        &bad_leaf,
+    ]);
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
+
+    for (leaf, expect) in [(&bad, "revoked"), (&good, "good")] {
+        let leaf_path = write(
+            dir.path(),
+            "leaf.pem",
+            &pem_encode("CERTIFICATE", &leaf.cert_der),
+        );
+        let req = dir.path().join("req.der");
+        let (ok, out) = openssl(&[
+            "ocsp",
+            "-issuer",
+            &int,
+            "-cert",
+            &leaf_path,
+            "-reqout",
+            req.to_str().unwrap(),
+        ]);
+        assert!(ok, "{out}");
+        // Node 2 may lag the revocation by a moment; a linearizable read
+        // first makes sure it has applied it.
+        auths[1].node().read_linearizable(|_| ()).await.unwrap();
+        let resp = auths[1].ocsp("eu", &std::fs::read(&req).unwrap());
+        let resp_path = dir.path().join("resp.der");
+        std::fs::write(&resp_path, resp).unwrap();
+        let chain = write(
+            dir.path(),
+            "ca.pem",
+            &format!("{int_pem}{}", pem_encode("CERTIFICATE", &root_der)),
+        );
+        let (ok, out) = openssl(&[
+            "ocsp",
+            "-reqin",
+            req.to_str().unwrap(),
+            "-respin",
+            resp_path.to_str().unwrap(),
+            "-issuer",
+            &int,
+            "-CAfile",
+            &chain,
+            "-resp_text",
+        ]);
+        assert!(ok && out.contains("Response verify OK"), "{out}");
+        assert!(
+            out.contains(&format!("Cert Status: {expect}")),
+            "expected {expect}: {out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_typed_errors_and_record_nothing() {
+    let (_c, auths) = setup().await;
+    let before = auths[0]
+        .node()
+        .read_linearizable(|s| s.record_count())
+        .await
+        .unwrap();
+    let cases: Vec<(IssueRequest, &str)> = vec![
+        (request(b"not a csr".to_vec()), "not valid DER"),
+        (
+            request(csr("evil.search.svc.cluster.local")),
+            "outside namespace \"payments\"",
+        ),
+        (
+            IssueRequest {
+                namespace: "nope".into(),
+                ..request(csr("a.payments.svc.cluster.local"))
+            },
+            "unknown namespace",
+        ),
+        (
+            IssueRequest {
+                lifetime: Some(Duration::from_secs(100 * 3600)),
+                ..request(csr("a.payments.svc.cluster.local"))
+            },
+            "exceeds",
+        ),
+    ];
+    for (req, needle) in cases {
+        let e = auths[0].issue(req).await.unwrap_err();
+        assert!(e.to_string().contains(needle), "expected {needle:?}: {e}");
+    }
+    let e = auths[0]
+        .revoke("eu", &[0x01, 0x02], RevocationReason::Unspecified)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), quorumca_api::StatusCode::NotFound, "{e}");
+    let after = auths[0]
+        .node()
+        .read_linearizable(|s| s.record_count())
+        .await
+        .unwrap();
+    assert_eq!(before, after, "a refused request recorded something");
+
+    // A node given the wrong unseal secret cannot sign, and says so.
+    let wrong = Authority::new(
+        auths[2].node().clone(),
+        kek(b"some other secret of 32 bytes!!!"),
+        AuthorityConfig {
+            region: "us".into(),
+            base_url: "http://x".into(),
+            crl_shards: 4,
+            lease_block: 16,
+            lease_ttl: Duration::from_secs(60),
+        },
+    );
+    let e = wrong
+        .issue(request(csr("a.payments.svc.cluster.local")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthorityError::Seal(_)), "{e}");
+    assert!(e.to_string().contains("unseal secret"), "{e}");
+}
