@@ -50,17 +50,35 @@ pub async fn run_level(
     make: Arc<dyn Fn(u64) -> Proposal + Send + Sync>,
     progress: Option<indicatif::ProgressBar>,
 ) -> LevelResult {
+    let op = Arc::new(move |_w: usize, n: u64| {
+        let (node, make, progress) = (node.clone(), make.clone(), progress.clone());
+        async move {
+            let ok = node.propose(make(n)).await.is_ok();
+            if let (true, Some(p)) = (ok, &progress) {
+                p.inc(1);
+            }
+            ok
+        }
+    });
+    run_closed_loop(concurrency, budget, op).await
+}
+
+/// Runs `concurrency` closed-loop workers until the budget is spent; each
+/// calls `op(worker, n)` and waits for it. `op` answers whether the
+/// operation succeeded. Generic over the operation so every benchmark
+/// measures the same way.
+pub async fn run_closed_loop<F, Fut>(concurrency: usize, budget: Budget, op: Arc<F>) -> LevelResult
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + budget.duration;
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let node = node.clone();
-        let counter = counter.clone();
-        let errors = errors.clone();
-        let make = make.clone();
-        let progress = progress.clone();
+    for w in 0..concurrency {
+        let (counter, errors, op) = (counter.clone(), errors.clone(), op.clone());
         tasks.push(tokio::spawn(async move {
             let mut h =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
@@ -70,16 +88,10 @@ pub async fn run_level(
                     break;
                 }
                 let t = Instant::now();
-                match node.propose(make(n)).await {
-                    Ok(_) => {
-                        let _ = h.record(t.elapsed().as_micros().max(1) as u64);
-                        if let Some(p) = &progress {
-                            p.inc(1);
-                        }
-                    }
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if op(w, n).await {
+                    let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
             h

@@ -76,6 +76,9 @@ pub struct Authority {
     rng: SystemRandom,
     signers: std::sync::Mutex<HashMap<String, Arc<CaSigner>>>,
     leases: Mutex<HashMap<String, LeaseCursor>>,
+    /// The parsed current policy and its version: parsing TOML on every
+    /// issuance would cost more than the signature.
+    policy: std::sync::Mutex<Option<(u64, Arc<Policy>)>>,
 }
 
 fn rejected(o: Outcome) -> AuthorityError {
@@ -94,6 +97,7 @@ impl Authority {
             rng: SystemRandom::new(),
             signers: Default::default(),
             leases: Default::default(),
+            policy: Default::default(),
         }
     }
 
@@ -238,6 +242,30 @@ impl Authority {
         }
     }
 
+    async fn current_policy(&self) -> Result<Arc<Policy>, AuthorityError> {
+        let mut version = self.node.read_local(|s| s.policy().map(|p| p.version));
+        if version.is_none() {
+            // This node may simply lag a just-applied policy: ask the leader.
+            version = self
+                .node
+                .read_linearizable(|s| s.policy().map(|p| p.version))
+                .await?;
+        }
+        let version = version.ok_or(AuthorityError::NoPolicy)?;
+        if let Some((v, p)) = self.policy.lock().expect("policy cache").as_ref() {
+            if *v == version {
+                return Ok(p.clone());
+            }
+        }
+        let (v, text) = self
+            .node
+            .read_local(|s| s.policy().map(|p| (p.version, p.text.clone())))
+            .ok_or(AuthorityError::NoPolicy)?;
+        let parsed = Arc::new(Policy::from_toml(&text)?);
+        *self.policy.lock().expect("policy cache") = Some((v, parsed.clone()));
+        Ok(parsed)
+    }
+
     /// The signer of `issuer_id`, unsealed on first use and cached. The
     /// unsealed PKCS#8 bytes are zeroized as soon as the key is loaded.
     fn signer(&self, issuer_id: &str) -> Result<Arc<CaSigner>, AuthorityError> {
@@ -319,16 +347,7 @@ impl Authority {
 
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, AuthorityError> {
         let csr = parse_csr(&req.csr)?;
-        let policy_text = match self.node.read_local(|s| s.policy().map(|p| p.text.clone())) {
-            Some(t) => t,
-            // This node may simply lag a just-applied policy: ask the leader.
-            None => self
-                .node
-                .read_linearizable(|s| s.policy().map(|p| p.text.clone()))
-                .await?
-                .ok_or(AuthorityError::NoPolicy)?,
-        };
-        let policy = Policy::from_toml(&policy_text)?;
+        let policy = self.current_policy().await?;
         let now = now_ms() as i64 / 1000;
         let decision = policy.decide(&req.namespace, &req.profile, &csr, req.lifetime, now)?;
         let issuer_id = self.cfg.region.clone();

@@ -23,6 +23,7 @@
 
 mod authority;
 mod error;
+pub mod testing;
 
 pub use authority::{Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};
 pub use error::{AuthorityError, StatusCode};

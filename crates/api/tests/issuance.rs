@@ -8,73 +8,21 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorumca_api::{Authority, AuthorityConfig, AuthorityError, IssueRequest, ROOT_ID};
-use quorumca_ca::{pem_encode, Kek};
+use quorumca_api::testing::{authorities, test_config, test_csr, test_kek};
+use quorumca_api::{Authority, AuthorityError, IssueRequest, ROOT_ID};
+use quorumca_ca::pem_encode;
 use quorumca_consensus::testing::{fast_settings, TestCluster};
 use quorumca_ledger::{RevocationReason, Serial};
-
-const SECRET: &[u8] = b"test unseal secret, 32 bytes ok!";
-const POLICY: &str = r#"
-[profiles.web]
-key_algorithms = ["ecdsa-p256", "ed25519"]
-default_lifetime = "24h"
-max_lifetime = "72h"
-usages = ["server", "client"]
-
-[namespaces.payments]
-profiles = ["web"]
-dns = ["*.payments.svc.cluster.local"]
-uris = ["spiffe://example.org/ns/payments/*"]
-"#;
-
-fn kek(secret: &[u8]) -> Kek {
-    // Few KDF iterations keep the test fast; production uses the default.
-    Kek::derive(secret, b"quorumca-test", 1_000).unwrap()
-}
-
-fn region_of(id: u64) -> &'static str {
-    if id == 3 {
-        "us"
-    } else {
-        "eu"
-    }
-}
 
 async fn setup() -> (TestCluster, Vec<Arc<Authority>>) {
     let mut c = TestCluster::start(3, fast_settings()).await;
     c.wait_leader(Duration::from_secs(10)).await;
-    let mut auths = Vec::new();
-    for id in 1..=3u64 {
-        let node = Arc::new(c.nodes[(id - 1) as usize].take().unwrap());
-        auths.push(Arc::new(Authority::new(
-            node,
-            kek(SECRET),
-            AuthorityConfig {
-                region: region_of(id).into(),
-                // One public URL for the whole cluster: CRL and OCSP URLs
-                // are fixed at issuance and served by any node.
-                base_url: "http://ca.quorumca.test".into(),
-                crl_shards: 4,
-                lease_block: 256,
-                lease_ttl: Duration::from_secs(600),
-            },
-        )));
-    }
-    auths[0]
-        .bootstrap_hierarchy(&["eu".into(), "us".into()])
-        .await
-        .unwrap();
-    auths[1]
-        .apply_policy(POLICY, "alice", Some(0))
-        .await
-        .unwrap();
+    let auths = authorities(&mut c).await.unwrap();
     (c, auths)
 }
 
 fn csr(name: &str) -> Vec<u8> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-    params.serialize_request(&key).unwrap().der().to_vec()
+    test_csr(name)
 }
 
 fn request(csr: Vec<u8>) -> IssueRequest {
@@ -368,14 +316,8 @@ async fn bad_requests_get_typed_errors_and_record_nothing() {
     // A node given the wrong unseal secret cannot sign, and says so.
     let wrong = Authority::new(
         auths[2].node().clone(),
-        kek(b"some other secret of 32 bytes!!!"),
-        AuthorityConfig {
-            region: "us".into(),
-            base_url: "http://x".into(),
-            crl_shards: 4,
-            lease_block: 16,
-            lease_ttl: Duration::from_secs(60),
-        },
+        test_kek(b"some other secret of 32 bytes!!!"),
+        test_config(3),
     );
     let e = wrong
         .issue(request(csr("a.payments.svc.cluster.local")))

@@ -1,0 +1,157 @@
+//! Certificates issued per second and p50/p99 latency through a 3-node
+//! durable cluster (ECDSA P-256 CSRs), beside the raw crypto limit on the
+//! same machine: CSR verification + leaf signing per second on one core.
+//!
+//! cargo run --release -p quorumca-benches --bin issuance -- --help
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use quorumca_api::testing::{authorities, test_csr};
+use quorumca_api::IssueRequest;
+use quorumca_benches::{run_closed_loop, table, Budget};
+use quorumca_ca::{LeafSpec, Usage, Validity};
+use quorumca_consensus::testing::TestCluster;
+use quorumca_consensus::RaftSettings;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Concurrent clients per level, spread round-robin over the nodes.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    concurrency: Vec<usize>,
+    /// Seconds per level.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds for the single-core crypto measurement.
+    #[arg(long, default_value_t = 5)]
+    crypto_seconds: u64,
+}
+
+/// CSR verify + sign on this thread, as many as fit in `secs`.
+fn crypto_limit(secs: u64) -> f64 {
+    let root = quorumca_ca::self_signed_root(
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+        "Bench Root",
+        Validity {
+            not_before: 0,
+            not_after: 4_000_000_000,
+        },
+        &[1],
+    )
+    .unwrap();
+    let int = quorumca_ca::sign_intermediate(
+        &root,
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+        "Bench Int",
+        Validity {
+            not_before: 0,
+            not_after: 4_000_000_000,
+        },
+        &[2],
+    )
+    .unwrap();
+    let csr = test_csr("bench.payments.svc.cluster.local");
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let v = quorumca_ca::parse_csr(&csr).unwrap();
+        // A positive 16-byte serial with no leading zero octet.
+        let mut serial = vec![0x40];
+        serial.extend_from_slice(&n.to_be_bytes());
+        serial.extend_from_slice(&[0x11; 7]);
+        let spec = LeafSpec {
+            serial,
+            validity: Validity {
+                not_before: 1_800_000_000,
+                not_after: 1_800_086_400,
+            },
+            dns: v.names.dns.clone(),
+            ips: vec![],
+            uris: vec![],
+            usages: vec![Usage::ServerAuth],
+            crl_url: Some("http://ca.test/crl/eu/0.crl".into()),
+            ocsp_url: Some("http://ca.test/ocsp/eu".into()),
+        };
+        quorumca_ca::sign_leaf(&int, &v, &spec).unwrap();
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    eprintln!(
+        "measuring the crypto limit on one core ({} s)...",
+        args.crypto_seconds
+    );
+    let limit = crypto_limit(args.crypto_seconds);
+
+    let mut c = TestCluster::start(3, RaftSettings::default()).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+    let auths = authorities(&mut c).await?;
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..16)
+            .map(|i| test_csr(&format!("svc{i}.payments.svc.cluster.local")))
+            .collect(),
+    );
+    let mut rows = Vec::new();
+    for &conc in &args.concurrency {
+        let (auths, csrs) = (auths.clone(), csrs.clone());
+        let op = Arc::new(move |w: usize, n: u64| {
+            let a = auths[w % auths.len()].clone();
+            let csr = csrs[n as usize % csrs.len()].clone();
+            async move {
+                a.issue(IssueRequest {
+                    csr,
+                    namespace: "payments".into(),
+                    profile: "web".into(),
+                    lifetime: None,
+                    requester: "bench".into(),
+                    idempotency_key: None,
+                })
+                .await
+                .is_ok()
+            }
+        });
+        let r = run_closed_loop(
+            conc,
+            Budget {
+                duration: Duration::from_secs(args.duration),
+                max_ops: u64::MAX,
+            },
+            op,
+        )
+        .await;
+        eprintln!(
+            "  {conc:>3} clients: {:>7.0}/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            r.per_second, r.p50_ms, r.p99_ms, r.errors
+        );
+        rows.push(vec![
+            conc.to_string(),
+            format!("{:.0}", r.per_second),
+            format!("{:.2}", r.p50_ms),
+            format!("{:.2}", r.p99_ms),
+            r.errors.to_string(),
+            format!("{:.2}", r.per_second / limit),
+        ]);
+    }
+    println!(
+        "crypto limit (CSR verify + ECDSA P-256 leaf sign, one core): {limit:.0}/s\n\
+         3 nodes, durable, issuance spread over all nodes, {} s per level\n{}",
+        args.duration,
+        table(
+            &[
+                "CLIENTS",
+                "CERTS/S",
+                "P50 MS",
+                "P99 MS",
+                "ERRORS",
+                "X ONE-CORE LIMIT"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
