@@ -161,15 +161,7 @@ impl Authority {
                     parent: None,
                     not_after_ms: validity.not_after as u64 * 1000,
                 };
-                match self
-                    .propose(Proposal::new(now_ms(), Command::RegisterIssuer(rec)))
-                    .await?
-                    .0
-                {
-                    Outcome::IssuerRegistered { .. }
-                    | Outcome::Rejected(Rejection::IssuerExists { .. }) => {}
-                    o => return Err(rejected(o)),
-                }
+                self.register_issuer(rec).await?;
                 // Whoever won the race, use what the ledger holds.
                 self.node.read_linearizable(|_| ()).await?;
                 self.signer(ROOT_ID)?
@@ -200,17 +192,23 @@ impl Authority {
                 parent: Some(ROOT_ID.into()),
                 not_after_ms: validity.not_after as u64 * 1000,
             };
-            match self
-                .propose(Proposal::new(now_ms(), Command::RegisterIssuer(rec)))
-                .await?
-                .0
-            {
-                Outcome::IssuerRegistered { .. }
-                | Outcome::Rejected(Rejection::IssuerExists { .. }) => {}
-                o => return Err(rejected(o)),
-            }
+            self.register_issuer(rec).await?;
         }
         Ok(())
+    }
+
+    /// Registers an issuer; losing a race to another node that registered
+    /// the same id first is fine.
+    async fn register_issuer(&self, rec: IssuerRecord) -> Result<(), AuthorityError> {
+        match self
+            .propose(Proposal::new(now_ms(), Command::RegisterIssuer(rec)))
+            .await?
+            .0
+        {
+            Outcome::IssuerRegistered { .. }
+            | Outcome::Rejected(Rejection::IssuerExists { .. }) => Ok(()),
+            o => Err(rejected(o)),
+        }
     }
 
     fn random_serial(&self) -> Result<Vec<u8>, AuthorityError> {

@@ -3,8 +3,6 @@
 //! CRLs and OCSP checked with OpenSSL across nodes.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +11,7 @@ use quorumca_api::{Authority, AuthorityError, IssueRequest, ROOT_ID};
 use quorumca_ca::pem_encode;
 use quorumca_consensus::testing::{fast_settings, TestCluster};
 use quorumca_ledger::{RevocationReason, Serial};
+use quorumca_testkit::{openssl, write_file as write};
 
 async fn setup() -> (TestCluster, Vec<Arc<Authority>>) {
     let mut c = TestCluster::start(3, fast_settings()).await;
@@ -34,27 +33,6 @@ fn request(csr: Vec<u8>) -> IssueRequest {
         requester: "test".into(),
         idempotency_key: None,
     }
-}
-
-fn openssl(args: &[&str]) -> (bool, String) {
-    let o = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl must be installed for these tests (.ci/run installs it)");
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -196,6 +196,7 @@ mod signing {
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
     use super::*;
+    use quorumca_testkit::openssl;
 
     const NOW: i64 = 1_790_000_000; // 2026-09
 
@@ -250,21 +251,6 @@ mod signing {
         let p = dir.join(name);
         std::fs::write(&p, pem_encode("CERTIFICATE", der)).unwrap();
         p
-    }
-
-    fn openssl(args: &[&str]) -> (bool, String) {
-        let o = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl must be installed for these tests (.ci/run installs it)");
-        (
-            o.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-        )
     }
 
     /// openssl verify at a fixed time inside the validity window.
