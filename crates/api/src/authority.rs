@@ -433,6 +433,33 @@ impl Authority {
         }
     }
 
+    /// Revokes every live certificate for the public key in `spki_der` (a
+    /// SubjectPublicKeyInfo, e.g. from a leaked key or one of its
+    /// certificates): the key-compromise response. Returns how many were
+    /// newly revoked.
+    pub async fn revoke_by_key(
+        &self,
+        spki_der: &[u8],
+        reason: RevocationReason,
+    ) -> Result<usize, AuthorityError> {
+        let spki_hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, spki_der)
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
+        let p = Proposal::new(
+            now_ms(),
+            Command::RevokeByKey {
+                spki_hash,
+                reason,
+                revoked_at_ms: now_ms(),
+            },
+        );
+        match self.propose(p).await?.0 {
+            Outcome::RevokedByKey { revoked } => Ok(revoked.len()),
+            o => Err(rejected(o)),
+        }
+    }
+
     /// Builds the CRL of one shard from this node's applied ledger, with a
     /// fresh CRL number committed through Raft (so numbers increase across
     /// every node that signs).

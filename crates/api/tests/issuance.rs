@@ -304,3 +304,52 @@ async fn bad_requests_get_typed_errors_and_record_nothing() {
     assert!(matches!(e, AuthorityError::Seal(_)), "{e}");
     assert!(e.to_string().contains("unseal secret"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_by_key_revokes_every_certificate_of_that_key_on_every_issuer() {
+    let (_c, auths) = setup().await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params =
+        rcgen::CertificateParams::new(vec!["k.payments.svc.cluster.local".to_string()]).unwrap();
+    let shared = params.serialize_request(&key).unwrap().der().to_vec();
+    let a = auths[0].issue(request(shared.clone())).await.unwrap();
+    let b = auths[2].issue(request(shared.clone())).await.unwrap();
+    let other = auths[1]
+        .issue(request(csr("o.payments.svc.cluster.local")))
+        .await
+        .unwrap();
+    assert_eq!((a.issuer.as_str(), b.issuer.as_str()), ("eu", "us"));
+    let spki = quorumca_ca::parse_csr(&shared).unwrap().spki_der;
+    let n = auths[1]
+        .revoke_by_key(&spki, RevocationReason::KeyCompromise)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let check = |issuer: &'static str, serial: Vec<u8>| {
+        auths[2]
+            .node()
+            .read_linearizable(move |s| s.revocation(issuer, &Serial(serial)).map(|r| r.reason))
+    };
+    assert_eq!(
+        check("eu", a.serial.clone()).await.unwrap(),
+        Some(RevocationReason::KeyCompromise)
+    );
+    assert_eq!(
+        check("us", b.serial.clone()).await.unwrap(),
+        Some(RevocationReason::KeyCompromise)
+    );
+    assert_eq!(
+        check("eu", other.serial.clone()).await.unwrap(),
+        None,
+        "a different key stays valid"
+    );
+    // A key with no live certificate is a clear error, not a silent no-op.
+    let unknown = quorumca_ca::parse_csr(&csr("u.payments.svc.cluster.local"))
+        .unwrap()
+        .spki_der;
+    let e = auths[0]
+        .revoke_by_key(&unknown, RevocationReason::KeyCompromise)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no live certificate"), "{e}");
+}

@@ -135,6 +135,13 @@ pub enum Command {
         reason: RevocationReason,
         revoked_at_ms: u64,
     },
+    /// Revokes every live certificate whose public key has this SPKI hash,
+    /// across all issuers: the response to a compromised private key.
+    RevokeByKey {
+        spki_hash: [u8; 32],
+        reason: RevocationReason,
+        revoked_at_ms: u64,
+    },
     /// Takes the next CRL number of an issuer (RFC 5280 requires them to be
     /// monotonically increasing, across every node that signs CRLs).
     NextCrlNumber { issuer: String },
@@ -196,6 +203,7 @@ impl fmt::Display for Proposal {
             Command::GrantSerialLease { .. } => "grant-serial-lease",
             Command::RecordIssuance(_) => "record-issuance",
             Command::Revoke { .. } => "revoke",
+            Command::RevokeByKey { .. } => "revoke-by-key",
             Command::NextCrlNumber { .. } => "next-crl-number",
             Command::PruneExpired { .. } => "prune-expired",
             Command::Noop { .. } => "noop",
@@ -243,6 +251,11 @@ pub enum Outcome {
         issuer: String,
         serial: Serial,
         revoked_at_ms: u64,
+    },
+    /// Certificates newly revoked by a RevokeByKey (already revoked ones
+    /// are left as they were).
+    RevokedByKey {
+        revoked: Vec<(String, Serial)>,
     },
     CrlNumber {
         issuer: String,

@@ -60,6 +60,9 @@ pub struct State {
     records: BTreeMap<CertKey, IssuanceRecord>,
     /// (not_after, issuer, serial), so pruning expired records never scans.
     expiry_index: BTreeSet<(u64, String, Serial)>,
+    /// SPKI hash -> certificates with that key, for revocation by key
+    /// without scanning every record.
+    key_index: BTreeMap<[u8; 32], BTreeSet<CertKey>>,
     revocations: BTreeMap<CertKey, Revocation>,
     crl_numbers: BTreeMap<String, u64>,
     idempotency: BTreeMap<String, Remembered>,
@@ -308,6 +311,11 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 record.issuer.clone(),
                 record.serial.clone(),
             ));
+            state
+                .key_index
+                .entry(record.spki_hash)
+                .or_default()
+                .insert(key.clone());
             state.records.insert(key, record.clone());
             Outcome::IssuanceRecorded {
                 issuer: record.issuer.clone(),
@@ -349,6 +357,37 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 revoked_at_ms: *revoked_at_ms,
             }
         }
+        Command::RevokeByKey {
+            spki_hash,
+            reason,
+            revoked_at_ms,
+        } => {
+            let keys: Vec<CertKey> = state
+                .key_index
+                .get(spki_hash)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default();
+            if keys.is_empty() {
+                return invalid("no live certificate has this public key");
+            }
+            let mut revoked = Vec::new();
+            for key in keys {
+                if state.revocations.contains_key(&key) {
+                    continue;
+                }
+                let not_after_ms = state.records[&key].not_after_ms;
+                state.revocations.insert(
+                    key.clone(),
+                    Revocation {
+                        reason: *reason,
+                        revoked_at_ms: *revoked_at_ms,
+                        not_after_ms,
+                    },
+                );
+                revoked.push(key);
+            }
+            Outcome::RevokedByKey { revoked }
+        }
         Command::NextCrlNumber { issuer } => {
             let n = state.crl_numbers.entry(issuer.clone()).or_insert(0);
             *n += 1;
@@ -365,8 +404,14 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 }
                 state.expiry_index.pop_first();
                 let key = (issuer, serial);
-                if state.records.remove(&key).is_some() {
+                if let Some(rec) = state.records.remove(&key) {
                     records += 1;
+                    if let Some(set) = state.key_index.get_mut(&rec.spki_hash) {
+                        set.remove(&key);
+                        if set.is_empty() {
+                            state.key_index.remove(&rec.spki_hash);
+                        }
+                    }
                 }
                 if state.revocations.remove(&key).is_some() {
                     revocations += 1;

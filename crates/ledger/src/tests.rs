@@ -289,6 +289,14 @@ fn arb_command() -> impl Strategy<Value = Proposal> {
             1u64..20_000
         )
             .prop_map(|(n, i, seq, serial, na)| record(n, &i, seq, &serial, na + 1_000)),
+        (any::<bool>(), 0u64..20_000).prop_map(|(k, t)| Proposal::new(
+            t,
+            Command::RevokeByKey {
+                spki_hash: if k { [2; 32] } else { [5; 32] },
+                reason: RevocationReason::KeyCompromise,
+                revoked_at_ms: t
+            }
+        )),
         (issuer.clone(), any::<[u8; 3]>(), 0u64..20_000).prop_map(|(i, serial, t)| Proposal::new(
             t,
             Command::Revoke {
@@ -445,5 +453,77 @@ fn policy_versions_conflicts_and_rollback() {
             )
         ),
         Outcome::Rejected(Rejection::UnknownPolicyVersion { version: 9 })
+    ));
+}
+
+#[test]
+fn revoke_by_key_revokes_every_live_certificate_with_that_key_once() {
+    let mut s = with_issuers();
+    apply(&mut s, &lease(1, "eu", 10));
+    apply(&mut s, &lease(2, "us", 10));
+    let mut other_key = record(1, "eu", 2, &[3], 50_000);
+    if let Command::RecordIssuance(r) = &mut other_key.command {
+        r.spki_hash = [9; 32];
+    }
+    for p in [
+        record(1, "eu", 0, &[1], 50_000),
+        record(2, "us", 0, &[2], 50_000),
+        other_key,
+    ] {
+        assert!(matches!(
+            apply(&mut s, &p),
+            Outcome::IssuanceRecorded { .. }
+        ));
+    }
+    let by_key = |t: u64| {
+        Proposal::new(
+            t,
+            Command::RevokeByKey {
+                spki_hash: [2; 32],
+                reason: RevocationReason::KeyCompromise,
+                revoked_at_ms: t,
+            },
+        )
+    };
+    match apply(&mut s, &by_key(3_000)) {
+        Outcome::RevokedByKey { revoked } => assert_eq!(revoked.len(), 2, "{revoked:?}"),
+        o => panic!("{o:?}"),
+    }
+    assert!(s.revocation("eu", &Serial(vec![1])).is_some());
+    assert!(s.revocation("us", &Serial(vec![2])).is_some());
+    assert!(
+        s.revocation("eu", &Serial(vec![3])).is_none(),
+        "another key stays valid"
+    );
+    // Again: nothing new to revoke, first revocation times kept.
+    assert_eq!(
+        apply(&mut s, &by_key(4_000)),
+        Outcome::RevokedByKey { revoked: vec![] }
+    );
+    assert_eq!(
+        s.revocation("eu", &Serial(vec![1])).unwrap().revoked_at_ms,
+        3_000
+    );
+    // Unknown key: a clear rejection.
+    let unknown = Proposal::new(
+        1,
+        Command::RevokeByKey {
+            spki_hash: [7; 32],
+            reason: RevocationReason::KeyCompromise,
+            revoked_at_ms: 1,
+        },
+    );
+    assert!(matches!(
+        apply(&mut s, &unknown),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    // Pruning drops the index entries with the records.
+    apply(
+        &mut s,
+        &Proposal::new(60_000, Command::PruneExpired { before_ms: 60_000 }),
+    );
+    assert!(matches!(
+        apply(&mut s, &by_key(61_000)),
+        Outcome::Rejected(Rejection::Invalid { .. })
     ));
 }
