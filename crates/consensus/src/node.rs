@@ -300,20 +300,18 @@ impl Node {
         voter: bool,
     ) -> Result<Vec<Member>, ConsensusError> {
         self.inner
-            .leader_call(ForwardRequest::AddNode {
+            .change_membership(ForwardRequest::AddNode {
                 node_id,
                 info,
                 voter,
             })
             .await
-            .map(expect_members)
     }
 
     pub async fn remove_node(&self, node_id: u64) -> Result<Vec<Member>, ConsensusError> {
         self.inner
-            .leader_call(ForwardRequest::RemoveNode { node_id })
+            .change_membership(ForwardRequest::RemoveNode { node_id })
             .await
-            .map(expect_members)
     }
 
     pub fn status(&self) -> Status {
@@ -339,11 +337,10 @@ impl Node {
     }
 }
 
-fn expect_members(r: ForwardResponse) -> Vec<Member> {
-    match r {
-        ForwardResponse::Membership { members } => members,
-        other => panic!("leader answered a membership change with {other:?}"),
-    }
+/// A leader answered with a response of the wrong kind: a peer running an
+/// incompatible build. Reported, never a panic.
+fn unexpected(other: ForwardResponse) -> ConsensusError {
+    ConsensusError::Stopped(format!("the leader sent an unexpected answer: {other:?}"))
 }
 
 /// sled takes an exclusive lock on its directory; a node that just shut
@@ -418,24 +415,36 @@ impl Inner {
         }
     }
 
-    async fn propose(&self, p: Proposal) -> Result<Committed, ConsensusError> {
+    pub(crate) async fn propose(&self, p: Proposal) -> Result<Committed, ConsensusError> {
         match self.leader_call(ForwardRequest::Propose(p)).await? {
             ForwardResponse::Proposed { log_index, outcome } => {
                 Ok(Committed { log_index, outcome })
             }
-            other => Err(ConsensusError::Stopped(format!(
-                "unexpected answer {other:?}"
-            ))),
+            other => Err(unexpected(other)),
         }
     }
 
     async fn read_index(&self) -> Result<u64, ConsensusError> {
         match self.leader_call(ForwardRequest::ReadIndex).await? {
             ForwardResponse::ReadIndex { index } => Ok(index),
-            other => Err(ConsensusError::Stopped(format!(
-                "unexpected answer {other:?}"
-            ))),
+            other => Err(unexpected(other)),
         }
+    }
+
+    /// Runs an AddNode or RemoveNode on the leader; the members after it.
+    pub(crate) async fn change_membership(
+        &self,
+        req: ForwardRequest,
+    ) -> Result<Vec<Member>, ConsensusError> {
+        match self.leader_call(req).await? {
+            ForwardResponse::Membership { members } => Ok(members),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The leader this node currently knows of, without touching the ledger.
+    pub(crate) fn leader_id(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     /// Runs `req` on the leader: here if this node leads, otherwise through

@@ -16,7 +16,7 @@ use crate::node::{now_ms, Inner, Member};
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use crate::pb::{self, RaftMessage};
-use crate::wire::{self, decode, ForwardRequest, ForwardResponse, SnapshotTransfer};
+use crate::wire::{self, decode, ForwardRequest, SnapshotTransfer};
 
 pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener, stop: oneshot::Receiver<()>) {
     let transport = RaftTransportServer::new(TransportService(inner.clone()))
@@ -161,13 +161,11 @@ impl Cluster for ClusterService {
             )));
         }
         let p = Proposal::new(now_ms(), Command::Noop { payload });
-        match self.0.leader_call(ForwardRequest::Propose(p)).await? {
-            ForwardResponse::Proposed { log_index, .. } => Ok(Response::new(pb::PingResponse {
-                log_index,
-                leader_id: self.0.status().leader_id.unwrap_or(0),
-            })),
-            other => Err(Status::internal(format!("unexpected answer {other:?}"))),
-        }
+        let committed = self.0.propose(p).await?;
+        Ok(Response::new(pb::PingResponse {
+            log_index: committed.log_index,
+            leader_id: self.0.leader_id().unwrap_or(0),
+        }))
     }
 
     async fn add_node(
@@ -184,7 +182,7 @@ impl Cluster for ClusterService {
             },
             voter: r.voter,
         };
-        membership_reply(self.0.leader_call(fwd).await?)
+        membership_reply(self.0.change_membership(fwd).await?)
     }
 
     async fn remove_node(
@@ -194,15 +192,12 @@ impl Cluster for ClusterService {
         let fwd = ForwardRequest::RemoveNode {
             node_id: req.into_inner().node_id,
         };
-        membership_reply(self.0.leader_call(fwd).await?)
+        membership_reply(self.0.change_membership(fwd).await?)
     }
 }
 
-fn membership_reply(r: ForwardResponse) -> Result<Response<pb::MembershipResponse>, Status> {
-    match r {
-        ForwardResponse::Membership { members } => Ok(Response::new(pb::MembershipResponse {
-            members: members.iter().map(member_pb).collect(),
-        })),
-        other => Err(Status::internal(format!("unexpected answer {other:?}"))),
-    }
+fn membership_reply(members: Vec<Member>) -> Result<Response<pb::MembershipResponse>, Status> {
+    Ok(Response::new(pb::MembershipResponse {
+        members: members.iter().map(member_pb).collect(),
+    }))
 }

@@ -56,6 +56,19 @@ pub fn validate_snapshot_data(bytes: &[u8]) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The leading part of a [`SnapshotFile`], decoded without copying the state.
+#[derive(Deserialize)]
+struct SnapshotHeader<'a> {
+    meta: SnapshotMeta,
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    state: &'a [u8],
+}
+
+fn decode(bytes: &[u8]) -> io::Result<SnapshotFile> {
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 #[derive(Clone)]
 pub struct StateMachineStore {
     view: LedgerView,
@@ -99,11 +112,14 @@ impl StateMachineStore {
     }
 
     fn read_snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
-        let path = self.dir.join(SNAPSHOT_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => postcard::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        self.read_snapshot_bytes()?
+            .map(|bytes| decode(&bytes))
+            .transpose()
+    }
+
+    fn read_snapshot_bytes(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -112,17 +128,27 @@ impl StateMachineStore {
     /// Replaces the snapshot file atomically: write a temporary file, fsync
     /// it, rename it over the old one, fsync the directory. A crash at any
     /// point leaves either the old or the new snapshot, never a torn one.
-    fn write_snapshot_file(&self, file: &SnapshotFile) -> io::Result<()> {
-        let bytes = postcard::to_stdvec(file).map_err(io::Error::other)?;
+    fn write_snapshot_file(&self, bytes: &[u8]) -> io::Result<()> {
         let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         {
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
         std::fs::File::open(&self.dir)?.sync_all()?;
         Ok(())
+    }
+
+    /// Writes snapshot bytes durably off the async runtime; hands them back.
+    async fn persist(&self, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write_snapshot_file(&bytes)?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }
 
@@ -140,16 +166,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 state: a.state.encode(),
             }
         };
-        let store = self.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            store.write_snapshot_file(&file)?;
-            Ok::<_, io::Error>(file)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        // Encoded once: the same bytes go to disk and to openraft.
+        let bytes = postcard::to_stdvec(&file).map_err(io::Error::other)?;
+        let bytes = self.persist(bytes).await?;
         Ok(Snapshot {
-            meta: file.meta.clone(),
-            snapshot: Cursor::new(postcard::to_stdvec(&file).map_err(io::Error::other)?),
+            meta: file.meta,
+            snapshot: Cursor::new(bytes),
         })
     }
 }
@@ -197,38 +219,45 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let file: SnapshotFile = postcard::from_bytes(snapshot.get_ref())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let bytes = snapshot.into_inner();
+        let mut file = decode(&bytes)?;
         let state = State::decode(&file.state)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            state: file.state,
+        // openraft's meta is authoritative; the received bytes are written
+        // as they are unless they carry a different one.
+        let bytes = if file.meta == *meta {
+            bytes
+        } else {
+            file.meta = meta.clone();
+            postcard::to_stdvec(&file).map_err(io::Error::other)?
         };
         // Persist before switching, so a crash right after leaves a node that
         // restarts at the installed point, not before it with a purged log.
-        let store = self.clone();
-        let file = tokio::task::spawn_blocking(move || {
-            store.write_snapshot_file(&file)?;
-            Ok::<_, io::Error>(file)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        self.persist(bytes).await?;
         let mut a = self.view.0.write().expect("ledger lock poisoned");
         a.last_applied = file.meta.last_log_id;
-        a.membership = file.meta.last_membership.clone();
+        a.membership = file.meta.last_membership;
         a.state = state;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let store = self.clone();
-        let file = tokio::task::spawn_blocking(move || store.read_snapshot_file())
+        let bytes = tokio::task::spawn_blocking(move || store.read_snapshot_bytes())
             .await
             .map_err(io::Error::other)??;
-        Ok(file.map(|f| Snapshot {
-            meta: f.meta.clone(),
-            snapshot: Cursor::new(postcard::to_stdvec(&f).expect("re-encoding a decoded snapshot")),
-        }))
+        // Only the meta is decoded (the state is borrowed, not copied); the
+        // file's bytes are handed over as they are.
+        bytes
+            .map(|bytes| {
+                let header: SnapshotHeader<'_> = postcard::from_bytes(&bytes)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let meta = header.meta;
+                Ok(Snapshot {
+                    meta,
+                    snapshot: Cursor::new(bytes),
+                })
+            })
+            .transpose()
     }
 }
