@@ -97,7 +97,7 @@ struct MemberOut {
     voter: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct StatusOut {
     endpoint: String,
     reachable: bool,
@@ -171,17 +171,8 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                     },
                     None => StatusOut {
                         endpoint: e.clone(),
-                        reachable: false,
-                        node_id: 0,
                         role: "unreachable".into(),
-                        leader_id: None,
-                        term: 0,
-                        last_log_index: 0,
-                        commit_index: 0,
-                        applied_index: 0,
-                        snapshot_index: 0,
-                        ledger_hash: String::new(),
-                        members: vec![],
+                        ..Default::default()
                     },
                 });
             }
