@@ -181,8 +181,8 @@ pub fn run(cmd: CaCmd) -> anyhow::Result<()> {
                 0o600,
             )?;
             write_new(&cert_path, root.cert_pem().as_bytes(), 0o644)?;
-            println!("root certificate: {}", cert_path.display());
-            println!(
+            crate::out!("root certificate: {}", cert_path.display());
+            crate::out!(
                 "sealed root key:  {} (keep it and the passphrase apart, offline)",
                 key_path.display()
             );
@@ -246,7 +246,7 @@ pub fn run(cmd: CaCmd) -> anyhow::Result<()> {
                 quorumca_ca::pem_encode("CERTIFICATE", &der).as_bytes(),
                 0o644,
             )?;
-            println!("intermediate for {region}: {}", out.display());
+            crate::out!("intermediate for {region}: {}", out.display());
             Ok(())
         }
     }

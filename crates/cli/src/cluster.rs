@@ -177,7 +177,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                 });
             }
             match conn.output {
-                Output::Json => println!("{}", json(&out)),
+                Output::Json => crate::out!("{}", json(&out)),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = out
                         .iter()
@@ -198,7 +198,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    println!(
+                    crate::out!(
                         "{}",
                         table(
                             &[
@@ -209,7 +209,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                         )
                     );
                     if let Some(s) = out.iter().find(|s| s.reachable) {
-                        println!(
+                        crate::out!(
                             "\nMembers (as seen by node {}):\n{}",
                             s.node_id,
                             members_table(&s.members)
@@ -234,15 +234,16 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                 .into_inner();
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             match conn.output {
-                Output::Json => println!(
+                Output::Json => crate::out!(
                     "{}",
                     json(
                         &serde_json::json!({"log_index": r.log_index, "leader_id": r.leader_id, "millis": ms})
                     )
                 ),
-                Output::Table => println!(
+                Output::Table => crate::out!(
                     "committed at log index {} (leader {}) in {ms:.1} ms",
-                    r.log_index, r.leader_id
+                    r.log_index,
+                    r.leader_id
                 ),
             }
             Ok(())
@@ -288,7 +289,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
 fn print_members(output: Output, ms: &[pb::Member]) {
     let ms = members_out(ms);
     match output {
-        Output::Json => println!("{}", json(&ms)),
-        Output::Table => println!("{}", members_table(&ms)),
+        Output::Json => crate::out!("{}", json(&ms)),
+        Output::Table => crate::out!("{}", members_table(&ms)),
     }
 }

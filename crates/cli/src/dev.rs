@@ -164,28 +164,28 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
             endpoints.join(",")
         ),
     )?;
-    println!(
+    crate::out!(
         "QuorumCA dev cluster is up: {} nodes, leader is node {leader}, committed index {index}.",
         nodes.len()
     );
-    println!();
+    crate::out!();
     for n in &nodes {
         let (r, z) = region_of(n.id);
-        println!(
+        crate::out!(
             "  node {}  {}  region {r}  zone {z}  data {}",
             n.id,
             n.addr,
             n.dir.display()
         );
     }
-    println!();
-    println!("Talk to it from another terminal:");
-    println!("  . {}", env_path.display());
-    println!("  quorumca cluster status        # leader, term, indexes, members");
-    println!("  quorumca cluster ping          # commit a no-op through Raft");
-    println!("(with cargo: cargo run --release -- cluster status)");
-    println!();
-    println!(
+    crate::out!();
+    crate::out!("Talk to it from another terminal:");
+    crate::out!("  . {}", env_path.display());
+    crate::out!("  quorumca cluster status        # leader, term, indexes, members");
+    crate::out!("  quorumca cluster ping          # commit a no-op through Raft");
+    crate::out!("(with cargo: cargo run --release -- cluster status)");
+    crate::out!();
+    crate::out!(
         "Logs: {}/node*/node.log. Press Ctrl-C to stop; run again to restart with the same data.",
         base.display()
     );

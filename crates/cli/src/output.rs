@@ -10,6 +10,31 @@ pub enum Output {
     Json,
 }
 
+/// Prints a line to stdout. A closed pipe (`quorumca cluster status | head`)
+/// ends the program quietly instead of panicking like `println!` does.
+pub fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{args}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for command output, through [`emit`].
+#[macro_export]
+macro_rules! out {
+    () => {
+        $crate::output::emit(format_args!(""))
+    };
+    ($($t:tt)*) => {
+        $crate::output::emit(format_args!($($t)*))
+    };
+}
+
 /// Renders rows as an aligned text table.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
