@@ -160,6 +160,8 @@ impl Authority {
                     sealed_key: Some(sealed),
                     parent: None,
                     not_after_ms: validity.not_after as u64 * 1000,
+                    // A root revokes few intermediates: one CRL is plenty.
+                    crl_shards: 1,
                 };
                 self.register_issuer(rec).await?;
                 // Whoever won the race, use what the ledger holds.
@@ -191,6 +193,7 @@ impl Authority {
                 sealed_key: Some(sealed),
                 parent: Some(ROOT_ID.into()),
                 not_after_ms: validity.not_after as u64 * 1000,
+                crl_shards: self.cfg.crl_shards.max(1),
             };
             self.register_issuer(rec).await?;
         }
@@ -353,9 +356,15 @@ impl Authority {
             self.node.read_linearizable(|_| ()).await?;
         }
         let signer = self.signer(&issuer_id)?;
+        let shards = self
+            .node
+            .read_local(|s| s.issuer(&issuer_id).map(|i| i.crl_shards.max(1)))
+            .unwrap_or(1);
         let sequence = self.next_sequence(&issuer_id).await?;
         let serial = self.serial_for(sequence)?;
-        let shard = sequence % self.cfg.crl_shards.max(1);
+        // The ledger files a revocation under the same shard, computed the
+        // same way from the issuer's registered shard count.
+        let shard = sequence % shards;
         let spec = LeafSpec {
             serial: serial.clone(),
             validity: decision.validity,

@@ -42,5 +42,5 @@ pub mod pb {
 pub use config::{ConfigError, ServerConfig};
 pub use error::ConsensusError;
 pub use node::{now_ms, Committed, Member, Node, NodeConfig, Raft, RaftSettings, Status};
-pub use quorumca_storage::{NodeInfo, TypeConfig};
+pub use quorumca_storage::{Archive, ArchivedRecord, NodeInfo, TypeConfig};
 pub use wire::WIRE_VERSION;

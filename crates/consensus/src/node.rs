@@ -11,7 +11,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;
 use openraft::{ChangeMembers, ReadPolicy, ServerState, SnapshotPolicy};
 use quorumca_ledger::{Command, Outcome, Proposal, State};
-use quorumca_storage::{LedgerView, LogStore, NodeInfo, StateMachineStore, TypeConfig};
+use quorumca_storage::{Archive, LedgerView, LogStore, NodeInfo, StateMachineStore, TypeConfig};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -112,8 +112,10 @@ pub(crate) struct Inner {
 pub struct Node {
     inner: Arc<Inner>,
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    archive: Archive,
+    /// Behind locks so a node shared as `Arc<Node>` can still be stopped.
+    stop: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    server: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Node {
@@ -148,6 +150,7 @@ impl Node {
             })?;
         let (log, sm) = open_storage(&cfg.data_dir).await?;
         let view = sm.view();
+        let archive = sm.archive();
         let raft_config = openraft::Config {
             cluster_name: "quorumca".into(),
             heartbeat_interval: cfg.raft.heartbeat_ms,
@@ -190,8 +193,9 @@ impl Node {
         Ok(Node {
             inner,
             addr,
-            stop: Some(stop),
-            server: Some(server),
+            archive,
+            stop: std::sync::Mutex::new(Some(stop)),
+            server: tokio::sync::Mutex::new(Some(server)),
         })
     }
 
@@ -211,6 +215,17 @@ impl Node {
 
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// Whether this node believes it is the leader right now (local and
+    /// cheap; another node may already have been elected).
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow_watched().current_leader == Some(self.inner.id)
+    }
+
+    /// Records of expired certificates this node has pruned from the ledger.
+    pub fn archive(&self) -> &Archive {
+        &self.archive
     }
 
     /// Bytes the Raft log uses on disk.
@@ -320,18 +335,16 @@ impl Node {
 
     /// Stops Raft and the listener and waits until both have let go of the
     /// data directory, so the same directory can be opened again.
-    pub async fn shutdown(mut self) {
-        self.stop_inner().await;
-    }
-
-    async fn stop_inner(&mut self) {
+    /// Stopping twice is harmless.
+    pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-        if let Some(stop) = self.stop.take() {
+        let stop = self.stop.lock().expect("stop lock").take();
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        if let Some(server) = self.server.take() {
+        if let Some(server) = self.server.lock().await.take() {
             let _ = server.await;
         }
     }

@@ -93,7 +93,15 @@ pub struct IssuerRecord {
     /// The issuer that signed this one; None for a root.
     pub parent: Option<String>,
     pub not_after_ms: u64,
+    /// How many CRL shards this issuer's leaves are spread over (a leaf's
+    /// shard is its lease sequence modulo this). Fixed at registration:
+    /// the shard is written into each certificate's CRL URL, so it must
+    /// never change under issued certificates.
+    pub crl_shards: u64,
 }
+
+/// The most CRL shards one issuer may have.
+pub const MAX_CRL_SHARDS: u64 = 4096;
 
 /// One applied version of the policy text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -40,10 +40,11 @@ mod state;
 
 pub use command::{
     Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
-    RevocationReason, Serial, SerialLease,
+    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS,
 };
 pub use state::{
-    apply, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS, MAX_LEASE_BLOCK,
+    apply, CrlShard, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS,
+    MAX_LEASE_BLOCK,
 };
 
 #[cfg(test)]

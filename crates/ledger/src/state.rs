@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{
     Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
-    RevocationReason, Serial, SerialLease,
+    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS,
 };
 
 /// How long an idempotency key is remembered after first use. Long enough
@@ -33,6 +33,16 @@ pub struct Revocation {
     pub revoked_at_ms: u64,
     /// Kept so the entry can leave CRLs once the certificate has expired.
     pub not_after_ms: u64,
+    /// The CRL shard that lists this revocation.
+    pub shard: u64,
+}
+
+/// The revocations one CRL shard lists, and a version that changes
+/// whenever that list does, so nodes rebuild only the shards that changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlShard {
+    pub version: u64,
+    pub serials: BTreeSet<Serial>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +74,8 @@ pub struct State {
     /// without scanning every record.
     key_index: BTreeMap<[u8; 32], BTreeSet<CertKey>>,
     revocations: BTreeMap<CertKey, Revocation>,
+    /// (issuer, shard) -> what that CRL shard lists.
+    crl_shards: BTreeMap<(String, u64), CrlShard>,
     crl_numbers: BTreeMap<String, u64>,
     idempotency: BTreeMap<String, Remembered>,
     idempotency_expiry: BTreeSet<(u64, String)>,
@@ -100,6 +112,36 @@ impl State {
         self.revocations
             .iter()
             .map(|((i, s), r)| (i.as_str(), s, r))
+    }
+
+    /// One CRL shard's revocations and version; None while it has never
+    /// listed anything.
+    pub fn crl_shard(&self, issuer: &str, shard: u64) -> Option<&CrlShard> {
+        self.crl_shards.get(&(issuer.to_string(), shard))
+    }
+
+    /// Every shard that has ever listed a revocation, with its version.
+    pub fn crl_shard_versions(&self) -> impl Iterator<Item = (&str, u64, u64)> {
+        self.crl_shards
+            .iter()
+            .map(|((i, s), c)| (i.as_str(), *s, c.version))
+    }
+
+    /// Records (and their revocations) that a `PruneExpired { before_ms }`
+    /// would drop, in expiry order: what a node archives before applying it.
+    pub fn expired_before(
+        &self,
+        before_ms: u64,
+    ) -> impl Iterator<Item = (&IssuanceRecord, Option<&Revocation>)> {
+        self.expiry_index
+            .iter()
+            .take_while(move |(not_after, _, _)| *not_after < before_ms)
+            .filter_map(|(_, issuer, serial)| {
+                let key = (issuer.clone(), serial.clone());
+                self.records
+                    .get(&key)
+                    .map(|r| (r, self.revocations.get(&key)))
+            })
     }
 
     pub fn crl_number(&self, issuer: &str) -> u64 {
@@ -342,15 +384,8 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                     revoked_at_ms: r.revoked_at_ms,
                 });
             }
-            let not_after_ms = record.not_after_ms;
-            state.revocations.insert(
-                key,
-                Revocation {
-                    reason: *reason,
-                    revoked_at_ms: *revoked_at_ms,
-                    not_after_ms,
-                },
-            );
+            let (not_after_ms, sequence) = (record.not_after_ms, record.sequence);
+            insert_revocation(state, key, sequence, not_after_ms, *reason, *revoked_at_ms);
             Outcome::Revoked {
                 issuer: issuer.clone(),
                 serial: serial.clone(),
@@ -375,14 +410,15 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 if state.revocations.contains_key(&key) {
                     continue;
                 }
-                let not_after_ms = state.records[&key].not_after_ms;
-                state.revocations.insert(
+                let rec = &state.records[&key];
+                let (not_after_ms, sequence) = (rec.not_after_ms, rec.sequence);
+                insert_revocation(
+                    state,
                     key.clone(),
-                    Revocation {
-                        reason: *reason,
-                        revoked_at_ms: *revoked_at_ms,
-                        not_after_ms,
-                    },
+                    sequence,
+                    not_after_ms,
+                    *reason,
+                    *revoked_at_ms,
                 );
                 revoked.push(key);
             }
@@ -413,8 +449,13 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                         }
                     }
                 }
-                if state.revocations.remove(&key).is_some() {
+                if let Some(r) = state.revocations.remove(&key) {
                     revocations += 1;
+                    let shard_key = (key.0.clone(), r.shard);
+                    if let Some(shard) = state.crl_shards.get_mut(&shard_key) {
+                        shard.serials.remove(&key.1);
+                        shard.version += 1;
+                    }
                 }
             }
             // Leases whose whole range is expired and no longer referenced by
@@ -435,6 +476,12 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
         Command::RegisterIssuer(rec) => {
             if rec.id.is_empty() || rec.cert_der.is_empty() {
                 return invalid("an issuer needs an id and a certificate");
+            }
+            if rec.crl_shards == 0 || rec.crl_shards > MAX_CRL_SHARDS {
+                return invalid(format!(
+                    "an issuer needs 1 to {MAX_CRL_SHARDS} CRL shards, got {}",
+                    rec.crl_shards
+                ));
             }
             if state.issuers.contains_key(&rec.id) {
                 return Outcome::Rejected(Rejection::IssuerExists { id: rec.id.clone() });
@@ -477,6 +524,35 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
             push_policy(state, old.text, author.clone(), Some(*to_version), at_ms)
         }
     }
+}
+
+/// Records a revocation and lists it in its CRL shard.
+fn insert_revocation(
+    state: &mut State,
+    key: CertKey,
+    sequence: u64,
+    not_after_ms: u64,
+    reason: RevocationReason,
+    revoked_at_ms: u64,
+) {
+    let shards = state
+        .issuers
+        .get(&key.0)
+        .map(|i| i.crl_shards.max(1))
+        .unwrap_or(1);
+    let shard = sequence % shards;
+    let entry = state.crl_shards.entry((key.0.clone(), shard)).or_default();
+    entry.serials.insert(key.1.clone());
+    entry.version += 1;
+    state.revocations.insert(
+        key,
+        Revocation {
+            reason,
+            revoked_at_ms,
+            not_after_ms,
+            shard,
+        },
+    );
 }
 
 fn push_policy(

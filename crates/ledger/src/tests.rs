@@ -12,6 +12,7 @@ fn register(id: &str, parent: Option<&str>) -> Proposal {
             sealed_key: Some(vec![1, 2, 3]),
             parent: parent.map(String::from),
             not_after_ms: 10_000_000,
+            crl_shards: 4,
         }),
     )
 }
@@ -202,6 +203,72 @@ fn idempotency_keys_expire_after_window() {
     later.at_ms = p.at_ms + IDEMPOTENCY_WINDOW_MS + 1;
     apply(&mut s, &later);
     assert_eq!(s.leases_of("eu", 1).len(), 2, "expired key applies afresh");
+}
+
+fn revoke(issuer: &str, serial: &[u8]) -> Proposal {
+    Proposal::new(
+        3_000,
+        Command::Revoke {
+            issuer: issuer.into(),
+            serial: Serial(serial.to_vec()),
+            reason: RevocationReason::KeyCompromise,
+            revoked_at_ms: 3_000,
+        },
+    )
+}
+
+#[test]
+fn revocations_land_in_their_shard_and_bump_only_its_version() {
+    let mut s = with_issuers();
+    apply(&mut s, &lease(1, "eu", 10));
+    // Sequences 1 and 5 share shard 1 of 4; sequence 2 is shard 2.
+    apply(&mut s, &record(1, "eu", 1, &[1], 5_000));
+    apply(&mut s, &record(1, "eu", 5, &[5], 50_000));
+    apply(&mut s, &record(1, "eu", 2, &[2], 50_000));
+    assert!(s.crl_shard("eu", 1).is_none());
+    apply(&mut s, &revoke("eu", &[1]));
+    apply(&mut s, &revoke("eu", &[5]));
+    let one = s.crl_shard("eu", 1).expect("shard 1 lists revocations");
+    assert_eq!(one.version, 2);
+    assert_eq!(one.serials.len(), 2);
+    assert!(
+        s.crl_shard("eu", 2).is_none(),
+        "untouched shard stays clean"
+    );
+    assert_eq!(s.revocation("eu", &Serial(vec![5])).unwrap().shard, 1);
+    // A rejected revocation (already revoked) changes no version.
+    apply(&mut s, &revoke("eu", &[5]));
+    assert_eq!(s.crl_shard("eu", 1).unwrap().version, 2);
+    // Expiry drops the entry from its shard and bumps the version, so the
+    // next CRL of that shard no longer lists it.
+    let expired: Vec<_> = s.expired_before(6_000).map(|(r, _)| r.sequence).collect();
+    assert_eq!(expired, vec![1]);
+    apply(
+        &mut s,
+        &Proposal::new(6_000, Command::PruneExpired { before_ms: 6_000 }),
+    );
+    let one = s.crl_shard("eu", 1).unwrap();
+    assert_eq!(one.version, 3);
+    assert_eq!(
+        one.serials.iter().cloned().collect::<Vec<_>>(),
+        vec![Serial(vec![5])]
+    );
+}
+
+#[test]
+fn issuers_need_a_sane_shard_count() {
+    let mut s = State::default();
+    for shards in [0, MAX_CRL_SHARDS + 1] {
+        let mut p = register("root", None);
+        if let Command::RegisterIssuer(r) = &mut p.command {
+            r.crl_shards = shards;
+        }
+        assert!(matches!(
+            apply(&mut s, &p),
+            Outcome::Rejected(Rejection::Invalid { .. })
+        ));
+    }
+    assert!(s.issuer("root").is_none());
 }
 
 #[test]

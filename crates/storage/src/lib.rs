@@ -14,6 +14,8 @@
 //!   snapshots (an atomically replaced file); on restart the last snapshot is
 //!   loaded and openraft replays the committed log after it. The durable log
 //!   is the source of truth, so applying need not fsync.
+//! - [`Archive`]: records of expired certificates, copied out of the state
+//!   when a prune applies, so the hot state tracks live certificates only.
 //!
 //! ## What it must never do
 //!
@@ -26,11 +28,13 @@
 //! drives these stores through openraft.
 #![forbid(unsafe_code)]
 
+mod archive;
 mod error;
 mod log_store;
 mod state_machine;
 mod types;
 
+pub use archive::{Archive, ArchivedRecord};
 pub use error::StorageError;
 pub use log_store::LogStore;
 pub use state_machine::{validate_snapshot_data, Applied, LedgerView, StateMachineStore};
@@ -50,7 +54,7 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageErr
         source: e,
     })?;
     let log = LogStore::open(&data_dir.join("raft-log"))?;
-    let sm = StateMachineStore::open(&data_dir.join("snapshots"))?;
+    let sm = StateMachineStore::open(&data_dir.join("snapshots"), &data_dir.join("archive"))?;
     Ok((log, sm))
 }
 

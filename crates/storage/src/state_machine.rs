@@ -8,9 +8,10 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use quorumca_ledger::{apply, Outcome, State};
+use quorumca_ledger::{apply, Command, Outcome, State};
 use serde::{Deserialize, Serialize};
 
+use crate::archive::{Archive, ArchivedRecord};
 use crate::error::StorageError;
 use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
@@ -73,11 +74,14 @@ fn decode(bytes: &[u8]) -> io::Result<SnapshotFile> {
 pub struct StateMachineStore {
     view: LedgerView,
     dir: PathBuf,
+    archive: Archive,
 }
 
 impl StateMachineStore {
     /// Opens the snapshot directory and restores the last snapshot, if any.
-    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+    /// Opens the snapshot directory `dir` and the archive of expired
+    /// records at `archive`, and restores the last snapshot, if any.
+    pub fn open(dir: &Path, archive: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
             path: dir.to_path_buf(),
             source: e,
@@ -85,6 +89,7 @@ impl StateMachineStore {
         let store = Self {
             view: LedgerView::default(),
             dir: dir.to_path_buf(),
+            archive: Archive::open(archive)?,
         };
         if let Some(file) = store
             .read_snapshot_file()
@@ -109,6 +114,11 @@ impl StateMachineStore {
 
     pub fn view(&self) -> LedgerView {
         self.view.clone()
+    }
+
+    /// Records of expired certificates this node has pruned.
+    pub fn archive(&self) -> Archive {
+        self.archive.clone()
     }
 
     fn read_snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
@@ -156,6 +166,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        // The snapshot may no longer hold records this node pruned; make
+        // sure the archive does before the snapshot replaces the log.
+        let archive = self.archive.clone();
+        tokio::task::spawn_blocking(move || archive.flush())
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
         let file = {
             let a = self.view.read();
             SnapshotFile {
@@ -196,7 +213,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 a.last_applied = Some(entry.log_id);
                 match &entry.payload {
                     EntryPayload::Blank => Outcome::Noop,
-                    EntryPayload::Normal(p) => apply(&mut a.state, p),
+                    EntryPayload::Normal(p) => {
+                        if let Command::PruneExpired { before_ms } = &p.command {
+                            let items: Vec<ArchivedRecord> = a
+                                .state
+                                .expired_before(*before_ms)
+                                .map(|(r, rev)| ArchivedRecord {
+                                    record: r.clone(),
+                                    revocation: rev.cloned(),
+                                })
+                                .collect();
+                            self.archive.put(&items).map_err(io::Error::other)?;
+                        }
+                        apply(&mut a.state, p)
+                    }
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Outcome::Noop

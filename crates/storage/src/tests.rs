@@ -153,3 +153,80 @@ async fn corrupt_snapshot_is_a_clear_error() {
     let err = open(dir.path()).err().expect("must fail");
     assert!(err.to_string().contains("snapshot"), "{err}");
 }
+
+#[tokio::test]
+async fn prune_moves_expired_records_to_the_archive_durably() {
+    use quorumca_ledger::{IssuanceRecord, IssuerRecord, Serial};
+    let dir = tempfile::tempdir().unwrap();
+    let record = |seq: u64, not_after_ms: u64| {
+        Command::RecordIssuance(IssuanceRecord {
+            issuer: "eu".into(),
+            serial: Serial(vec![seq as u8 + 1]),
+            sequence: seq,
+            node_id: 1,
+            not_before_ms: 0,
+            not_after_ms,
+            subject_digest: [0; 32],
+            spki_hash: [seq as u8; 32],
+            profile: "p".into(),
+            namespace: "n".into(),
+            requester: "r".into(),
+            full_der: None,
+        })
+    };
+    let commands = vec![
+        Command::RegisterIssuer(IssuerRecord {
+            id: "eu".into(),
+            region: Some("eu".into()),
+            cert_der: vec![0x30, 0],
+            sealed_key: None,
+            parent: None,
+            not_after_ms: u64::MAX,
+            crl_shards: 2,
+        }),
+        Command::GrantSerialLease {
+            node_id: 1,
+            issuer: "eu".into(),
+            block: 10,
+            expires_at_ms: 1_000_000,
+        },
+        record(0, 1_000),
+        record(1, 9_000_000),
+        Command::PruneExpired { before_ms: 5_000 },
+    ];
+    {
+        let (_log, mut sm) = open(dir.path()).unwrap();
+        let entries: Vec<_> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Ok((
+                    openraft::Entry {
+                        log_id: log_id(1, 1, i as u64 + 1),
+                        payload: openraft::EntryPayload::Normal(Proposal::new(10, c)),
+                    },
+                    None,
+                ))
+            })
+            .collect();
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
+        assert_eq!(sm.view().read().state.record_count(), 1);
+        // Building a snapshot flushes the archive first.
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (_log, sm) = open(dir.path()).unwrap();
+    let archive = sm.archive();
+    assert_eq!(archive.len(), 1);
+    let got = archive
+        .get("eu", &Serial(vec![1]))
+        .unwrap()
+        .expect("archived");
+    assert_eq!(got.record.not_after_ms, 1_000);
+    assert!(archive.get("eu", &Serial(vec![2])).unwrap().is_none());
+    assert_eq!(sm.view().read().state.record_count(), 1);
+}

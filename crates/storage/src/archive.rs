@@ -1,0 +1,106 @@
+//! Records of expired certificates, moved out of the replicated state.
+//!
+//! Short-lived fleets mint millions of certificates; keeping every record in
+//! the ledger would make memory, snapshots and restarts track history
+//! instead of what is live. When a `PruneExpired` command applies, each node
+//! first copies the records it drops (with their revocation, if any) into
+//! this local sled tree, so "what did we issue to whom" stays answerable
+//! without weighing on consensus.
+//!
+//! The archive is per node and best effort by design: a node that caught up
+//! through a snapshot never saw the prunes before it, so its archive holds
+//! only what it pruned itself. Every node applies the same prunes from the
+//! log, so in a healthy cluster the archives agree.
+
+use std::path::{Path, PathBuf};
+
+use quorumca_ledger::{IssuanceRecord, Revocation, Serial};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StorageError;
+
+/// One archived certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedRecord {
+    pub record: IssuanceRecord,
+    pub revocation: Option<Revocation>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Archive {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+fn key(issuer: &str, serial: &Serial) -> Vec<u8> {
+    // Issuer ids never contain NUL, so the key splits unambiguously.
+    let mut k = issuer.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&serial.0);
+    k
+}
+
+impl Archive {
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|source| StorageError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Stores records; writing the same record again (a replayed prune
+    /// after a restart) is harmless.
+    pub fn put(&self, items: &[ArchivedRecord]) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in items {
+            let value = postcard::to_stdvec(item).expect("records serialise");
+            batch.insert(key(&item.record.issuer, &item.record.serial), value);
+        }
+        self.db.apply_batch(batch).map_err(|e| self.io(e))
+    }
+
+    pub fn get(
+        &self,
+        issuer: &str,
+        serial: &Serial,
+    ) -> Result<Option<ArchivedRecord>, StorageError> {
+        let Some(bytes) = self.db.get(key(issuer, serial)).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                what: "an archived record",
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    pub fn len(&self) -> usize {
+        self.db.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.db.is_empty()
+    }
+
+    /// Makes every archived record durable. Called before a snapshot is
+    /// written: once a snapshot no longer holds a record, the archive must.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
+    }
+
+    fn io(&self, e: sled::Error) -> StorageError {
+        StorageError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        }
+    }
+}
