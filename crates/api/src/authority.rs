@@ -37,6 +37,27 @@ pub struct AuthorityConfig {
     /// Serials per lease; one Raft round trip buys this many issuances.
     pub lease_block: u64,
     pub lease_ttl: Duration,
+    /// How long a CRL is valid (nextUpdate - thisUpdate); CRLs are re-signed
+    /// after half of it even when nothing changed. At most 10 days.
+    pub crl_validity: Duration,
+    /// How often the base of delta CRLs moves forward: a delta lists what
+    /// was revoked since its base full CRL.
+    pub delta_base_every: Duration,
+}
+
+impl AuthorityConfig {
+    /// Defaults for one region, with the cluster's public HTTP URL.
+    pub fn new(region: impl Into<String>, base_url: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            base_url: base_url.into(),
+            crl_shards: 16,
+            lease_block: 1024,
+            lease_ttl: Duration::from_secs(600),
+            crl_validity: Duration::from_secs(86_400),
+            delta_base_every: Duration::from_secs(3_600),
+        }
+    }
 }
 
 /// A request to issue, after authentication (the caller's identity is
@@ -70,10 +91,13 @@ struct LeaseCursor {
 
 /// One node's certificate authority.
 pub struct Authority {
-    node: Arc<Node>,
-    kek: Kek,
-    cfg: AuthorityConfig,
+    pub(crate) node: Arc<Node>,
+    /// None on a node started without the unseal secret: it replicates and
+    /// serves reads, but cannot sign.
+    kek: Option<Kek>,
+    pub(crate) cfg: AuthorityConfig,
     rng: SystemRandom,
+    pub(crate) crls: crate::crls::CrlCache,
     signers: std::sync::Mutex<HashMap<String, Arc<CaSigner>>>,
     leases: Mutex<HashMap<String, LeaseCursor>>,
     /// The parsed current policy and its version: parsing TOML on every
@@ -81,7 +105,7 @@ pub struct Authority {
     policy: std::sync::Mutex<Option<(u64, Arc<Policy>)>>,
 }
 
-fn rejected(o: Outcome) -> AuthorityError {
+pub(crate) fn rejected(o: Outcome) -> AuthorityError {
     match o {
         Outcome::Rejected(r) => AuthorityError::Rejected(r),
         other => AuthorityError::Internal(format!("unexpected outcome {other:?}")),
@@ -89,12 +113,13 @@ fn rejected(o: Outcome) -> AuthorityError {
 }
 
 impl Authority {
-    pub fn new(node: Arc<Node>, kek: Kek, cfg: AuthorityConfig) -> Self {
+    pub fn new(node: Arc<Node>, kek: Option<Kek>, cfg: AuthorityConfig) -> Self {
         Self {
             node,
             kek,
             cfg,
             rng: SystemRandom::new(),
+            crls: Default::default(),
             signers: Default::default(),
             leases: Default::default(),
             policy: Default::default(),
@@ -105,7 +130,20 @@ impl Authority {
         &self.node
     }
 
-    fn random<const N: usize>(&self) -> Result<[u8; N], AuthorityError> {
+    pub fn config(&self) -> &AuthorityConfig {
+        &self.cfg
+    }
+
+    /// Whether this node holds the unseal secret and so can sign.
+    pub fn can_sign(&self) -> bool {
+        self.kek.is_some()
+    }
+
+    fn kek(&self) -> Result<&Kek, AuthorityError> {
+        self.kek.as_ref().ok_or(AuthorityError::Sealed)
+    }
+
+    pub(crate) fn random<const N: usize>(&self) -> Result<[u8; N], AuthorityError> {
         let mut b = [0u8; N];
         self.rng
             .fill(&mut b)
@@ -113,14 +151,14 @@ impl Authority {
         Ok(b)
     }
 
-    async fn propose(&self, p: Proposal) -> Result<(Outcome, u64), AuthorityError> {
+    pub(crate) async fn propose(&self, p: Proposal) -> Result<(Outcome, u64), AuthorityError> {
         let c = self.node.propose(p).await?;
         Ok((c.outcome, c.log_index))
     }
 
     fn seal_key(&self, key: &rcgen::KeyPair, issuer_id: &str) -> Result<Vec<u8>, AuthorityError> {
         let sealed = quorumca_ca::seal(
-            &self.kek,
+            self.kek()?,
             &key.serialize_der(),
             self.random()?,
             issuer_id.as_bytes(),
@@ -269,7 +307,7 @@ impl Authority {
 
     /// The signer of `issuer_id`, unsealed on first use and cached. The
     /// unsealed PKCS#8 bytes are zeroized as soon as the key is loaded.
-    fn signer(&self, issuer_id: &str) -> Result<Arc<CaSigner>, AuthorityError> {
+    pub(crate) fn signer(&self, issuer_id: &str) -> Result<Arc<CaSigner>, AuthorityError> {
         if let Some(s) = self.signers.lock().expect("signer cache").get(issuer_id) {
             return Ok(s.clone());
         }
@@ -281,7 +319,7 @@ impl Authority {
             .sealed_key
             .ok_or_else(|| AuthorityError::NoIssuer(format!("{issuer_id} (its key is offline)")))?;
         let sealed = decode_sealed(&sealed_bytes)?;
-        let pkcs8 = quorumca_ca::unseal(&self.kek, &sealed, issuer_id.as_bytes())?;
+        let pkcs8 = quorumca_ca::unseal(self.kek()?, &sealed, issuer_id.as_bytes())?;
         let signer = Arc::new(CaSigner::from_parts(&rec.cert_der, &pkcs8)?);
         self.signers
             .lock()
@@ -372,7 +410,7 @@ impl Authority {
             ips: decision.ips.clone(),
             uris: decision.uris.clone(),
             usages: decision.usages.clone(),
-            crl_url: Some(format!("{}/crl/{issuer_id}/{shard}.crl", self.cfg.base_url)),
+            crl_url: Some(self.crl_url(&issuer_id, shard)),
             ocsp_url: Some(format!("{}/ocsp/{issuer_id}", self.cfg.base_url)),
         };
         let cert_der = quorumca_ca::sign_leaf(&signer, &csr, &spec)?;
@@ -467,55 +505,6 @@ impl Authority {
             Outcome::RevokedByKey { revoked } => Ok(revoked.len()),
             o => Err(rejected(o)),
         }
-    }
-
-    /// Builds the CRL of one shard from this node's applied ledger, with a
-    /// fresh CRL number committed through Raft (so numbers increase across
-    /// every node that signs).
-    pub async fn crl(&self, issuer: &str, shard: u64) -> Result<Vec<u8>, AuthorityError> {
-        let signer = self.signer(issuer)?;
-        let p = Proposal::new(
-            now_ms(),
-            Command::NextCrlNumber {
-                issuer: format!("{issuer}#{shard}"),
-            },
-        );
-        let number = match self.propose(p).await?.0 {
-            Outcome::CrlNumber { number, .. } => number,
-            o => return Err(rejected(o)),
-        };
-        // Make sure this node has applied at least the CRL number's entry,
-        // and therefore every revocation committed before it.
-        let shards = self.cfg.crl_shards.max(1);
-        let entries = self
-            .node
-            .read_linearizable(move |s| {
-                s.revocations()
-                    .filter(|(i, serial, _)| {
-                        *i == issuer
-                            && s.record(i, serial)
-                                .is_some_and(|r| r.sequence % shards == shard)
-                    })
-                    .map(|(_, serial, r)| quorumca_ca::CrlEntry {
-                        serial: serial.0.clone(),
-                        revoked_at: (r.revoked_at_ms / 1000) as i64,
-                        reason: r.reason.code(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await?;
-        let now = now_ms() as i64 / 1000;
-        Ok(quorumca_ca::sign_crl(
-            &signer,
-            &quorumca_ca::CrlSpec {
-                number,
-                this_update: now - 60,
-                next_update: now + 86_400,
-                distribution_point: Some(format!("{}/crl/{issuer}/{shard}.crl", self.cfg.base_url)),
-                delta_base: None,
-                entries,
-            },
-        )?)
     }
 
     /// Answers an OCSP request from this node's applied ledger.

@@ -24,6 +24,20 @@ pub enum AuthorityError {
         "no policy has been applied yet; apply one with `quorumca policy apply -f profiles.toml`"
     )]
     NoPolicy,
+    #[error("this node has no unseal secret, so it cannot use CA keys; start it with QUORUMCA_UNSEAL_SECRET or `unseal_secret_file` in node.toml's [api] section")]
+    Sealed,
+    #[error(
+        "issuer {issuer:?} has no CRL shard {shard}; its certificates name shards 0 to {last}"
+    )]
+    UnknownCrlShard {
+        issuer: String,
+        shard: u64,
+        last: u64,
+    },
+    #[error("the CRL of issuer {issuer:?} shard {shard} is not built yet (the node just started or has no quorum); retry in a few seconds")]
+    CrlNotReady { issuer: String, shard: u64 },
+    #[error("{0}")]
+    InvalidArgument(String),
     #[error("key generation failed: {0}")]
     KeyGen(#[from] rcgen::Error),
     #[error("internal error: {0}")]
@@ -44,7 +58,12 @@ impl AuthorityError {
             Self::Rejected(_) => StatusCode::FailedPrecondition,
             Self::Consensus(ConsensusError::Unavailable { .. }) => StatusCode::Unavailable,
             Self::Consensus(ConsensusError::InvalidArgument(_)) => StatusCode::InvalidArgument,
-            Self::NoIssuer(_) | Self::NoPolicy | Self::Seal(_) => StatusCode::FailedPrecondition,
+            Self::NoIssuer(_) | Self::NoPolicy | Self::Seal(_) | Self::Sealed => {
+                StatusCode::FailedPrecondition
+            }
+            Self::UnknownCrlShard { .. } => StatusCode::NotFound,
+            Self::CrlNotReady { .. } => StatusCode::Unavailable,
+            Self::InvalidArgument(_) => StatusCode::InvalidArgument,
             Self::Consensus(_) | Self::KeyGen(_) | Self::Internal(_) => StatusCode::Internal,
         }
     }

@@ -22,8 +22,10 @@
 #![forbid(unsafe_code)]
 
 mod authority;
+mod crls;
 mod error;
 pub mod testing;
 
 pub use authority::{Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};
+pub use crls::PublishedCrl;
 pub use error::{AuthorityError, StatusCode};

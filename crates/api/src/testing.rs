@@ -43,14 +43,13 @@ pub fn test_region(node_id: u64) -> &'static str {
 }
 
 pub fn test_config(node_id: u64) -> AuthorityConfig {
+    // One public URL for the whole cluster: CRL and OCSP URLs are fixed at
+    // issuance and served by any node.
     AuthorityConfig {
-        region: test_region(node_id).into(),
-        // One public URL for the whole cluster: CRL and OCSP URLs are fixed
-        // at issuance and served by any node.
-        base_url: "http://ca.quorumca.test".into(),
         crl_shards: 4,
         lease_block: 256,
         lease_ttl: Duration::from_secs(600),
+        ..AuthorityConfig::new(test_region(node_id), "http://ca.quorumca.test")
     }
 }
 
@@ -62,7 +61,7 @@ pub async fn authorities(c: &mut TestCluster) -> Result<Vec<Arc<Authority>>, Aut
         let node = Arc::new(slot.take().expect("node is running"));
         out.push(Arc::new(Authority::new(
             node,
-            test_kek(TEST_SECRET),
+            Some(test_kek(TEST_SECRET)),
             test_config(i as u64 + 1),
         )));
     }

@@ -157,6 +157,12 @@ async fn chains_verify_and_revocations_show_in_crl_and_ocsp_of_other_nodes() {
         assert!(ok, "{out}");
     }
 
+    // Every node publishes every shard once before any revocation; that
+    // first full CRL is also the base its deltas refer to.
+    let first = auths[2].refresh_crls().await.unwrap();
+    assert_eq!(first, 1 + 2 * 4, "root + 2 regions x 4 shards");
+    assert_eq!(auths[2].refresh_crls().await.unwrap(), 0, "nothing changed");
+
     // Revoke on node 1; the CRL is built by node 3 and OCSP answered by
     // node 2.
     auths[0]
@@ -171,8 +177,19 @@ async fn chains_verify_and_revocations_show_in_crl_and_ocsp_of_other_nodes() {
             .await
             .unwrap()
     };
-    let crl = auths[2].crl("eu", shard).await.unwrap();
-    let crl_path = write(dir.path(), "crl.pem", &pem_encode("X509 CRL", &crl));
+    let base = auths[2].crl("eu", shard, false).unwrap();
+    assert!(base.der.len() < 1024, "empty shard before the revocation");
+    // Node 3 may not have applied the revocation yet; it rebuilds exactly
+    // the one shard whose version moved once it has.
+    auths[2].node().read_linearizable(|_| ()).await.unwrap();
+    assert_eq!(auths[2].refresh_crls().await.unwrap(), 1);
+    let crl = auths[2].crl("eu", shard, false).unwrap();
+    assert!(crl.number > base.number);
+    let delta = auths[2].crl("eu", shard, true).unwrap();
+    assert_eq!(delta.number, crl.number, "full and delta share numbering");
+    let crl_path = write(dir.path(), "crl.pem", &pem_encode("X509 CRL", &crl.der));
+    let base_path = write(dir.path(), "base.pem", &pem_encode("X509 CRL", &base.der));
+    let delta_path = write(dir.path(), "delta.pem", &pem_encode("X509 CRL", &delta.der));
     let int_pem = bad
         .chain_pem
         .split_inclusive("-----END CERTIFICATE-----\n")
@@ -197,6 +214,21 @@ async fn chains_verify_and_revocations_show_in_crl_and_ocsp_of_other_nodes() {
         &bad_leaf,
     ]);
     assert!(!ok && out.contains("certificate revoked"), "{out}");
+    // The old base alone does not know; base plus delta does.
+    let with = |crls: &[&str]| {
+        let mut args = vec!["verify", "-crl_check", "-use_deltas"];
+        for c in crls {
+            args.extend(["-CRLfile", c]);
+        }
+        args.extend(["-CAfile", &root, "-untrusted", &int, &bad_leaf]);
+        openssl(&args)
+    };
+    let (ok, out) = with(&[&base_path]);
+    assert!(ok, "the base predates the revocation: {out}");
+    let (ok, out) = with(&[&base_path, &delta_path]);
+    assert!(!ok && out.contains("certificate revoked"), "{out}");
+    let (ok, out) = openssl(&["crl", "-in", &delta_path, "-noout", "-text"]);
+    assert!(ok && out.contains("Delta CRL Indicator"), "{out}");
 
     for (leaf, expect) in [(&bad, "revoked"), (&good, "good")] {
         let leaf_path = write(
@@ -294,7 +326,7 @@ async fn bad_requests_get_typed_errors_and_record_nothing() {
     // A node given the wrong unseal secret cannot sign, and says so.
     let wrong = Authority::new(
         auths[2].node().clone(),
-        test_kek(b"some other secret of 32 bytes!!!"),
+        Some(test_kek(b"some other secret of 32 bytes!!!")),
         test_config(3),
     );
     let e = wrong
@@ -303,6 +335,16 @@ async fn bad_requests_get_typed_errors_and_record_nothing() {
         .unwrap_err();
     assert!(matches!(e, AuthorityError::Seal(_)), "{e}");
     assert!(e.to_string().contains("unseal secret"), "{e}");
+    // A node with no secret at all replicates but refuses to sign.
+    let sealed = Authority::new(auths[2].node().clone(), None, test_config(3));
+    let e = sealed
+        .issue(request(csr("a.payments.svc.cluster.local")))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AuthorityError::Sealed), "{e}");
+    assert_eq!(e.code(), quorumca_api::StatusCode::FailedPrecondition);
+    assert!(e.to_string().contains("QUORUMCA_UNSEAL_SECRET"), "{e}");
+    assert_eq!(sealed.refresh_crls().await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

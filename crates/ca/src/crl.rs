@@ -12,7 +12,8 @@ use der::{Decode, Encode};
 use rcgen::SigningKey;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
-use x509_cert::ext::pkix::crl::{BaseCrlNumber, CrlNumber};
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::crl::{BaseCrlNumber, CrlNumber, FreshestCrl};
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, CrlReason, IssuingDistributionPoint, SubjectKeyIdentifier,
@@ -52,6 +53,10 @@ pub struct CrlSpec {
     pub distribution_point: Option<String>,
     /// For a delta CRL: the number of the full CRL it builds on.
     pub delta_base: Option<u64>,
+    /// For a full CRL: where its delta CRLs are served (FreshestCRL, RFC
+    /// 5280 5.2.6). Relying parties such as OpenSSL look for deltas only
+    /// when the full CRL or the certificate points at them.
+    pub freshest: Option<String>,
     pub entries: Vec<CrlEntry>,
 }
 
@@ -168,6 +173,11 @@ pub fn sign_crl(issuer: &CaSigner, spec: &CrlSpec) -> Result<Vec<u8>, SignError>
             ));
         }
     }
+    if spec.delta_base.is_some() && spec.freshest.is_some() {
+        return Err(SignError::Lint(
+            "a delta CRL must not carry a FreshestCRL extension (RFC 5280 5.2.6)".into(),
+        ));
+    }
     let key = issuer.key();
     let alg = signature_algorithm(key)?;
     let (name, ski) = issuer_identity(issuer)?;
@@ -222,6 +232,21 @@ pub fn sign_crl(issuer: &CaSigner, spec: &CrlSpec) -> Result<Vec<u8>, SignError>
         let mut idp_ext = ext(&idp, true)?;
         idp_ext.extn_id = const_oid::db::rfc5280::ID_CE_ISSUING_DISTRIBUTION_POINT;
         exts.push(idp_ext);
+    }
+
+    if let Some(url) = &spec.freshest {
+        let uri = Ia5String::new(url)
+            .map_err(|_| SignError::Lint(format!("freshest CRL URL {url:?} is not ASCII")))?;
+        exts.push(ext(
+            &FreshestCrl(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![
+                    GeneralName::UniformResourceIdentifier(uri),
+                ])),
+                reasons: None,
+                crl_issuer: None,
+            }]),
+            false,
+        )?);
     }
 
     let tbs = TbsCertList {

@@ -494,6 +494,7 @@ mod signing {
                 next_update: NOW + 3600,
                 distribution_point: Some("http://127.0.0.1:7101/crl/eu-west/7.crl".into()),
                 delta_base: None,
+                freshest: None,
                 entries: vec![
                     CrlEntry {
                         serial: vec![0x12],
@@ -573,6 +574,7 @@ mod signing {
                 next_update: NOW + 600,
                 distribution_point: None,
                 delta_base: Some(8),
+                freshest: None,
                 entries: vec![CrlEntry {
                     serial: vec![0x33],
                     revoked_at: NOW - 5,
@@ -611,6 +613,7 @@ mod signing {
             next_update: NOW + 60,
             distribution_point: None,
             delta_base: None,
+            freshest: None,
             entries: vec![],
         };
         for (s, needle) in [
@@ -638,6 +641,7 @@ mod signing {
             (
                 CrlSpec {
                     delta_base: Some(2),
+                    freshest: None,
                     ..base.clone()
                 },
                 "base number",

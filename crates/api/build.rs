@@ -1,0 +1,13 @@
+//! Compiles the public API (`proto/quorumca/v1/ca.proto`) with the protoc
+//! shipped by `protoc-bin-vendored`, so building needs no system protoc.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    std::env::set_var("PROTOC", protoc);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [root.join("quorumca/v1/ca.proto")];
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    tonic_prost_build::configure().compile_protos(&files, &[root])?;
+    Ok(())
+}
