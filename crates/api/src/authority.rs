@@ -81,6 +81,9 @@ pub struct Issued {
     /// Leaf, intermediate: what a TLS server presents.
     pub chain_pem: String,
     pub log_index: u64,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
 }
 
 struct LeaseCursor {
@@ -453,6 +456,8 @@ impl Authority {
                     cert_der,
                     chain_pem,
                     log_index,
+                    not_before: decision.validity.not_before,
+                    not_after: decision.validity.not_after,
                 })
             }
             o => Err(rejected(o)),
@@ -464,7 +469,7 @@ impl Authority {
         issuer: &str,
         serial: &[u8],
         reason: RevocationReason,
-    ) -> Result<u64, AuthorityError> {
+    ) -> Result<(u64, u64), AuthorityError> {
         let p = Proposal::new(
             now_ms(),
             Command::Revoke {
@@ -475,7 +480,7 @@ impl Authority {
             },
         );
         match self.propose(p).await? {
-            (Outcome::Revoked { .. }, index) => Ok(index),
+            (Outcome::Revoked { revoked_at_ms, .. }, index) => Ok((revoked_at_ms, index)),
             (o, _) => Err(rejected(o)),
         }
     }

@@ -8,8 +8,13 @@
 //!   signing CPU is spread over every node), and a certificate is returned
 //!   only after its record is committed. Also revocation, CRLs per shard and
 //!   OCSP answers from the local ledger, and bootstrapping the hierarchy.
-//! - Later: the tonic services, mTLS authentication and role checks, and the
-//!   HTTP side (CRL, OCSP, health, metrics).
+//! - [`grpc`]: the public tonic services of `proto/quorumca/v1/ca.proto`
+//!   (certificates, authority, policy), errors mapped to status codes.
+//! - [`http`]: CRLs at the URLs in certificates, OCSP (GET and POST), CA
+//!   certificates, a health probe.
+//! - [`server`]: the `[api]` section of node.toml, the unseal secret, and
+//!   the background work (CRL rebuilds, pruning, hierarchy creation).
+//! - Later: mTLS authentication and role checks, metrics.
 //!
 //! ## What it must never do
 //!
@@ -24,8 +29,17 @@
 mod authority;
 mod crls;
 mod error;
+pub mod grpc;
+pub mod http;
+pub mod server;
 pub mod testing;
+
+/// The public API, generated from `proto/quorumca/v1/ca.proto`.
+pub mod pb {
+    tonic::include_proto!("quorumca.v1");
+}
 
 pub use authority::{Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};
 pub use crls::PublishedCrl;
 pub use error::{AuthorityError, StatusCode};
+pub use server::{serve, ApiConfig, ApiServer, Hierarchy, ServeError, UNSEAL_SECRET_ENV};

@@ -83,6 +83,50 @@ pub enum CsrError {
     WeakKey { bits: u32 },
     #[error("the CSR's subjectAltName extension request is malformed: {0}")]
     MalformedNames(String),
+    #[error("no public key found: {0}. Give a PUBLIC KEY, CERTIFICATE or CERTIFICATE REQUEST, as PEM or DER")]
+    NoPublicKey(String),
+}
+
+/// The SubjectPublicKeyInfo (DER) inside a public key, certificate or CSR,
+/// PEM or DER: what revocation by key hashes. A CSR's signature is not
+/// checked here; only its key matters.
+pub fn public_key_of(input: &[u8]) -> Result<Vec<u8>, CsrError> {
+    use spki::SubjectPublicKeyInfoOwned;
+    if input.len() > MAX_CSR_BYTES {
+        return Err(CsrError::TooLarge { size: input.len() });
+    }
+    let bad = |e: der::Error| CsrError::NoPublicKey(e.to_string());
+    let (label, der) = if input.trim_ascii_start().starts_with(b"-----BEGIN") {
+        let (label, der) = pem_rfc7468_decode(input).map_err(bad)?;
+        (Some(label), der)
+    } else {
+        (None, input.to_vec())
+    };
+    let spki = match label.as_deref() {
+        Some("PUBLIC KEY") => SubjectPublicKeyInfoOwned::from_der(&der).map_err(bad)?,
+        Some("CERTIFICATE") => {
+            x509_cert::Certificate::from_der(&der)
+                .map_err(bad)?
+                .tbs_certificate
+                .subject_public_key_info
+        }
+        Some("CERTIFICATE REQUEST") | Some("NEW CERTIFICATE REQUEST") => {
+            CertReq::from_der(&der).map_err(bad)?.info.public_key
+        }
+        Some(other) => {
+            return Err(CsrError::NoPublicKey(format!(
+                "a {other:?} PEM block holds no public key"
+            )))
+        }
+        None => SubjectPublicKeyInfoOwned::from_der(&der)
+            .or_else(|_| {
+                x509_cert::Certificate::from_der(&der)
+                    .map(|c| c.tbs_certificate.subject_public_key_info)
+            })
+            .or_else(|_| CertReq::from_der(&der).map(|r| r.info.public_key))
+            .map_err(bad)?,
+    };
+    spki.to_der().map_err(bad)
 }
 
 /// Decodes a CSR given as PEM or DER (detected by the PEM header), checks

@@ -35,7 +35,9 @@ mod seal;
 mod sign;
 
 pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
-pub use csr::{parse_csr, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES};
+pub use csr::{
+    parse_csr, public_key_of, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES,
+};
 pub use ocsp::{
     respond as ocsp_respond, OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
 };

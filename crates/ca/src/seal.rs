@@ -29,6 +29,15 @@ pub struct Kek {
     id: [u8; 8],
 }
 
+/// Shows the public fingerprint only, never key bytes.
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kek")
+            .field("id", &format_args!("{:02x?}", self.id))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Kek {
     /// Derives the KEK from an unseal secret. `salt` is per cluster (or per
     /// root key file) and public.

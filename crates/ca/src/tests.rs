@@ -799,3 +799,34 @@ mod signing {
         }
     }
 }
+
+#[test]
+fn public_key_of_finds_the_same_key_in_a_key_a_csr_and_a_certificate() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["k.example".to_string()]).unwrap();
+    let csr = params.serialize_request(&key).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let from_key = crate::public_key_of(key.public_key_pem().as_bytes()).unwrap();
+    assert_eq!(
+        from_key,
+        rcgen::PublicKeyData::subject_public_key_info(&key)
+    );
+    assert_eq!(
+        crate::public_key_of(csr.pem().unwrap().as_bytes()).unwrap(),
+        from_key
+    );
+    assert_eq!(crate::public_key_of(csr.der()).unwrap(), from_key);
+    assert_eq!(
+        crate::public_key_of(cert.pem().as_bytes()).unwrap(),
+        from_key
+    );
+    assert_eq!(crate::public_key_of(cert.der()).unwrap(), from_key);
+    for bad in [
+        key.serialize_pem().into_bytes(),
+        b"not a key".to_vec(),
+        vec![0x30, 0x03, 0x02, 0x01, 0x01],
+    ] {
+        let e = crate::public_key_of(&bad).unwrap_err();
+        assert!(matches!(e, crate::CsrError::NoPublicKey(_)), "{e}");
+    }
+}

@@ -22,7 +22,8 @@ pub struct DevArgs {
     /// Where the nodes keep their data, configs and logs.
     #[arg(long, default_value = "dev-data")]
     pub data_dir: PathBuf,
-    /// Node N listens on 127.0.0.1:(base-port + N - 1).
+    /// Node N listens on 127.0.0.1:(base-port + N - 1) for Raft, +100 for
+    /// its public gRPC API and +200 for HTTP (CRLs, OCSP).
     #[arg(long, default_value_t = 7101)]
     pub base_port: u16,
     /// Give up if no leader is elected within this many seconds.
@@ -51,8 +52,33 @@ fn region_of(id: u64) -> (String, String) {
     (region.to_string(), format!("{region}-{}", (id - 1) / 3 + 1))
 }
 
+/// Offsets from a node's Raft port to its public gRPC and HTTP ports.
+const API_PORT_OFFSET: u64 = 100;
+const HTTP_PORT_OFFSET: u64 = 200;
+
+fn port(layout_base: u16, id: u64, offset: u64) -> u64 {
+    layout_base as u64 + id - 1 + offset
+}
+
+/// The dev cluster's policy: namespace `default` may get names under
+/// `svc.dev.internal`, `localhost`, loopback IPs and SPIFFE IDs of
+/// `spiffe://dev.internal/ns/default/`, through profile `service`.
+pub const DEV_POLICY: &str = r#"# The policy `quorumca dev` applies to a new dev cluster.
+[profiles.service]
+key_algorithms = ["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"]
+default_lifetime = "24h"
+max_lifetime = "168h"
+usages = ["server", "client"]
+
+[namespaces.default]
+profiles = ["service"]
+dns = ["*.svc.dev.internal", "*.default.svc.dev.internal", "localhost"]
+ips = ["127.0.0.0/8", "::1/128"]
+uris = ["spiffe://dev.internal/ns/default/*"]
+"#;
+
 fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
-    let addr = |n: u64| format!("127.0.0.1:{}", layout.base_port as u64 + n - 1);
+    let addr = |n: u64| format!("127.0.0.1:{}", port(layout.base_port, n, 0));
     let (region, zone) = region_of(id);
     let mut s = format!(
         "# Written by `quorumca dev`; edits are overwritten on the next run.\n\
@@ -60,6 +86,17 @@ fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
         addr(id),
         data_dir.join(format!("node{id}")).display()
     );
+    // Dev keeps the root inside the cluster and has no load balancer: the
+    // CRL and OCSP URLs in certificates point at node 1's HTTP port.
+    s.push_str(&format!(
+        "\n[api]\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n\
+         public_url = \"http://127.0.0.1:{}\"\nunseal_secret_file = \"{}\"\n\
+         hierarchy = \"internal-root\"\n# Dev only: fast start. Production keeps the default.\nkdf_iterations = 10000\n",
+        port(layout.base_port, id, API_PORT_OFFSET),
+        port(layout.base_port, id, HTTP_PORT_OFFSET),
+        port(layout.base_port, 1, HTTP_PORT_OFFSET),
+        data_dir.join("unseal.secret").display()
+    ));
     for n in 1..=layout.nodes {
         let (r, z) = region_of(n);
         s.push_str(&format!(
@@ -74,7 +111,7 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     let base = args.data_dir.clone();
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let base = base.canonicalize()?;
-    if args.base_port as u64 + args.nodes > 65_536 {
+    if args.base_port as u64 + HTTP_PORT_OFFSET + args.nodes > 65_536 {
         bail!(
             "--base-port {} leaves no room for {} nodes",
             args.base_port,
@@ -104,13 +141,19 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
             );
         }
     }
-    for n in 0..args.nodes {
-        let port = args.base_port as u64 + n;
-        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_err() {
-            bail!("port {port} is in use (is another `quorumca dev` running?); pass --base-port");
+    for id in 1..=args.nodes {
+        for offset in [0, API_PORT_OFFSET, HTTP_PORT_OFFSET] {
+            let p = port(args.base_port, id, offset);
+            if std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_err() {
+                bail!("port {p} is in use (is another `quorumca dev` running?); pass --base-port");
+            }
         }
     }
     std::fs::write(&layout_path, toml::to_string(&layout)?)?;
+    let secret_path = base.join("unseal.secret");
+    if !secret_path.exists() {
+        write_secret(&secret_path)?;
+    }
 
     let exe = std::env::current_exe().context("locating the quorumca binary")?;
     let mut nodes = Vec::new();
@@ -154,7 +197,20 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
         }
     };
 
-    let endpoints: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", port(args.base_port, n.id, API_PORT_OFFSET)))
+        .collect();
+    if let Err(e) = prepare_ca(
+        &endpoints,
+        args.nodes,
+        Duration::from_secs(args.startup_timeout),
+    )
+    .await
+    {
+        stop_all(&mut nodes).await;
+        return Err(e);
+    }
     let env_path = base.join("env");
     std::fs::write(
         &env_path,
@@ -172,18 +228,23 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     for n in &nodes {
         let (r, z) = region_of(n.id);
         crate::out!(
-            "  node {}  {}  region {r}  zone {z}  data {}",
+            "  node {}  api {}  http 127.0.0.1:{}  raft {}  region {r}  zone {z}",
             n.id,
+            endpoints[n.id as usize - 1],
+            port(args.base_port, n.id, HTTP_PORT_OFFSET),
             n.addr,
-            n.dir.display()
         );
     }
     crate::out!();
-    crate::out!("Talk to it from another terminal:");
+    crate::out!("Issue a certificate from another terminal:");
     crate::out!("  . {}", env_path.display());
+    crate::out!("  quorumca issue --dns web.default.svc.dev.internal --out-dir certs");
+    crate::out!(
+        "  openssl verify -CAfile <(quorumca bundle get -o pem) -untrusted certs/chain.pem certs/cert.pem"
+    );
     crate::out!("  quorumca cluster status        # leader, term, indexes, members");
-    crate::out!("  quorumca cluster ping          # commit a no-op through Raft");
-    crate::out!("(with cargo: cargo run --release -- cluster status)");
+    crate::out!("  quorumca policy show           # what namespace `default` may get");
+    crate::out!("(with cargo: cargo run --release -- issue ...)");
     crate::out!();
     crate::out!(
         "Logs: {}/node*/node.log. Press Ctrl-C to stop; run again to restart with the same data.",
@@ -201,6 +262,72 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     stop_all(&mut nodes).await;
     eprintln!("stopped");
     Ok(())
+}
+
+/// 32 random bytes, hex: the dev cluster's unseal secret, readable by the
+/// owner only.
+fn write_secret(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut b = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{}", hex::encode(b))?;
+    Ok(())
+}
+
+/// Waits until the hierarchy exists (root plus one intermediate per
+/// region), then applies [`DEV_POLICY`] if no policy is set yet, through
+/// the public API like any operator would.
+async fn prepare_ca(endpoints: &[String], nodes: u64, timeout: Duration) -> anyhow::Result<()> {
+    use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
+    use quorumca_api::pb::policy_service_client::PolicyServiceClient;
+    use quorumca_api::pb::{ApplyPolicyRequest, GetPolicyRequest, GetTrustBundleRequest};
+    let regions = nodes.min(3) as usize;
+    let deadline = Instant::now() + timeout;
+    let ch = loop {
+        match crate::client::channel(endpoints).await {
+            Ok(ch) => break ch,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let mut authority = AuthorityServiceClient::new(ch.clone());
+    loop {
+        if let Ok(b) = authority.get_trust_bundle(GetTrustBundleRequest {}).await {
+            if b.into_inner().issuers.len() > regions {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the CA hierarchy was not created within {timeout:?}; see node1/node.log");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut policy = PolicyServiceClient::new(ch);
+    match policy.get_policy(GetPolicyRequest { version: 0 }).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            policy
+                .apply_policy(ApplyPolicyRequest {
+                    text: DEV_POLICY.into(),
+                    expected_version: 0,
+                    dry_run: false,
+                    author: "quorumca dev".into(),
+                })
+                .await
+                .map_err(crate::client::status_error)
+                .context("applying the dev policy")?;
+            Ok(())
+        }
+        Err(s) => Err(crate::client::status_error(s)),
+    }
 }
 
 async fn wait_any_exit(nodes: &mut [DevNode]) -> (u64, String) {

@@ -9,12 +9,17 @@
 //! - `dev`: a local multi-node cluster of `quorumca server` processes
 //!   ([`dev`]).
 //! - `cluster ...`: operator commands against running nodes ([`cluster`]).
+//! - `issue`, `revoke`, `crl`, `bundle` ([`certs`]) and `policy ...`
+//!   ([`policy`]): the CA through the public gRPC API.
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod certs;
+pub mod client;
 pub mod cluster;
 pub mod dev;
 pub mod output;
+pub mod policy;
 pub mod server;
 
 use std::path::PathBuf;
@@ -39,7 +44,10 @@ pub struct Cli {
 
 const EXAMPLES: &str = "Examples:
   quorumca dev                         start a local 3-node cluster in ./dev-data
-  . ./dev-data/env && quorumca cluster status
+  . ./dev-data/env                     point the commands below at it
+  quorumca issue --dns web.default.svc.dev.internal --out-dir certs
+  quorumca cluster status
+  quorumca policy show
   quorumca server --config node.toml   run one node of a real cluster";
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +70,19 @@ pub enum Cmd {
     /// Inspect and change the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCmd),
+    /// Issue a certificate (from a CSR, or for a key generated here).
+    Issue(certs::IssueArgs),
+    /// Revoke a certificate, or every certificate of a compromised key.
+    Revoke(certs::RevokeArgs),
+    /// Fetch CRLs.
+    #[command(subcommand)]
+    Crl(certs::CrlCmd),
+    /// The trust bundle: roots to trust and the issuers under them.
+    #[command(subcommand)]
+    Bundle(certs::BundleCmd),
+    /// Profiles and namespaces: apply (with a diff), show, history, rollback.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// Offline root CA operations (init-root, sign-intermediate).
     #[command(subcommand)]
     Ca(ca::CaCmd),
@@ -82,6 +103,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Server { config, parent_pid } => server::run(&config, parent_pid).await,
         Cmd::Dev(args) => dev::run(args, &cli.log).await,
         Cmd::Cluster(cmd) => cluster::run(cmd).await,
+        Cmd::Issue(a) => certs::issue(a).await,
+        Cmd::Revoke(a) => certs::revoke(a).await,
+        Cmd::Crl(c) => certs::crl(c).await,
+        Cmd::Bundle(c) => certs::bundle(c).await,
+        Cmd::Policy(c) => policy::run(c).await,
         Cmd::Ca(cmd) => ca::run(cmd),
     }
 }

@@ -9,14 +9,9 @@ use std::time::{Duration, Instant};
 use quorumca_consensus::pb::cluster_client::ClusterClient;
 use quorumca_consensus::pb::{PingRequest, StatusRequest};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quorumca");
+mod support;
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
+use support::{free_base_port, free_ports, wait_for_file, Procs, BIN};
 
 fn write_configs(dir: &Path, ports: &[u16]) -> Vec<std::path::PathBuf> {
     let mut paths = Vec::new();
@@ -40,24 +35,6 @@ fn write_configs(dir: &Path, ports: &[u16]) -> Vec<std::path::PathBuf> {
         paths.push(path);
     }
     paths
-}
-
-/// Kills its processes when dropped, so a failing test leaves no orphans.
-struct Procs(Vec<Child>);
-
-impl Procs {
-    fn kill_all(&mut self) {
-        for c in self.0.iter_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        self.kill_all();
-    }
 }
 
 fn spawn(cfg: &Path) -> Child {
@@ -202,32 +179,6 @@ fn a_bad_config_is_refused_with_a_clear_error_and_touches_nothing() {
         .contains("cannot read config file /nonexistent/node.toml"));
 }
 
-/// Three consecutive free loopback ports for `quorumca dev --base-port`.
-fn free_base_port() -> u16 {
-    for _ in 0..200 {
-        let p = free_ports(1)[0];
-        if p < 65_000 && (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-    panic!("no three consecutive free ports");
-}
-
-async fn wait_for_file(path: &Path, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,9 +197,10 @@ async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
     let mut dev = Procs(vec![start()]);
     let env = wait_for_file(&data.join("env"), Duration::from_secs(60)).await;
     let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
+    // The env file points commands at the public API ports.
     let expected = ports
         .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
+        .map(|p| format!("127.0.0.1:{}", p + 100))
         .collect::<Vec<_>>()
         .join(",");
     assert!(

@@ -54,6 +54,10 @@ pub struct ServerConfig {
     pub peers: Vec<PeerConfig>,
     #[serde(default)]
     pub raft: RaftSettings,
+    /// The `[api]` section (public gRPC, HTTP, unseal secret), left
+    /// unparsed here: it belongs to quorumca-api, which validates it.
+    #[serde(default)]
+    pub api: Option<toml::Table>,
 }
 
 fn default_propose_timeout_ms() -> u64 {

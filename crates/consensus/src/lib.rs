@@ -43,4 +43,5 @@ pub use config::{ConfigError, ServerConfig};
 pub use error::ConsensusError;
 pub use node::{now_ms, Committed, Member, Node, NodeConfig, Raft, RaftSettings, Status};
 pub use quorumca_storage::{Archive, ArchivedRecord, NodeInfo, TypeConfig};
+pub use service::ClusterService;
 pub use wire::WIRE_VERSION;

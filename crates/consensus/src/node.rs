@@ -217,10 +217,25 @@ impl Node {
         &self.inner.raft
     }
 
-    /// Whether this node believes it is the leader right now (local and
-    /// cheap; another node may already have been elected).
+    /// The Cluster gRPC service of this node, for mounting on another
+    /// listener (the public API port serves it beside the CA services).
+    pub fn cluster_service(
+        &self,
+    ) -> crate::pb::cluster_server::ClusterServer<crate::service::ClusterService> {
+        crate::pb::cluster_server::ClusterServer::new(crate::service::ClusterService(
+            self.inner.clone(),
+        ))
+    }
+
+    /// The leader this node knows of (local and cheap; may be stale for an
+    /// election timeout).
+    pub fn current_leader(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Whether this node believes it is the leader right now.
     pub fn is_leader(&self) -> bool {
-        self.inner.raft.metrics().borrow_watched().current_leader == Some(self.inner.id)
+        self.current_leader() == Some(self.inner.id)
     }
 
     /// Records of expired certificates this node has pruned from the ledger.

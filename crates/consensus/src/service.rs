@@ -116,7 +116,9 @@ impl RaftTransport for TransportService {
     }
 }
 
-struct ClusterService(Arc<Inner>);
+/// The Cluster service of one node; also mounted on the public API
+/// listener (see [`crate::Node::cluster_service`]).
+pub struct ClusterService(pub(crate) Arc<Inner>);
 
 fn member_pb(m: &Member) -> pb::Member {
     pb::Member {

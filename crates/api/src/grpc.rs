@@ -1,0 +1,375 @@
+//! The public gRPC services (`proto/quorumca/v1/ca.proto`) over an
+//! [`Authority`]: request decoding, error mapping to status codes, nothing
+//! else. Every decision stays in the authority and the CA crate.
+//!
+//! Callers are not authenticated yet (mTLS and roles come with the API
+//! issue); the requester recorded with each issuance is the peer address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumca_ca::{pem_encode, Policy};
+use quorumca_ledger::{Command, Outcome, Proposal, RevocationReason};
+use tonic::{Request, Response, Status};
+
+use crate::authority::{rejected, Authority, IssueRequest};
+use crate::error::{AuthorityError, StatusCode};
+use crate::pb;
+
+/// Largest request the public services accept; a CSR is at most 64 KiB and
+/// a policy file far smaller.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+pub fn to_status(e: AuthorityError) -> Status {
+    let msg = e.to_string();
+    match e.code() {
+        StatusCode::InvalidArgument => Status::invalid_argument(msg),
+        StatusCode::PermissionDenied => Status::permission_denied(msg),
+        StatusCode::NotFound => Status::not_found(msg),
+        StatusCode::FailedPrecondition => Status::failed_precondition(msg),
+        StatusCode::Unavailable => Status::unavailable(msg),
+        StatusCode::Internal => Status::internal(msg),
+    }
+}
+
+/// Parses a serial as printed by us or by `openssl x509 -serial`: hex,
+/// optionally with colons or a 0x prefix, returned as the minimal DER
+/// INTEGER content our certificates carry.
+pub fn parse_serial(text: &str) -> Result<Vec<u8>, AuthorityError> {
+    let t = text.trim();
+    let t = t.strip_prefix("0x").unwrap_or(t).replace(':', "");
+    let bad = || {
+        AuthorityError::InvalidArgument(format!(
+            "serial {text:?} is not hex (expected e.g. 0a1b2c..., as printed by `openssl x509 -serial`)"
+        ))
+    };
+    if t.is_empty() || t.len() > 42 {
+        return Err(bad());
+    }
+    let t = if t.len() % 2 == 1 { format!("0{t}") } else { t };
+    let mut b = hex::decode(&t).map_err(|_| bad())?;
+    while b.len() > 1 && b[0] == 0 && b[1] & 0x80 == 0 {
+        b.remove(0);
+    }
+    if b[0] & 0x80 != 0 {
+        b.insert(0, 0);
+    }
+    Ok(b)
+}
+
+fn reason_of(r: i32) -> Result<RevocationReason, AuthorityError> {
+    use pb::RevocationReason as P;
+    Ok(
+        match P::try_from(r).map_err(|_| {
+            AuthorityError::InvalidArgument(format!("{r} is not an RFC 5280 revocation reason"))
+        })? {
+            P::Unspecified => RevocationReason::Unspecified,
+            P::KeyCompromise => RevocationReason::KeyCompromise,
+            P::CaCompromise => RevocationReason::CaCompromise,
+            P::AffiliationChanged => RevocationReason::AffiliationChanged,
+            P::Superseded => RevocationReason::Superseded,
+            P::CessationOfOperation => RevocationReason::CessationOfOperation,
+            P::CertificateHold => RevocationReason::CertificateHold,
+            P::RemoveFromCrl => RevocationReason::RemoveFromCrl,
+            P::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+            P::AaCompromise => RevocationReason::AaCompromise,
+        },
+    )
+}
+
+fn requester<T>(req: &Request<T>) -> String {
+    match req.remote_addr() {
+        Some(a) => format!("unauthenticated@{a}"),
+        None => "unauthenticated".into(),
+    }
+}
+
+/// The three public services, sharing one authority.
+#[derive(Clone)]
+pub struct Services(pub Arc<Authority>);
+
+#[tonic::async_trait]
+impl pb::certificate_service_server::CertificateService for Services {
+    async fn issue(
+        &self,
+        req: Request<pb::IssueRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        let requester = requester(&req);
+        let r = req.into_inner();
+        let issued = self
+            .0
+            .issue(IssueRequest {
+                csr: r.csr,
+                namespace: r.namespace,
+                profile: r.profile,
+                lifetime: (r.lifetime_seconds > 0).then(|| Duration::from_secs(r.lifetime_seconds)),
+                requester,
+                idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
+            })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::IssueResponse {
+            issuer: issued.issuer,
+            serial: hex::encode(&issued.serial),
+            certificate_pem: pem_encode("CERTIFICATE", &issued.cert_der),
+            chain_pem: issued.chain_pem,
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            log_index: issued.log_index,
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let r = req.into_inner();
+        let serial = parse_serial(&r.serial).map_err(to_status)?;
+        let reason = reason_of(r.reason).map_err(to_status)?;
+        let (revoked_at_ms, log_index) = self
+            .0
+            .revoke(&r.issuer, &serial, reason)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RevokeResponse {
+            revoked_at_ms,
+            log_index,
+        }))
+    }
+
+    async fn revoke_by_key(
+        &self,
+        req: Request<pb::RevokeByKeyRequest>,
+    ) -> Result<Response<pb::RevokeByKeyResponse>, Status> {
+        let r = req.into_inner();
+        let spki = quorumca_ca::public_key_of(&r.public_key)
+            .map_err(|e| to_status(AuthorityError::Csr(e)))?;
+        let reason = reason_of(r.reason).map_err(to_status)?;
+        let n = self
+            .0
+            .revoke_by_key(&spki, reason)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RevokeByKeyResponse { revoked: n as u64 }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::authority_service_server::AuthorityService for Services {
+    async fn get_trust_bundle(
+        &self,
+        _req: Request<pb::GetTrustBundleRequest>,
+    ) -> Result<Response<pb::TrustBundle>, Status> {
+        let issuers = self
+            .0
+            .node()
+            .read_linearizable(|s| s.issuers().cloned().collect::<Vec<_>>())
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        let roots_pem = issuers
+            .iter()
+            .filter(|i| i.parent.is_none())
+            .map(|i| pem_encode("CERTIFICATE", &i.cert_der))
+            .collect();
+        Ok(Response::new(pb::TrustBundle {
+            roots_pem,
+            issuers: issuers
+                .into_iter()
+                .map(|i| pb::Issuer {
+                    certificate_pem: pem_encode("CERTIFICATE", &i.cert_der),
+                    id: i.id,
+                    region: i.region.unwrap_or_default(),
+                    parent: i.parent.unwrap_or_default(),
+                    crl_shards: i.crl_shards,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_crl(
+        &self,
+        req: Request<pb::GetCrlRequest>,
+    ) -> Result<Response<pb::GetCrlResponse>, Status> {
+        let r = req.into_inner();
+        let c = self.0.crl(&r.issuer, r.shard, r.delta).map_err(to_status)?;
+        Ok(Response::new(pb::GetCrlResponse {
+            crl: c.der.to_vec(),
+            crl_number: c.number,
+            this_update: c.this_update,
+            next_update: c.next_update,
+        }))
+    }
+}
+
+fn version_of(v: &quorumca_ledger::PolicyVersion, with_text: bool) -> pb::PolicyVersion {
+    pb::PolicyVersion {
+        version: v.version,
+        text: if with_text {
+            v.text.clone()
+        } else {
+            String::new()
+        },
+        applied_at_ms: v.applied_at_ms,
+        author: v.author.clone(),
+        rollback_of: v.rollback_of,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::policy_service_server::PolicyService for Services {
+    async fn apply_policy(
+        &self,
+        req: Request<pb::ApplyPolicyRequest>,
+    ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
+        let author = requester(&req);
+        let r = req.into_inner();
+        let author = if r.author.is_empty() {
+            author
+        } else {
+            format!("{} ({author})", r.author)
+        };
+        let new = Policy::from_toml(&r.text).map_err(|e| to_status(e.into()))?;
+        let current = self
+            .0
+            .node()
+            .read_linearizable(|s| s.policy().cloned())
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        let old = match &current {
+            Some(v) => Policy::from_toml(&v.text).map_err(|e| to_status(e.into()))?,
+            None => Policy::default(),
+        };
+        let diff = Policy::diff(&old, &new);
+        if r.dry_run {
+            return Ok(Response::new(pb::ApplyPolicyResponse {
+                version: current.map(|v| v.version).unwrap_or(0),
+                diff,
+                applied: false,
+            }));
+        }
+        let expected = (r.expected_version > 0).then_some(r.expected_version);
+        let version = self
+            .0
+            .apply_policy(&r.text, &author, expected)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ApplyPolicyResponse {
+            version,
+            diff,
+            applied: true,
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyVersion>, Status> {
+        let want = req.into_inner().version;
+        let found = self
+            .0
+            .node()
+            .read_linearizable(move |s| {
+                if want == 0 {
+                    s.policy().cloned()
+                } else {
+                    s.policy_history()
+                        .iter()
+                        .find(|v| v.version == want)
+                        .cloned()
+                }
+            })
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        match found {
+            Some(v) => Ok(Response::new(version_of(&v, true))),
+            None if want == 0 => Err(to_status(AuthorityError::NoPolicy)),
+            None => Err(Status::not_found(format!(
+                "policy version {want} does not exist; see `quorumca policy history`"
+            ))),
+        }
+    }
+
+    async fn policy_history(
+        &self,
+        _req: Request<pb::PolicyHistoryRequest>,
+    ) -> Result<Response<pb::PolicyHistoryResponse>, Status> {
+        let versions = self
+            .0
+            .node()
+            .read_linearizable(|s| {
+                s.policy_history()
+                    .iter()
+                    .map(|v| version_of(v, false))
+                    .collect()
+            })
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(pb::PolicyHistoryResponse { versions }))
+    }
+
+    async fn rollback_policy(
+        &self,
+        req: Request<pb::RollbackPolicyRequest>,
+    ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
+        let requester = requester(&req);
+        let r = req.into_inner();
+        let author = if r.author.is_empty() {
+            requester
+        } else {
+            format!("{} ({requester})", r.author)
+        };
+        let (old, target) = self
+            .0
+            .node()
+            .read_linearizable(|s| {
+                (
+                    s.policy().map(|v| v.text.clone()),
+                    s.policy_history()
+                        .iter()
+                        .find(|v| v.version == r.to_version)
+                        .map(|v| v.text.clone()),
+                )
+            })
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        let p = Proposal::new(
+            quorumca_consensus::now_ms(),
+            Command::RollbackPolicy {
+                to_version: r.to_version,
+                author,
+            },
+        );
+        let version = match self.0.propose(p).await.map_err(to_status)?.0 {
+            Outcome::PolicyApplied { version } => version,
+            o => return Err(to_status(rejected(o))),
+        };
+        let parse = |t: Option<String>| {
+            t.and_then(|t| Policy::from_toml(&t).ok())
+                .unwrap_or_default()
+        };
+        Ok(Response::new(pb::ApplyPolicyResponse {
+            version,
+            diff: Policy::diff(&parse(old), &parse(target)),
+            applied: true,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_parse_like_openssl_prints_them() {
+        assert_eq!(parse_serial("0A1B").unwrap(), vec![0x0a, 0x1b]);
+        assert_eq!(parse_serial("0x00:0a:1b").unwrap(), vec![0x0a, 0x1b]);
+        // A high first bit needs the leading zero octet back.
+        assert_eq!(parse_serial("C1").unwrap(), vec![0x00, 0xc1]);
+        assert_eq!(parse_serial("00c1").unwrap(), vec![0x00, 0xc1]);
+        assert_eq!(parse_serial("abc").unwrap(), vec![0x0a, 0xbc]);
+        for bad in ["", "zz", &"a".repeat(43)] {
+            let e = parse_serial(bad).unwrap_err();
+            assert_eq!(e.code(), StatusCode::InvalidArgument, "{e}");
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! Running the public side of one node: the `[api]` section of node.toml,
+//! the unseal secret, the gRPC and HTTP listeners, and the background work
+//! (CRL rebuilds, pruning of expired records, creating the hierarchy).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quorumca_ca::{Kek, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
+use quorumca_consensus::Node;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::authority::{Authority, AuthorityConfig};
+use crate::grpc::{Services, MAX_REQUEST_BYTES};
+use crate::pb;
+
+/// The environment variable holding the unseal secret when node.toml names
+/// no file.
+pub const UNSEAL_SECRET_ENV: &str = "QUORUMCA_UNSEAL_SECRET";
+
+/// Salt of the KEK derivation. Fixed: every node must derive the same KEK
+/// from the same secret before it can read anything from the ledger. The
+/// secret itself must be high-entropy (at least `MIN_SECRET_BYTES`).
+const KEK_SALT: &[u8] = b"quorumca-kek-v1";
+
+/// Where the hierarchy comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hierarchy {
+    /// The cluster creates a root (its key sealed in the ledger) and one
+    /// intermediate per region at first start. For dev and test clusters.
+    InternalRoot,
+    /// The root lives offline (`quorumca ca init-root`); the cluster does not
+    /// create a hierarchy by itself.
+    #[default]
+    External,
+}
+
+fn default_crl_shards() -> u64 {
+    16
+}
+fn default_crl_validity() -> String {
+    "24h".into()
+}
+fn default_lease_block() -> u64 {
+    1024
+}
+fn default_kdf_iterations() -> u32 {
+    DEFAULT_KDF_ITERATIONS
+}
+
+/// The `[api]` section of node.toml.
+///
+/// ```toml
+/// [api]
+/// listen = "127.0.0.1:7201"           # public gRPC API
+/// http_listen = "127.0.0.1:7301"      # CRLs, OCSP, CA certificates
+/// public_url = "http://ca.example.internal"  # same on every node
+/// unseal_secret_file = "/etc/quorumca/unseal.secret"
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: String,
+    pub http_listen: String,
+    /// The cluster's public HTTP URL (a load balancer over every node's
+    /// `http_listen`), written into certificates as CRL and OCSP URLs. Must
+    /// be the same on every node. Defaults to `http://<http_listen>`, which
+    /// only suits single-host clusters.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// File holding the unseal secret; when absent, the
+    /// `QUORUMCA_UNSEAL_SECRET` environment variable is used. Without
+    /// either, the node runs but cannot sign.
+    #[serde(default)]
+    pub unseal_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub hierarchy: Hierarchy,
+    #[serde(default = "default_crl_shards")]
+    pub crl_shards: u64,
+    #[serde(default = "default_crl_validity")]
+    pub crl_validity: String,
+    #[serde(default = "default_lease_block")]
+    pub lease_block: u64,
+    /// PBKDF2 iterations of the KEK derivation; the same on every node.
+    #[serde(default = "default_kdf_iterations")]
+    pub kdf_iterations: u32,
+}
+
+/// Why the API side of a node cannot start. Each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("[api] {field}: {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("cannot read the unseal secret from {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the unseal secret from {from} is {len} bytes; it must be at least {MIN_SECRET_BYTES} (generate one with `head -c 32 /dev/urandom | base64`)")]
+    SecretTooShort { from: String, len: usize },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ApiConfig {
+    /// Checks every field before anything is bound or read.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        let bad = |field, reason: String| Err(ServeError::Config { field, reason });
+        for (field, v) in [("listen", &self.listen), ("http_listen", &self.http_listen)] {
+            if let Err(e) = v.parse::<SocketAddr>() {
+                return bad(field, format!("must be ip:port, got {v:?} ({e})"));
+            }
+        }
+        if let Some(u) = &self.public_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) || u.ends_with('/') {
+                return bad(
+                    "public_url",
+                    format!("must be an http(s) URL without a trailing slash, got {u:?}"),
+                );
+            }
+        }
+        if self.crl_shards == 0 || self.crl_shards > quorumca_ledger::MAX_CRL_SHARDS {
+            return bad(
+                "crl_shards",
+                format!(
+                    "must be 1 to {}, got {}",
+                    quorumca_ledger::MAX_CRL_SHARDS,
+                    self.crl_shards
+                ),
+            );
+        }
+        let v = self.crl_validity()?;
+        if v.as_secs() < 3600 || v.as_secs() as i64 > quorumca_ca::MAX_CRL_VALIDITY_SECS {
+            return bad(
+                "crl_validity",
+                format!("must be between 1h and 10 days, got {}", self.crl_validity),
+            );
+        }
+        if self.lease_block == 0 || self.lease_block > quorumca_ledger::MAX_LEASE_BLOCK {
+            return bad(
+                "lease_block",
+                format!("must be 1 to {}", quorumca_ledger::MAX_LEASE_BLOCK),
+            );
+        }
+        if self.kdf_iterations < 1_000 {
+            return bad("kdf_iterations", "must be at least 1000".into());
+        }
+        Ok(())
+    }
+
+    fn crl_validity(&self) -> Result<Duration, ServeError> {
+        humantime::parse_duration(&self.crl_validity).map_err(|e| ServeError::Config {
+            field: "crl_validity",
+            reason: format!("{:?} is not a duration like 24h ({e})", self.crl_validity),
+        })
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+    }
+
+    /// Derives the KEK from the configured secret; None when no secret is
+    /// configured (the node will say so whenever it is asked to sign).
+    pub fn load_kek(&self) -> Result<Option<Kek>, ServeError> {
+        let (secret, from) = match &self.unseal_secret_file {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|source| ServeError::SecretFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                (Zeroizing::new(bytes), path.display().to_string())
+            }
+            None => match std::env::var_os(UNSEAL_SECRET_ENV) {
+                Some(v) => (
+                    Zeroizing::new(v.into_encoded_bytes()),
+                    UNSEAL_SECRET_ENV.to_string(),
+                ),
+                None => return Ok(None),
+            },
+        };
+        let trimmed = secret.trim_ascii();
+        if trimmed.len() < MIN_SECRET_BYTES {
+            return Err(ServeError::SecretTooShort {
+                from,
+                len: trimmed.len(),
+            });
+        }
+        Kek::derive(trimmed, KEK_SALT, self.kdf_iterations)
+            .map(Some)
+            .map_err(|e| ServeError::Config {
+                field: "unseal_secret_file",
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// The running API side of a node.
+pub struct ApiServer {
+    pub authority: Arc<Authority>,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    let addr: SocketAddr = addr.parse().expect("validated");
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Starts the gRPC and HTTP listeners and the background work on `node`.
+/// `regions` are the regions to create intermediates for when the config
+/// asks for an internal root; only the bootstrapping node passes them.
+pub async fn serve(
+    node: Arc<Node>,
+    cfg: &ApiConfig,
+    region: &str,
+    bootstrap_regions: Option<Vec<String>>,
+) -> Result<ApiServer, ServeError> {
+    cfg.validate()?;
+    let kek = cfg.load_kek()?;
+    if kek.is_none() {
+        tracing::warn!(
+            "no unseal secret ({UNSEAL_SECRET_ENV} or [api] unseal_secret_file): this node replicates and serves reads but cannot sign"
+        );
+    }
+    let grpc_listener = bind(&cfg.listen).await?;
+    let http_listener = bind(&cfg.http_listen).await?;
+    let grpc_addr = grpc_listener.local_addr().expect("bound");
+    let http_addr = http_listener.local_addr().expect("bound");
+    let authority = Arc::new(Authority::new(
+        node.clone(),
+        kek,
+        AuthorityConfig {
+            crl_shards: cfg.crl_shards,
+            lease_block: cfg.lease_block,
+            crl_validity: cfg.crl_validity()?,
+            ..AuthorityConfig::new(region, cfg.public_url())
+        },
+    ));
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let services = Services(authority.clone());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(
+            pb::certificate_service_server::CertificateServiceServer::new(services.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::authority_service_server::AuthorityServiceServer::new(services.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::policy_service_server::PolicyServiceServer::new(services)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(node.cluster_service());
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+        |conn| {
+            conn.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
+    let mut s = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let r = grpc
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = s.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "public gRPC server stopped");
+        }
+    }));
+
+    let router = crate::http::router(authority.clone());
+    let mut s = stopped.clone();
+    tasks.push(tokio::spawn(async move {
+        let r = axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = s.wait_for(|v| *v).await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    }));
+
+    if cfg.hierarchy == Hierarchy::InternalRoot {
+        if let Some(regions) = bootstrap_regions {
+            let a = authority.clone();
+            let mut s = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                bootstrap(&a, &regions, &mut s).await;
+            }));
+        }
+    }
+    let a = authority.clone();
+    let mut s = stopped;
+    tasks.push(tokio::spawn(async move {
+        housekeeping(&a, &mut s).await;
+    }));
+    tracing::info!(%grpc_addr, %http_addr, public_url = %cfg.public_url(), "API serving");
+    Ok(ApiServer {
+        authority,
+        grpc_addr,
+        http_addr,
+        stop,
+        tasks,
+    })
+}
+
+/// Creates the hierarchy, retrying until the cluster can commit.
+async fn bootstrap(a: &Authority, regions: &[String], stopped: &mut watch::Receiver<bool>) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match a.bootstrap_hierarchy(regions).await {
+            Ok(()) => {
+                tracing::info!(?regions, "CA hierarchy ready");
+                return;
+            }
+            Err(e) => tracing::info!(error = %e, "creating the CA hierarchy; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped.wait_for(|v| *v) => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Rebuilds changed CRL shards twice a second; the leader prunes expired
+/// records every half minute (an hour after expiry, so each revoked entry
+/// still appears on CRLs issued after its certificate expired).
+async fn housekeeping(a: &Authority, stopped: &mut watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|v| *v) => return,
+        }
+        n += 1;
+        match a.refresh_crls().await {
+            Ok(0) => {}
+            Ok(built) => tracing::debug!(built, "CRL shards rebuilt"),
+            Err(e) => tracing::debug!(error = %e, "CRL rebuild deferred"),
+        }
+        if n.is_multiple_of(60) {
+            match a.prune_expired(Duration::from_secs(3600)).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "expired records moved to the archive"),
+                Err(e) => tracing::debug!(error = %e, "pruning deferred"),
+            }
+        }
+    }
+}
+
+impl ApiServer {
+    /// Stops the listeners and background tasks (the node itself is the
+    /// caller's to stop).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(extra: &str) -> Result<ApiConfig, String> {
+        let text = format!("listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n{extra}");
+        let c: ApiConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_safe_and_bad_fields_are_named() {
+        let c = cfg("").unwrap();
+        assert_eq!(
+            c.hierarchy,
+            Hierarchy::External,
+            "no root in the cluster by default"
+        );
+        assert_eq!(c.crl_shards, 16);
+        assert_eq!(c.kdf_iterations, DEFAULT_KDF_ITERATIONS);
+        for (extra, field) in [
+            ("crl_shards = 0", "crl_shards"),
+            ("crl_validity = \"11days\"", "crl_validity"),
+            ("crl_validity = \"soon\"", "crl_validity"),
+            ("public_url = \"ca.example\"", "public_url"),
+            ("public_url = \"http://ca.example/\"", "public_url"),
+            ("kdf_iterations = 10", "kdf_iterations"),
+            ("lease_block = 0", "lease_block"),
+        ] {
+            let e = cfg(extra).unwrap_err();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+        assert!(cfg("surprise = 1").unwrap_err().contains("unknown field"));
+    }
+
+    #[test]
+    fn unseal_secret_comes_from_the_file_and_must_be_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let with_file = |p: &std::path::Path| {
+            let mut c = cfg("kdf_iterations = 1000").unwrap();
+            c.unseal_secret_file = Some(p.to_path_buf());
+            c
+        };
+        let e = with_file(&dir.path().join("missing"))
+            .load_kek()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("cannot read the unseal secret"),
+            "{e}"
+        );
+        std::fs::write(&path, "short\n").unwrap();
+        let e = with_file(&path).load_kek().unwrap_err();
+        assert!(
+            matches!(e, ServeError::SecretTooShort { len: 5, .. }),
+            "{e}"
+        );
+        // Surrounding whitespace (a trailing newline) is not part of it.
+        std::fs::write(&path, format!("{}\n", "s".repeat(32))).unwrap();
+        let a = with_file(&path).load_kek().unwrap().unwrap();
+        std::fs::write(&path, "s".repeat(32)).unwrap();
+        let b = with_file(&path).load_kek().unwrap().unwrap();
+        assert_eq!(a.id(), b.id());
+    }
+}

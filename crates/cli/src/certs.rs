@@ -1,0 +1,488 @@
+//! `quorumca issue | revoke | crl | bundle`: certificates from a running
+//! cluster.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
+use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
+use quorumca_api::pb::{self, GetCrlRequest, GetTrustBundleRequest};
+use serde::Serialize;
+
+use crate::client::{channel, status_error};
+use crate::output::{json, table};
+
+/// Output of commands that return certificates or CRLs.
+#[derive(Clone, Copy, Debug, Default, ValueEnum, PartialEq, Eq)]
+pub enum CertOutput {
+    /// A short summary.
+    #[default]
+    Table,
+    Json,
+    /// The certificate chain (or CRL) as PEM, nothing else: pipe it.
+    Pem,
+}
+
+#[derive(Debug, Args)]
+pub struct CertConn {
+    /// Node API addresses (host:port), comma separated; the first that
+    /// answers is used. `quorumca dev` writes them to dev-data/env.
+    #[arg(
+        long,
+        env = "QUORUMCA_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub endpoints: Vec<String>,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: CertOutput,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KeyType {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+}
+
+/// Issue a certificate from a CSR, or generate a key here and issue for it.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quorumca issue --dns web.default.svc.dev.internal --out-dir ./certs
+  quorumca issue --csr req.pem --namespace payments --profile service -o pem > chain.pem")]
+pub struct IssueArgs {
+    #[command(flatten)]
+    pub conn: CertConn,
+    /// A PKCS#10 CSR file (PEM or DER). Without it, a key is generated
+    /// locally (never sent anywhere) for the names given.
+    #[arg(long, conflicts_with_all = ["dns", "ip", "uri", "key_type"])]
+    pub csr: Option<PathBuf>,
+    /// DNS names for a generated key (repeatable).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// IP addresses for a generated key (repeatable).
+    #[arg(long)]
+    pub ip: Vec<IpAddr>,
+    /// URI SANs, e.g. SPIFFE IDs, for a generated key (repeatable).
+    #[arg(long)]
+    pub uri: Vec<String>,
+    /// Key type to generate.
+    #[arg(long, value_enum)]
+    pub key_type: Option<KeyType>,
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    #[arg(long, default_value = "service")]
+    pub profile: String,
+    /// Requested lifetime (e.g. 24h); the profile's default if absent.
+    #[arg(long)]
+    pub lifetime: Option<humantime::Duration>,
+    /// Write key.pem (if generated), cert.pem and chain.pem here.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Reason {
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    CertificateHold,
+    PrivilegeWithdrawn,
+}
+
+impl Reason {
+    fn pb(self) -> pb::RevocationReason {
+        use pb::RevocationReason as P;
+        match self {
+            Self::Unspecified => P::Unspecified,
+            Self::KeyCompromise => P::KeyCompromise,
+            Self::CaCompromise => P::CaCompromise,
+            Self::AffiliationChanged => P::AffiliationChanged,
+            Self::Superseded => P::Superseded,
+            Self::CessationOfOperation => P::CessationOfOperation,
+            Self::CertificateHold => P::CertificateHold,
+            Self::PrivilegeWithdrawn => P::PrivilegeWithdrawn,
+        }
+    }
+}
+
+/// Revoke one certificate (by issuer and serial) or every certificate of a
+/// compromised key (--key).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quorumca revoke --issuer dev-a --serial 0000000000000005a1b2c3d4e5f60718 --reason superseded
+  quorumca revoke --key leaked-cert.pem --reason key-compromise")]
+pub struct RevokeArgs {
+    #[command(flatten)]
+    pub conn: CertConn,
+    #[arg(long, required_unless_present = "key", requires = "serial")]
+    pub issuer: Option<String>,
+    /// Serial in hex, as printed by `quorumca issue` or `openssl x509 -serial`.
+    #[arg(long, requires = "issuer")]
+    pub serial: Option<String>,
+    /// A public key, certificate or CSR (PEM or DER) holding the compromised
+    /// key: revokes every live certificate for that key.
+    #[arg(long, conflicts_with_all = ["issuer", "serial"])]
+    pub key: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "unspecified")]
+    pub reason: Reason,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrlCmd {
+    /// Fetch one CRL shard (as served over HTTP at the URL in certificates).
+    Get {
+        #[command(flatten)]
+        conn: CertConn,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long, default_value_t = 0)]
+        shard: u64,
+        /// The delta CRL instead of the full one.
+        #[arg(long)]
+        delta: bool,
+        /// Write the DER CRL to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCmd {
+    /// The roots (PEM) to trust, and the issuers under them.
+    Get(CertConn),
+}
+
+fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data.as_bytes())?;
+    Ok(())
+}
+
+fn random_key() -> String {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("system random generator");
+    hex::encode(b)
+}
+
+#[derive(Serialize)]
+struct IssuedOut<'a> {
+    issuer: &'a str,
+    serial: &'a str,
+    not_before: i64,
+    not_after: i64,
+    log_index: u64,
+    certificate_pem: &'a str,
+    chain_pem: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    written_to: Option<String>,
+}
+
+fn time_str(unix: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64),
+    )
+    .to_string()
+}
+
+pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
+    let (csr, key_pem) = match &a.csr {
+        Some(path) => (
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            None,
+        ),
+        None => {
+            if a.dns.is_empty() && a.ip.is_empty() && a.uri.is_empty() {
+                bail!(
+                    "give --csr FILE, or at least one --dns/--ip/--uri name to generate a key for"
+                );
+            }
+            let alg = match a.key_type.unwrap_or(KeyType::EcdsaP256) {
+                KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+                KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+                KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+            };
+            let key = rcgen::KeyPair::generate_for(alg)?;
+            let mut params = rcgen::CertificateParams::default();
+            for d in &a.dns {
+                params.subject_alt_names.push(rcgen::SanType::DnsName(
+                    d.clone()
+                        .try_into()
+                        .with_context(|| format!("--dns {d:?}"))?,
+                ));
+            }
+            for ip in &a.ip {
+                params
+                    .subject_alt_names
+                    .push(rcgen::SanType::IpAddress(*ip));
+            }
+            for u in &a.uri {
+                params.subject_alt_names.push(rcgen::SanType::URI(
+                    u.clone()
+                        .try_into()
+                        .with_context(|| format!("--uri {u:?}"))?,
+                ));
+            }
+            let csr = params.serialize_request(&key)?;
+            (
+                csr.der().to_vec(),
+                Some(zeroize::Zeroizing::new(key.serialize_pem())),
+            )
+        }
+    };
+    let mut client = CertificateServiceClient::new(channel(&a.conn.endpoints).await?);
+    let r = client
+        .issue(pb::IssueRequest {
+            csr,
+            namespace: a.namespace.clone(),
+            profile: a.profile.clone(),
+            lifetime_seconds: a.lifetime.map(|d| d.as_secs()).unwrap_or(0),
+            idempotency_key: random_key(),
+        })
+        .await
+        .map_err(status_error)
+        .context("issuing")?
+        .into_inner();
+    let written_to = match &a.out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            if let Some(k) = &key_pem {
+                write_private(&dir.join("key.pem"), k)?;
+            }
+            std::fs::write(dir.join("cert.pem"), &r.certificate_pem)?;
+            std::fs::write(dir.join("chain.pem"), &r.chain_pem)?;
+            Some(dir.display().to_string())
+        }
+        None => None,
+    };
+    match a.conn.output {
+        CertOutput::Pem => {
+            crate::out!("{}", r.chain_pem.trim_end());
+            if let (Some(k), None) = (&key_pem, &a.out_dir) {
+                crate::out!("{}", k.trim_end());
+            }
+        }
+        CertOutput::Json => crate::out!(
+            "{}",
+            json(&IssuedOut {
+                issuer: &r.issuer,
+                serial: &r.serial,
+                not_before: r.not_before,
+                not_after: r.not_after,
+                log_index: r.log_index,
+                certificate_pem: &r.certificate_pem,
+                chain_pem: &r.chain_pem,
+                written_to: written_to.clone(),
+            })
+        ),
+        CertOutput::Table => {
+            crate::out!(
+                "{}",
+                table(
+                    &["ISSUER", "SERIAL", "NOT BEFORE", "NOT AFTER", "LOG INDEX"],
+                    &[vec![
+                        r.issuer.clone(),
+                        r.serial.clone(),
+                        time_str(r.not_before),
+                        time_str(r.not_after),
+                        r.log_index.to_string(),
+                    ]]
+                )
+            );
+            match (&written_to, &key_pem) {
+                (Some(d), Some(_)) => crate::out!("\nwrote {d}/key.pem (0600), {d}/cert.pem, {d}/chain.pem"),
+                (Some(d), None) => crate::out!("\nwrote {d}/cert.pem, {d}/chain.pem"),
+                (None, Some(_)) => eprintln!(
+                    "note: the generated private key was not saved; pass --out-dir DIR (or -o pem) to keep it"
+                ),
+                (None, None) => eprintln!("note: pass --out-dir DIR or -o pem to get the certificate"),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
+    let mut client = CertificateServiceClient::new(channel(&a.conn.endpoints).await?);
+    let summary = if let Some(path) = &a.key {
+        let public_key =
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let r = client
+            .revoke_by_key(pb::RevokeByKeyRequest {
+                public_key,
+                reason: a.reason.pb() as i32,
+            })
+            .await
+            .map_err(status_error)
+            .context("revoking by key")?
+            .into_inner();
+        serde_json::json!({ "revoked": r.revoked })
+    } else {
+        let (issuer, serial) = (
+            a.issuer.clone().unwrap_or_default(),
+            a.serial.clone().unwrap_or_default(),
+        );
+        let r = client
+            .revoke(pb::RevokeRequest {
+                issuer: issuer.clone(),
+                serial: serial.clone(),
+                reason: a.reason.pb() as i32,
+            })
+            .await
+            .map_err(status_error)
+            .context("revoking")?
+            .into_inner();
+        serde_json::json!({
+            "issuer": issuer, "serial": serial,
+            "revoked_at_ms": r.revoked_at_ms, "log_index": r.log_index,
+        })
+    };
+    match a.conn.output {
+        CertOutput::Json => crate::out!("{}", json(&summary)),
+        _ => match summary.get("revoked") {
+            Some(n) => crate::out!("revoked {n} certificate(s) for that key"),
+            None => crate::out!(
+                "revoked {} of issuer {} (committed at log index {}); CRLs and OCSP reflect it within a second",
+                summary["serial"].as_str().unwrap_or_default(),
+                summary["issuer"].as_str().unwrap_or_default(),
+                summary["log_index"]
+            ),
+        },
+    }
+    Ok(())
+}
+
+pub async fn crl(cmd: CrlCmd) -> anyhow::Result<()> {
+    let CrlCmd::Get {
+        conn,
+        issuer,
+        shard,
+        delta,
+        out,
+    } = cmd;
+    let mut client = AuthorityServiceClient::new(channel(&conn.endpoints).await?);
+    let r = client
+        .get_crl(GetCrlRequest {
+            issuer: issuer.clone(),
+            shard,
+            delta,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if let Some(path) = &out {
+        std::fs::write(path, &r.crl).with_context(|| format!("writing {}", path.display()))?;
+    }
+    match conn.output {
+        CertOutput::Pem => {
+            crate::out!("{}", quorumca_ca::pem_encode("X509 CRL", &r.crl).trim_end())
+        }
+        CertOutput::Json => crate::out!(
+            "{}",
+            json(&serde_json::json!({
+                "issuer": issuer, "shard": shard, "delta": delta, "crl_number": r.crl_number,
+                "this_update": r.this_update, "next_update": r.next_update, "bytes": r.crl.len(),
+            }))
+        ),
+        CertOutput::Table => crate::out!(
+            "{}",
+            table(
+                &[
+                    "ISSUER",
+                    "SHARD",
+                    "KIND",
+                    "NUMBER",
+                    "THIS UPDATE",
+                    "NEXT UPDATE",
+                    "BYTES"
+                ],
+                &[vec![
+                    issuer,
+                    shard.to_string(),
+                    if delta { "delta" } else { "full" }.into(),
+                    r.crl_number.to_string(),
+                    time_str(r.this_update),
+                    time_str(r.next_update),
+                    r.crl.len().to_string(),
+                ]]
+            )
+        ),
+    }
+    Ok(())
+}
+
+pub async fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
+    let BundleCmd::Get(conn) = cmd;
+    let mut client = AuthorityServiceClient::new(channel(&conn.endpoints).await?);
+    let b = client
+        .get_trust_bundle(GetTrustBundleRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match conn.output {
+        CertOutput::Pem => crate::out!("{}", b.roots_pem.trim_end()),
+        CertOutput::Json => {
+            let issuers: Vec<_> = b
+                .issuers
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "id": i.id, "region": i.region, "parent": i.parent,
+                        "crl_shards": i.crl_shards, "certificate_pem": i.certificate_pem,
+                    })
+                })
+                .collect();
+            crate::out!(
+                "{}",
+                json(&serde_json::json!({"roots_pem": b.roots_pem, "issuers": issuers}))
+            )
+        }
+        CertOutput::Table => {
+            let rows: Vec<Vec<String>> = b
+                .issuers
+                .iter()
+                .map(|i| {
+                    vec![
+                        i.id.clone(),
+                        if i.parent.is_empty() {
+                            "root".into()
+                        } else {
+                            "intermediate".into()
+                        },
+                        if i.region.is_empty() {
+                            "-".into()
+                        } else {
+                            i.region.clone()
+                        },
+                        if i.parent.is_empty() {
+                            "-".into()
+                        } else {
+                            i.parent.clone()
+                        },
+                        i.crl_shards.to_string(),
+                    ]
+                })
+                .collect();
+            crate::out!(
+                "{}",
+                table(&["ISSUER", "KIND", "REGION", "PARENT", "CRL SHARDS"], &rows)
+            );
+            crate::out!("\n(-o pem prints the roots to trust)");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `quorumca policy apply | show | history | rollback`: the versioned
+//! profiles and namespaces in the ledger.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use quorumca_api::pb::policy_service_client::PolicyServiceClient;
+use quorumca_api::pb::{
+    ApplyPolicyRequest, GetPolicyRequest, PolicyHistoryRequest, RollbackPolicyRequest,
+};
+
+use crate::client::{channel, status_error};
+use crate::cluster::Conn;
+use crate::output::{json, table, Output};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Validate a policy file, show the diff, and commit it as a new version.
+    #[command(after_help = "Examples:
+  quorumca policy apply -f profiles.toml --dry-run   # validate and diff only
+  quorumca policy apply -f profiles.toml --expect-version 3")]
+    Apply {
+        #[command(flatten)]
+        conn: Conn,
+        /// The policy TOML ([profiles.*] and [namespaces.*]).
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Validate and print the diff; commit nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply only if the current version is this one, so two operators
+        /// never overwrite each other unknowingly.
+        #[arg(long)]
+        expect_version: Option<u64>,
+        /// Recorded as the author in the history.
+        #[arg(long, env = "USER", default_value = "operator")]
+        author: String,
+    },
+    /// Print the current policy (or one version of it).
+    Show {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Every version: when, by whom, rollbacks.
+    History(Conn),
+    /// Make an earlier version current again (as a new version).
+    Rollback {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        to: u64,
+        #[arg(long, env = "USER", default_value = "operator")]
+        author: String,
+    },
+}
+
+fn when(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::Apply {
+            conn,
+            file,
+            dry_run,
+            expect_version,
+            author,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let r = c
+                .apply_policy(ApplyPolicyRequest {
+                    text,
+                    expected_version: expect_version.unwrap_or(0),
+                    dry_run,
+                    author,
+                })
+                .await
+                .map_err(status_error)
+                .with_context(|| format!("applying {}", file.display()))?
+                .into_inner();
+            match conn.output {
+                Output::Json => crate::out!(
+                    "{}",
+                    json(
+                        &serde_json::json!({"version": r.version, "applied": r.applied, "diff": r.diff})
+                    )
+                ),
+                Output::Table => {
+                    if r.diff.is_empty() {
+                        crate::out!("(no change from the current policy)");
+                    } else {
+                        crate::out!("{}", r.diff.trim_end());
+                    }
+                    if r.applied {
+                        crate::out!("\napplied as version {}", r.version);
+                    } else {
+                        crate::out!(
+                            "\ndry run: valid, nothing committed (current version {})",
+                            r.version
+                        );
+                    }
+                }
+            }
+        }
+        PolicyCmd::Show { conn, version } => {
+            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let v = c
+                .get_policy(GetPolicyRequest {
+                    version: version.unwrap_or(0),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match conn.output {
+                Output::Json => crate::out!(
+                    "{}",
+                    json(&serde_json::json!({
+                        "version": v.version, "author": v.author, "applied_at_ms": v.applied_at_ms,
+                        "rollback_of": v.rollback_of, "text": v.text,
+                    }))
+                ),
+                Output::Table => {
+                    crate::out!(
+                        "# policy version {} by {} at {}",
+                        v.version,
+                        v.author,
+                        when(v.applied_at_ms)
+                    );
+                    crate::out!("{}", v.text.trim_end());
+                }
+            }
+        }
+        PolicyCmd::History(conn) => {
+            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let h = c
+                .policy_history(PolicyHistoryRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match conn.output {
+                Output::Json => {
+                    let vs: Vec<_> = h
+                        .versions
+                        .iter()
+                        .map(|v| {
+                            serde_json::json!({
+                                "version": v.version, "author": v.author,
+                                "applied_at_ms": v.applied_at_ms, "rollback_of": v.rollback_of,
+                            })
+                        })
+                        .collect();
+                    crate::out!("{}", json(&vs))
+                }
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = h
+                        .versions
+                        .iter()
+                        .map(|v| {
+                            vec![
+                                v.version.to_string(),
+                                when(v.applied_at_ms),
+                                v.author.clone(),
+                                v.rollback_of
+                                    .map(|r| format!("rollback to {r}"))
+                                    .unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    crate::out!(
+                        "{}",
+                        table(&["VERSION", "APPLIED", "AUTHOR", "NOTE"], &rows)
+                    );
+                }
+            }
+        }
+        PolicyCmd::Rollback { conn, to, author } => {
+            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let r = c
+                .rollback_policy(RollbackPolicyRequest {
+                    to_version: to,
+                    author,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match conn.output {
+                Output::Json => crate::out!(
+                    "{}",
+                    json(&serde_json::json!({"version": r.version, "diff": r.diff}))
+                ),
+                Output::Table => {
+                    crate::out!("{}", r.diff.trim_end());
+                    crate::out!("\nversion {to} restored as version {}", r.version);
+                }
+            }
+        }
+    }
+    Ok(())
+}

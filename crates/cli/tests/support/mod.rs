@@ -1,0 +1,64 @@
+//! Helpers shared by the process-level tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_quorumca");
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Kills its processes when dropped, so a failing test leaves no orphans.
+pub struct Procs(pub Vec<Child>);
+
+impl Procs {
+    pub fn kill_all(&mut self) {
+        for c in self.0.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// A base port for `quorumca dev --base-port` with 3 free ports at +0
+/// (Raft), +100 (API) and +200 (HTTP).
+pub fn free_base_port() -> u16 {
+    for _ in 0..200 {
+        let p = free_ports(1)[0];
+        if p < 65_000
+            && [0, 100, 200].iter().all(|off| {
+                (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + off + i)).is_ok())
+            })
+        {
+            return p;
+        }
+    }
+    panic!("no free base port");
+}
+
+pub async fn wait_for_file(path: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
