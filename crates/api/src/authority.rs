@@ -101,6 +101,8 @@ pub struct Authority {
     pub(crate) cfg: AuthorityConfig,
     rng: SystemRandom,
     pub(crate) crls: crate::crls::CrlCache,
+    /// Started on first use (it needs a runtime; `new` does not).
+    records: std::sync::OnceLock<crate::batch::RecordBatcher>,
     signers: std::sync::Mutex<HashMap<String, Arc<CaSigner>>>,
     leases: Mutex<HashMap<String, LeaseCursor>>,
     /// The parsed current policy and its version: parsing TOML on every
@@ -123,6 +125,7 @@ impl Authority {
             cfg,
             rng: SystemRandom::new(),
             crls: Default::default(),
+            records: Default::default(),
             signers: Default::default(),
             leases: Default::default(),
             policy: Default::default(),
@@ -438,9 +441,21 @@ impl Authority {
             requester: req.requester.clone(),
             full_der: (decision.store == Store::Full).then(|| cert_der.clone()),
         };
-        let mut p = Proposal::new(now_ms(), Command::RecordIssuance(record));
-        p.idempotency_key = req.idempotency_key.clone();
-        let (outcome, log_index) = self.propose(p).await?;
+        // A record with an idempotency key is its own proposal (the key
+        // covers exactly one request); the others are batched.
+        let (outcome, log_index) = match &req.idempotency_key {
+            Some(key) => {
+                let p = Proposal::new(now_ms(), Command::RecordIssuance(record))
+                    .with_idempotency_key(key.clone());
+                self.propose(p).await?
+            }
+            None => {
+                self.records
+                    .get_or_init(|| crate::batch::RecordBatcher::start(self.node.clone()))
+                    .record(record)
+                    .await?
+            }
+        };
         match outcome {
             // A retry with the same key carries a new serial, so the ledger
             // refuses it (key conflict) rather than recording twice.

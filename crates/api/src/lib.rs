@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod authority;
+mod batch;
 mod crls;
 mod error;
 pub mod grpc;

@@ -25,6 +25,7 @@
 //! the `quorumca` binary in `crates/cli` (configuration and process life).
 #![forbid(unsafe_code)]
 
+mod batch;
 mod config;
 mod error;
 mod network;

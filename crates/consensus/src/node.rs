@@ -105,6 +105,7 @@ pub(crate) struct Inner {
     pub(crate) pool: PeerPool,
     pub(crate) propose_timeout: Duration,
     pub(crate) log: LogStore,
+    batcher: crate::batch::ForwardBatcher,
 }
 
 /// A running node. Dropping it without [`Node::shutdown`] leaves its tasks
@@ -183,6 +184,7 @@ impl Node {
             info,
             raft,
             view,
+            batcher: crate::batch::ForwardBatcher::start(pool.clone(), cfg.propose_timeout),
             pool,
             propose_timeout: cfg.propose_timeout,
             log,
@@ -504,7 +506,15 @@ impl Inner {
             let result = match self.leader() {
                 Some((id, _)) if id == self.id => self.execute_as_leader(&req, remaining).await,
                 Some((id, info)) => {
-                    match self.pool.forward(id, &info.addr, &req, remaining).await {
+                    let sent = match &req {
+                        ForwardRequest::Propose(p) => {
+                            self.batcher
+                                .forward(id, &info.addr, p.clone(), remaining)
+                                .await
+                        }
+                        _ => self.pool.forward(id, &info.addr, &req, remaining).await,
+                    };
+                    match sent {
                         Ok(r) => r,
                         Err(status) => {
                             // A refused connection never reached the leader, so a
@@ -547,6 +557,39 @@ impl Inner {
         }
     }
 
+    /// Commits one proposal on this node, which must be the leader.
+    async fn propose_as_leader(&self, p: &Proposal, timeout: Duration) -> ForwardResult {
+        let not_leader = || ForwardError::NotLeader {
+            leader: self.leader().filter(|(id, _)| *id != self.id),
+        };
+        if let Command::Noop { payload } = &p.command {
+            if payload.len() > 1024 {
+                return Err(ForwardError::Invalid(
+                    "no-op payload is limited to 1 KiB".into(),
+                ));
+            }
+        }
+        match tokio::time::timeout(timeout, self.raft.client_write(p.clone())).await {
+            Err(_) => Err(ForwardError::Ambiguous(format!(
+                "proposal not committed within {timeout:?} (is a quorum of voters reachable?)"
+            ))),
+            Ok(Ok(resp)) => Ok(ForwardResponse::Proposed {
+                log_index: resp.log_id.index,
+                outcome: resp.data,
+            }),
+            Ok(Err(e)) => match e.into_api_error() {
+                Some(ClientWriteError::ForwardToLeader(_)) => Err(not_leader()),
+                Some(ClientWriteError::LogEntryDiscarded(_)) => Err(ForwardError::Ambiguous(
+                    "the entry was discarded by a leader change".into(),
+                )),
+                Some(other) => Err(ForwardError::Invalid(other.to_string())),
+                None => Err(ForwardError::Unavailable(
+                    "the Raft node is shutting down".into(),
+                )),
+            },
+        }
+    }
+
     /// Executes a request that must run on the leader. Called locally or by
     /// the Forward RPC handler; never forwards again, so requests cannot loop.
     pub(crate) async fn execute_as_leader(
@@ -563,33 +606,20 @@ impl Inner {
             ))
         };
         match req {
-            ForwardRequest::Propose(p) => {
-                if let Command::Noop { payload } = &p.command {
-                    if payload.len() > 1024 {
-                        return Err(ForwardError::Invalid(
-                            "no-op payload is limited to 1 KiB".into(),
-                        ));
-                    }
+            ForwardRequest::Propose(p) => self.propose_as_leader(p, timeout).await,
+            ForwardRequest::ProposeBatch(ps) => {
+                if ps.len() > crate::batch::MAX_BATCH {
+                    return Err(ForwardError::Invalid(format!(
+                        "a forwarded batch holds at most {} proposals",
+                        crate::batch::MAX_BATCH
+                    )));
                 }
-                match tokio::time::timeout(timeout, self.raft.client_write(p.clone())).await {
-                    Err(_) => Err(timed_out("proposal")),
-                    Ok(Ok(resp)) => Ok(ForwardResponse::Proposed {
-                        log_index: resp.log_id.index,
-                        outcome: resp.data,
-                    }),
-                    Ok(Err(e)) => match e.into_api_error() {
-                        Some(ClientWriteError::ForwardToLeader(_)) => Err(not_leader()),
-                        Some(ClientWriteError::LogEntryDiscarded(_)) => {
-                            Err(ForwardError::Ambiguous(
-                                "the entry was discarded by a leader change".into(),
-                            ))
-                        }
-                        Some(other) => Err(ForwardError::Invalid(other.to_string())),
-                        None => Err(ForwardError::Unavailable(
-                            "the Raft node is shutting down".into(),
-                        )),
-                    },
-                }
+                // All at once: openraft appends them as one batch.
+                let results = futures::future::join_all(
+                    ps.iter().map(|p| self.propose_as_leader(p, timeout)),
+                )
+                .await;
+                Ok(ForwardResponse::ProposedBatch(results))
             }
             ForwardRequest::ReadIndex => {
                 match tokio::time::timeout(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::pb::RaftMessage;
 
 /// Bumped whenever a payload type changes shape.
-pub const WIRE_VERSION: u32 = 1;
+pub const WIRE_VERSION: u32 = 2;
 
 pub fn encode<T: Serialize>(target_node_id: u64, value: &T) -> RaftMessage {
     RaftMessage {
@@ -89,17 +89,28 @@ pub enum ForwardRequest {
     RemoveNode {
         node_id: u64,
     },
+    /// Several proposals at once from a busy follower; answered one by one.
+    ProposeBatch(Vec<Proposal>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardResponse {
-    Proposed { log_index: u64, outcome: Outcome },
-    ReadIndex { index: u64 },
-    Membership { members: Vec<crate::Member> },
+    Proposed {
+        log_index: u64,
+        outcome: Outcome,
+    },
+    ReadIndex {
+        index: u64,
+    },
+    Membership {
+        members: Vec<crate::Member>,
+    },
+    /// One result per proposal of a `ProposeBatch`, in order.
+    ProposedBatch(Vec<ForwardResult>),
 }
 
 /// Failures the leader reports back to a forwarding follower.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ForwardError {
     /// The receiver is not (or no longer) the leader.
     NotLeader {

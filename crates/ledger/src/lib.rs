@@ -40,7 +40,7 @@ mod state;
 
 pub use command::{
     Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
-    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS,
+    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 pub use state::{
     apply, CrlShard, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS,

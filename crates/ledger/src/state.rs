@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{
     Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
-    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS,
+    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 
 /// How long an idempotency key is remembered after first use. Long enough
@@ -323,46 +323,15 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 .push(lease.clone());
             Outcome::LeaseGranted(lease)
         }
-        Command::RecordIssuance(record) => {
-            if record.serial.0.is_empty() || record.serial.0.len() > 20 {
-                return invalid("serial must be 1 to 20 bytes (RFC 5280 section 4.1.2.2)");
+        Command::RecordIssuance(record) => record_issuance(state, record),
+        Command::RecordIssuances(records) => {
+            if records.is_empty() || records.len() > MAX_RECORD_BATCH {
+                return invalid(format!(
+                    "a batch holds 1 to {MAX_RECORD_BATCH} records, got {}",
+                    records.len()
+                ));
             }
-            if record.not_after_ms <= record.not_before_ms {
-                return invalid("notAfter must be later than notBefore");
-            }
-            let leased = state
-                .leases
-                .get(&(record.issuer.clone(), record.node_id))
-                .is_some_and(|ls| ls.iter().any(|l| l.contains(record.sequence)));
-            if !leased {
-                return Outcome::Rejected(Rejection::SequenceNotLeased {
-                    issuer: record.issuer.clone(),
-                    node_id: record.node_id,
-                    sequence: record.sequence,
-                });
-            }
-            let key = (record.issuer.clone(), record.serial.clone());
-            if state.records.contains_key(&key) {
-                return Outcome::Rejected(Rejection::DuplicateSerial {
-                    issuer: record.issuer.clone(),
-                    serial: record.serial.clone(),
-                });
-            }
-            state.expiry_index.insert((
-                record.not_after_ms,
-                record.issuer.clone(),
-                record.serial.clone(),
-            ));
-            state
-                .key_index
-                .entry(record.spki_hash)
-                .or_default()
-                .insert(key.clone());
-            state.records.insert(key, record.clone());
-            Outcome::IssuanceRecorded {
-                issuer: record.issuer.clone(),
-                serial: record.serial.clone(),
-            }
+            Outcome::Batch(records.iter().map(|r| record_issuance(state, r)).collect())
         }
         Command::Revoke {
             issuer,
@@ -523,6 +492,48 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
             };
             push_policy(state, old.text, author.clone(), Some(*to_version), at_ms)
         }
+    }
+}
+
+fn record_issuance(state: &mut State, record: &IssuanceRecord) -> Outcome {
+    if record.serial.0.is_empty() || record.serial.0.len() > 20 {
+        return invalid("serial must be 1 to 20 bytes (RFC 5280 section 4.1.2.2)");
+    }
+    if record.not_after_ms <= record.not_before_ms {
+        return invalid("notAfter must be later than notBefore");
+    }
+    let leased = state
+        .leases
+        .get(&(record.issuer.clone(), record.node_id))
+        .is_some_and(|ls| ls.iter().any(|l| l.contains(record.sequence)));
+    if !leased {
+        return Outcome::Rejected(Rejection::SequenceNotLeased {
+            issuer: record.issuer.clone(),
+            node_id: record.node_id,
+            sequence: record.sequence,
+        });
+    }
+    let key = (record.issuer.clone(), record.serial.clone());
+    if state.records.contains_key(&key) {
+        return Outcome::Rejected(Rejection::DuplicateSerial {
+            issuer: record.issuer.clone(),
+            serial: record.serial.clone(),
+        });
+    }
+    state.expiry_index.insert((
+        record.not_after_ms,
+        record.issuer.clone(),
+        record.serial.clone(),
+    ));
+    state
+        .key_index
+        .entry(record.spki_hash)
+        .or_default()
+        .insert(key.clone());
+    state.records.insert(key, record.clone());
+    Outcome::IssuanceRecorded {
+        issuer: record.issuer.clone(),
+        serial: record.serial.clone(),
     }
 }
 

@@ -256,6 +256,51 @@ fn revocations_land_in_their_shard_and_bump_only_its_version() {
 }
 
 #[test]
+fn a_batch_of_records_answers_each_like_a_lone_record() {
+    let mut s = with_issuers();
+    apply(&mut s, &lease(1, "eu", 10));
+    apply(&mut s, &record(1, "eu", 0, &[1], 50_000));
+    let rec = |seq, serial: &[u8]| match record(1, "eu", seq, serial, 50_000).command {
+        Command::RecordIssuance(r) => r,
+        _ => unreachable!(),
+    };
+    let out = apply(
+        &mut s,
+        &Proposal::new(
+            2_000,
+            Command::RecordIssuances(vec![
+                rec(1, &[2]),
+                rec(0, &[1]),
+                rec(99, &[3]),
+                rec(2, &[4]),
+            ]),
+        ),
+    );
+    let Outcome::Batch(outs) = out else {
+        panic!("expected a batch outcome, got {out:?}")
+    };
+    assert!(matches!(outs[0], Outcome::IssuanceRecorded { .. }));
+    assert!(matches!(
+        outs[1],
+        Outcome::Rejected(Rejection::DuplicateSerial { .. })
+    ));
+    assert!(matches!(
+        outs[2],
+        Outcome::Rejected(Rejection::SequenceNotLeased { .. })
+    ));
+    assert!(matches!(outs[3], Outcome::IssuanceRecorded { .. }));
+    assert_eq!(s.record_count(), 3);
+    let empty = apply(
+        &mut s,
+        &Proposal::new(2_000, Command::RecordIssuances(vec![])),
+    );
+    assert!(matches!(
+        empty,
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+}
+
+#[test]
 fn issuers_need_a_sane_shard_count() {
     let mut s = State::default();
     for shards in [0, MAX_CRL_SHARDS + 1] {
@@ -356,6 +401,22 @@ fn arb_command() -> impl Strategy<Value = Proposal> {
             1u64..20_000
         )
             .prop_map(|(n, i, seq, serial, na)| record(n, &i, seq, &serial, na + 1_000)),
+        proptest::collection::vec(
+            (node.clone(), issuer.clone(), 0u64..200, any::<[u8; 3]>()),
+            1..4
+        )
+        .prop_map(|rs| {
+            let records = rs
+                .into_iter()
+                .map(
+                    |(n, i, seq, serial)| match record(n, &i, seq, &serial, 9_000).command {
+                        Command::RecordIssuance(r) => r,
+                        _ => unreachable!("record() builds a RecordIssuance"),
+                    },
+                )
+                .collect();
+            Proposal::new(2_000, Command::RecordIssuances(records))
+        }),
         (any::<bool>(), 0u64..20_000).prop_map(|(k, t)| Proposal::new(
             t,
             Command::RevokeByKey {

@@ -1,0 +1,124 @@
+//! Batching of issuance records into one Raft entry.
+//!
+//! Every issuance ends with its record committed through Raft. One entry per
+//! certificate pays the log's per-entry costs (a storage insert, an apply,
+//! a response channel, on every node) once per certificate; under load they,
+//! not the signatures, bound throughput. So a node's concurrent issuances
+//! hand their records to one task that proposes whatever has queued as a
+//! single `RecordIssuances`, with at most [`MAX_IN_FLIGHT`] proposals
+//! outstanding. An idle node proposes each record at once (no added
+//! latency); a busy one, fewer and larger entries. Each record is answered
+//! with its own outcome, so callers see what a lone proposal would give.
+
+use std::sync::Arc;
+
+use quorumca_consensus::{now_ms, ConsensusError, Node};
+use quorumca_ledger::{Command, IssuanceRecord, Outcome, Proposal};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::error::AuthorityError;
+
+const MAX_BATCH: usize = 128;
+const MAX_IN_FLIGHT: usize = 4;
+
+type Reply = Result<(Outcome, u64), AuthorityError>;
+
+pub(crate) struct RecordBatcher {
+    tx: mpsc::UnboundedSender<(IssuanceRecord, oneshot::Sender<Reply>)>,
+}
+
+impl RecordBatcher {
+    /// Starts the task; it ends when the batcher is dropped.
+    pub(crate) fn start(node: Arc<Node>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(rx, node));
+        Self { tx }
+    }
+
+    /// Commits one record (batched with others); its outcome and log index.
+    pub(crate) async fn record(&self, record: IssuanceRecord) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((record, reply))
+            .map_err(|_| AuthorityError::Internal("the record batcher has stopped".into()))?;
+        rx.await
+            .map_err(|_| AuthorityError::Internal("the record batcher dropped a record".into()))?
+    }
+}
+
+/// The same failure for every record of a batch that could not commit.
+fn fan_out(e: &ConsensusError) -> AuthorityError {
+    AuthorityError::Consensus(match e {
+        ConsensusError::Unavailable {
+            reason,
+            retry_after,
+        } => ConsensusError::Unavailable {
+            reason: reason.clone(),
+            retry_after: *retry_after,
+        },
+        ConsensusError::InvalidArgument(m) => ConsensusError::InvalidArgument(m.clone()),
+        other => ConsensusError::Stopped(other.to_string()),
+    })
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<(IssuanceRecord, oneshot::Sender<Reply>)>,
+    node: Arc<Node>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let node = node.clone();
+        tokio::spawn(async move {
+            propose(&node, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn propose(node: &Node, mut batch: Vec<(IssuanceRecord, oneshot::Sender<Reply>)>) {
+    if batch.len() == 1 {
+        let (record, reply) = batch.pop().expect("one record");
+        let r = node
+            .propose(Proposal::new(now_ms(), Command::RecordIssuance(record)))
+            .await
+            .map(|c| (c.outcome, c.log_index))
+            .map_err(AuthorityError::from);
+        let _ = reply.send(r);
+        return;
+    }
+    let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let n = records.len();
+    match node
+        .propose(Proposal::new(now_ms(), Command::RecordIssuances(records)))
+        .await
+    {
+        Ok(c) => match c.outcome {
+            Outcome::Batch(outs) if outs.len() == n => {
+                for (reply, o) in replies.into_iter().zip(outs) {
+                    let _ = reply.send(Ok((o, c.log_index)));
+                }
+            }
+            other => {
+                let msg = format!("a batch of {n} records was answered with {other:?}");
+                for reply in replies {
+                    let _ = reply.send(Err(AuthorityError::Internal(msg.clone())));
+                }
+            }
+        },
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(fan_out(&e)));
+            }
+        }
+    }
+}
