@@ -43,7 +43,7 @@ async fn thousands_of_concurrent_issuances_on_every_node_have_unique_random_seri
             .map(|i| csr(&format!("api{i}.payments.svc.cluster.local")))
             .collect(),
     );
-    let per_node = 600usize;
+    let per_node = 1_000usize;
     let mut tasks = Vec::new();
     for a in &auths {
         for w in 0..24usize {
@@ -94,7 +94,7 @@ async fn thousands_of_concurrent_issuances_on_every_node_have_unique_random_seri
     assert_eq!(hashes.len(), 1, "ledgers differ");
 
     // 64 random bits: the last 8 bytes of every serial are CSPRNG output.
-    // Over 1,800 serials the share of one bits must be near one half and no
+    // Over 3,000 serials the share of one bits must be near one half and no
     // two random parts may repeat.
     let rand_parts: BTreeSet<Vec<u8>> =
         all.iter().map(|(_, s)| s[s.len() - 8..].to_vec()).collect();
@@ -141,6 +141,11 @@ async fn chains_verify_and_revocations_show_in_crl_and_ocsp_of_other_nodes() {
         .await
         .unwrap();
     assert_eq!((good.issuer.as_str(), us.issuer.as_str()), ("eu", "us"));
+    let names = [
+        "good.payments.svc.cluster.local",
+        "bad.payments.svc.cluster.local",
+        "us.payments.svc.cluster.local",
+    ];
     for (i, issued) in [&good, &bad, &us].iter().enumerate() {
         let chain = write(dir.path(), &format!("chain{i}.pem"), &issued.chain_pem);
         // chain_pem = leaf then intermediate: verify the leaf with the
@@ -155,6 +160,11 @@ async fn chains_verify_and_revocations_show_in_crl_and_ocsp_of_other_nodes() {
             &chain,
         ]);
         assert!(ok, "{out}");
+        // And with webpki (rustls' verifier), an independent implementation.
+        let int_der = auths[0]
+            .node()
+            .read_local(|s| s.issuer(&issued.issuer).unwrap().cert_der.clone());
+        webpki_verify(&root_der, &int_der, &issued.cert_der, names[i]);
     }
 
     // Every node publishes every shard once before any revocation; that
@@ -394,4 +404,25 @@ async fn revocation_by_key_revokes_every_certificate_of_that_key_on_every_issuer
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no live certificate"), "{e}");
+}
+
+/// Verifies leaf -> intermediate -> root for TLS server use with webpki.
+fn webpki_verify(root: &[u8], int: &[u8], leaf: &[u8], name: &str) {
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    let root = CertificateDer::from(root.to_vec());
+    let anchor = webpki::anchor_from_trusted_cert(&root).expect("root parses");
+    let leaf = CertificateDer::from(leaf.to_vec());
+    let ee = webpki::EndEntityCert::try_from(&leaf).expect("leaf parses");
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &[anchor],
+        &[CertificateDer::from(int.to_vec())],
+        UnixTime::now(),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .expect("webpki accepts the chain");
+    ee.verify_is_valid_for_subject_name(&ServerName::try_from(name).unwrap())
+        .expect("webpki accepts the name");
 }
