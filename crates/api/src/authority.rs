@@ -244,6 +244,79 @@ impl Authority {
         Ok(())
     }
 
+    /// Generates the key of `region`'s intermediate on this node and returns
+    /// a CSR for the offline root to sign, plus the key sealed under the
+    /// cluster's KEK (opaque to the operator, who hands it back to
+    /// [`Authority::install_intermediate`]). Nothing is recorded yet.
+    pub fn prepare_intermediate(&self, region: &str) -> Result<(String, Vec<u8>), AuthorityError> {
+        check_issuer_id(region)?;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
+        let csr = quorumca_ca::intermediate_csr(&pkcs8, region)?;
+        Ok((csr, self.seal_key(&key, region)?))
+    }
+
+    /// Registers an intermediate signed by an offline root: checks that it
+    /// is a pathLen-0 CA signed by `root_der`, for the key sealed in
+    /// `sealed_key` (from [`Authority::prepare_intermediate`]), then records
+    /// the root (without a key) if the ledger has none, and the
+    /// intermediate with its sealed key.
+    pub async fn install_intermediate(
+        &self,
+        region: &str,
+        cert_der: &[u8],
+        root_der: &[u8],
+        sealed_key: &[u8],
+    ) -> Result<(), AuthorityError> {
+        check_issuer_id(region)?;
+        let sealed = decode_sealed(sealed_key)?;
+        let pkcs8 = quorumca_ca::unseal(self.kek()?, &sealed, region.as_bytes())?;
+        let now = now_ms() as i64 / 1000;
+        let info = quorumca_ca::check_intermediate(root_der, cert_der, &pkcs8, now)?;
+        let existing_root = self
+            .node
+            .read_linearizable(|s| s.issuer(ROOT_ID).map(|r| r.cert_der.clone()))
+            .await?;
+        match existing_root {
+            Some(der) if der != root_der => {
+                return Err(AuthorityError::InvalidArgument(
+                    "the cluster already trusts a different root; intermediates must chain to it"
+                        .into(),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                let root = x509_not_after(root_der)?;
+                self.register_issuer(IssuerRecord {
+                    id: ROOT_ID.into(),
+                    region: None,
+                    cert_der: root_der.to_vec(),
+                    sealed_key: None,
+                    parent: None,
+                    not_after_ms: root as u64 * 1000,
+                    crl_shards: 1,
+                })
+                .await?;
+            }
+        }
+        let p = Proposal::new(
+            now_ms(),
+            Command::RegisterIssuer(IssuerRecord {
+                id: region.into(),
+                region: Some(region.into()),
+                cert_der: cert_der.to_vec(),
+                sealed_key: Some(sealed_key.to_vec()),
+                parent: Some(ROOT_ID.into()),
+                not_after_ms: info.not_after as u64 * 1000,
+                crl_shards: self.cfg.crl_shards.max(1),
+            }),
+        );
+        match self.propose(p).await?.0 {
+            Outcome::IssuerRegistered { .. } => Ok(()),
+            o => Err(rejected(o)),
+        }
+    }
+
     /// Registers an issuer; losing a race to another node that registered
     /// the same id first is fine.
     async fn register_issuer(&self, rec: IssuerRecord) -> Result<(), AuthorityError> {
@@ -552,6 +625,28 @@ impl Authority {
             Err(e) => e.response_der(),
         }
     }
+}
+
+/// Issuer ids name regions and appear in URLs: keep them plain.
+fn check_issuer_id(id: &str) -> Result<(), AuthorityError> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id != ROOT_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthorityError::InvalidArgument(format!(
+            "region {id:?} must be 1-63 characters of a-z, 0-9 and '-' (and not {ROOT_ID:?})"
+        )))
+    }
+}
+
+/// notAfter of a certificate, Unix seconds.
+fn x509_not_after(der: &[u8]) -> Result<i64, AuthorityError> {
+    quorumca_ca::certificate_not_after(der).map_err(AuthorityError::Sign)
 }
 
 fn encode_sealed(s: &SealedKey) -> Vec<u8> {

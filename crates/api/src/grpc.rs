@@ -154,8 +154,47 @@ impl pb::certificate_service_server::CertificateService for Services {
     }
 }
 
+/// The DER of the first CERTIFICATE block of a PEM text.
+fn cert_der_of(pem: &str, what: &str) -> Result<Vec<u8>, AuthorityError> {
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let bad = || AuthorityError::InvalidArgument(format!("{what} is not a PEM certificate"));
+    let start = pem.find(begin).ok_or_else(bad)? + begin.len();
+    let stop = pem[start..].find(end).ok_or_else(bad)? + start;
+    let b64: String = pem[start..stop].split_whitespace().collect();
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).map_err(|_| bad())
+}
+
 #[tonic::async_trait]
 impl pb::authority_service_server::AuthorityService for Services {
+    async fn prepare_intermediate(
+        &self,
+        req: Request<pb::PrepareIntermediateRequest>,
+    ) -> Result<Response<pb::PrepareIntermediateResponse>, Status> {
+        let (csr_pem, sealed_key) = self
+            .0
+            .prepare_intermediate(&req.into_inner().region)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::PrepareIntermediateResponse {
+            csr_pem,
+            sealed_key,
+        }))
+    }
+
+    async fn install_intermediate(
+        &self,
+        req: Request<pb::InstallIntermediateRequest>,
+    ) -> Result<Response<pb::InstallIntermediateResponse>, Status> {
+        let r = req.into_inner();
+        let cert = cert_der_of(&r.certificate_pem, "certificate_pem").map_err(to_status)?;
+        let root = cert_der_of(&r.root_pem, "root_pem").map_err(to_status)?;
+        self.0
+            .install_intermediate(&r.region, &cert, &root, &r.sealed_key)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::InstallIntermediateResponse {}))
+    }
+
     async fn get_trust_bundle(
         &self,
         _req: Request<pb::GetTrustBundleRequest>,

@@ -174,7 +174,9 @@ fn pem_rfc7468_decode(input: &[u8]) -> Result<(String, Vec<u8>), der::Error> {
     Ok((label.to_string(), der.as_bytes().to_vec()))
 }
 
-fn classify_key(spki: &spki::SubjectPublicKeyInfoOwned) -> Result<KeyAlgorithm, CsrError> {
+pub(crate) fn classify_key(
+    spki: &spki::SubjectPublicKeyInfoOwned,
+) -> Result<KeyAlgorithm, CsrError> {
     let alg = spki.algorithm.oid;
     if alg == rfc5912::ID_EC_PUBLIC_KEY {
         let curve: ObjectIdentifier = spki
@@ -213,7 +215,22 @@ fn classify_key(spki: &spki::SubjectPublicKeyInfoOwned) -> Result<KeyAlgorithm, 
 }
 
 fn verify_signature(req: &CertReq, key: KeyAlgorithm, tbs: &[u8]) -> Result<(), CsrError> {
-    let sig_oid = req.algorithm.oid;
+    let alg = verification_alg(key, req.algorithm.oid)?;
+    let public_key = req.info.public_key.subject_public_key.raw_bytes();
+    let sig = req
+        .signature
+        .as_bytes()
+        .ok_or_else(|| CsrError::MalformedDer("signature has unused bits".into()))?;
+    UnparsedPublicKey::new(alg, public_key)
+        .verify(tbs, sig)
+        .map_err(|_| CsrError::BadSignature)
+}
+
+/// The ring verifier for a signature made with `sig_oid` by a `key`.
+pub(crate) fn verification_alg(
+    key: KeyAlgorithm,
+    sig_oid: ObjectIdentifier,
+) -> Result<&'static dyn VerificationAlgorithm, CsrError> {
     let unsupported = || {
         CsrError::UnsupportedSignature(
             const_oid::db::DB
@@ -247,14 +264,7 @@ fn verify_signature(req: &CertReq, key: KeyAlgorithm, tbs: &[u8]) -> Result<(), 
         }
         _ => return Err(unsupported()),
     };
-    let public_key = req.info.public_key.subject_public_key.raw_bytes();
-    let sig = req
-        .signature
-        .as_bytes()
-        .ok_or_else(|| CsrError::MalformedDer("signature has unused bits".into()))?;
-    UnparsedPublicKey::new(alg, public_key)
-        .verify(tbs, sig)
-        .map_err(|_| CsrError::BadSignature)
+    Ok(alg)
 }
 
 fn common_name(req: &CertReq) -> Option<String> {

@@ -27,6 +27,7 @@
 //! runs.
 #![forbid(unsafe_code)]
 
+mod chain;
 mod crl;
 mod csr;
 mod ocsp;
@@ -34,6 +35,7 @@ mod policy;
 mod seal;
 mod sign;
 
+pub use chain::{certificate_not_after, check_intermediate, intermediate_csr, IntermediateInfo};
 pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
 pub use csr::{
     parse_csr, public_key_of, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES,

@@ -830,3 +830,50 @@ fn public_key_of_finds_the_same_key_in_a_key_a_csr_and_a_certificate() {
         assert!(matches!(e, crate::CsrError::NoPublicKey(_)), "{e}");
     }
 }
+
+#[test]
+fn an_offline_signed_intermediate_is_checked_against_root_key_and_constraints() {
+    let v = Validity {
+        not_before: 1_700_000_000,
+        not_after: 2_000_000_000,
+    };
+    let now = 1_800_000_000;
+    let root = self_signed_root(
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+        "Offline Root",
+        v,
+        &[1],
+    )
+    .unwrap();
+    let other_root = self_signed_root(
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+        "Offline Root",
+        v,
+        &[1],
+    )
+    .unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let pkcs8 = key.serialize_der();
+    let csr = parse_csr(intermediate_csr(&pkcs8, "eu-west").unwrap().as_bytes()).unwrap();
+    let int = sign_intermediate_csr(&root, &csr, "QuorumCA eu-west", v, &[2]).unwrap();
+
+    let info = check_intermediate(&root.cert_der, &int, &pkcs8, now).unwrap();
+    assert_eq!(info.not_after, 2_000_000_000);
+
+    // Same subject, different root key: the signature gives it away.
+    let e = check_intermediate(&other_root.cert_der, &int, &pkcs8, now).unwrap_err();
+    assert!(e.to_string().contains("does not verify"), "{e}");
+    // A certificate for another key than the prepared one.
+    let other_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let e = check_intermediate(&root.cert_der, &int, &other_key.serialize_der(), now).unwrap_err();
+    assert!(e.to_string().contains("another key"), "{e}");
+    // Outside its validity.
+    let e = check_intermediate(&root.cert_der, &int, &pkcs8, 2_100_000_000).unwrap_err();
+    assert!(e.to_string().contains("not valid now"), "{e}");
+    // The root itself is no intermediate (no pathLen 0).
+    let root_key_pkcs8 = root.key().serialize_der();
+    let e = check_intermediate(&root.cert_der, &root.cert_der, &root_key_pkcs8, now).unwrap_err();
+    assert!(e.to_string().contains("pathLen 0"), "{e}");
+    // Garbage.
+    assert!(check_intermediate(&root.cert_der, b"junk", &pkcs8, now).is_err());
+}

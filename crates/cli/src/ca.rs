@@ -4,6 +4,11 @@
 //! certificate and the root key sealed under a passphrase (PBKDF2 +
 //! AES-256-GCM), and `sign-intermediate` unseals it only for the moment it
 //! signs an intermediate CSR. Run these on an offline machine.
+//!
+//! Between them, `prepare-intermediate` and `install-intermediate` talk to
+//! the cluster: a node generates the intermediate's key (it never leaves the
+//! cluster unsealed) and a CSR; after the offline signing, the certificate
+//! is checked and registered.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,6 +57,38 @@ pub enum CaCmd {
         /// Validity, e.g. 10y, 5y.
         #[arg(long, default_value = "10y")]
         validity: humantime::Duration,
+    },
+    /// Ask the cluster for a region's intermediate key: writes <region>.csr
+    /// (for sign-intermediate) and <region>.sealed-key (the key sealed
+    /// under the cluster's unseal secret) to --out-dir.
+    ///
+    /// Example: quorumca ca prepare-intermediate --region eu-west --out-dir ./eu-west
+    PrepareIntermediate {
+        #[command(flatten)]
+        conn: crate::cluster::Conn,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Register an intermediate signed by the offline root with the cluster.
+    ///
+    /// Example: quorumca ca install-intermediate --region eu-west --cert eu-west.pem \
+    ///            --root root/root.pem --sealed-key eu-west/eu-west.sealed-key
+    InstallIntermediate {
+        #[command(flatten)]
+        conn: crate::cluster::Conn,
+        #[arg(long)]
+        region: String,
+        /// The intermediate certificate from sign-intermediate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The offline root's certificate (PEM).
+        #[arg(long)]
+        root: PathBuf,
+        /// The <region>.sealed-key written by prepare-intermediate.
+        #[arg(long)]
+        sealed_key: PathBuf,
     },
     /// Sign an intermediate CA (pathLen 0) for a CSR with the offline root.
     ///
@@ -137,9 +174,62 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(cmd: CaCmd) -> anyhow::Result<()> {
+pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
+    use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
+    use quorumca_api::pb::{InstallIntermediateRequest, PrepareIntermediateRequest};
     let rng = SystemRandom::new();
     match cmd {
+        CaCmd::PrepareIntermediate {
+            conn,
+            region,
+            out_dir,
+        } => {
+            let mut c = AuthorityServiceClient::new(crate::client::channel(&conn.endpoints).await?);
+            let r = c
+                .prepare_intermediate(PrepareIntermediateRequest {
+                    region: region.clone(),
+                })
+                .await
+                .map_err(crate::client::status_error)?
+                .into_inner();
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            let csr = out_dir.join(format!("{region}.csr"));
+            let sealed = out_dir.join(format!("{region}.sealed-key"));
+            write_new(&csr, r.csr_pem.as_bytes(), 0o644)?;
+            write_new(&sealed, &r.sealed_key, 0o600)?;
+            crate::out!(
+                "wrote {} and {}\nnext, on the offline machine: quorumca ca sign-intermediate --csr {} --region {region} ...",
+                csr.display(),
+                sealed.display(),
+                csr.display()
+            );
+            Ok(())
+        }
+        CaCmd::InstallIntermediate {
+            conn,
+            region,
+            cert,
+            root,
+            sealed_key,
+        } => {
+            let read =
+                |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+            let mut c = AuthorityServiceClient::new(crate::client::channel(&conn.endpoints).await?);
+            c.install_intermediate(InstallIntermediateRequest {
+                region: region.clone(),
+                certificate_pem: String::from_utf8_lossy(&read(&cert)?).into_owned(),
+                root_pem: String::from_utf8_lossy(&read(&root)?).into_owned(),
+                sealed_key: read(&sealed_key)?,
+            })
+            .await
+            .map_err(crate::client::status_error)
+            .context("installing the intermediate")?;
+            crate::out!(
+                "intermediate {region} installed; nodes of region {region} now issue under it"
+            );
+            Ok(())
+        }
         CaCmd::InitRoot {
             out_dir,
             passphrase_file,

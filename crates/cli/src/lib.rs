@@ -83,7 +83,8 @@ pub enum Cmd {
     /// Profiles and namespaces: apply (with a diff), show, history, rollback.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
-    /// Offline root CA operations (init-root, sign-intermediate).
+    /// Root CA operations: init-root and sign-intermediate (offline),
+    /// prepare-intermediate and install-intermediate (with the cluster).
     #[command(subcommand)]
     Ca(ca::CaCmd),
 }
@@ -108,6 +109,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Crl(c) => certs::crl(c).await,
         Cmd::Bundle(c) => certs::bundle(c).await,
         Cmd::Policy(c) => policy::run(c).await,
-        Cmd::Ca(cmd) => ca::run(cmd),
+        Cmd::Ca(cmd) => ca::run(cmd).await,
     }
 }

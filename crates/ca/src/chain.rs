@@ -1,0 +1,135 @@
+//! Checks on an intermediate signed outside the cluster (by an offline
+//! root) before the cluster starts issuing under it.
+//!
+//! The flow: a node generates the intermediate's key and a CSR
+//! ([`intermediate_csr`]); the operator signs it on the offline machine
+//! (`quorumca ca sign-intermediate`); the node then checks the result with
+//! [`check_intermediate`] and registers it. The private key never leaves
+//! the cluster unsealed.
+
+use const_oid::AssociatedOid;
+use der::{Decode, Encode};
+use ring::signature::UnparsedPublicKey;
+use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::Certificate;
+
+use crate::csr::{classify_key, verification_alg};
+use crate::sign::SignError;
+
+/// What the cluster records about an intermediate it accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntermediateInfo {
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+fn bad(msg: impl Into<String>) -> SignError {
+    SignError::Lint(msg.into())
+}
+
+/// A CSR for an intermediate CA key (PKCS#8 DER), named after its region.
+pub fn intermediate_csr(key_pkcs8: &[u8], region: &str) -> Result<String, SignError> {
+    let key = rcgen::KeyPair::try_from(key_pkcs8).map_err(|e| SignError::Key(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "QuorumCA");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("QuorumCA {region}"));
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    csr.pem().map_err(|e| SignError::Build(e.to_string()))
+}
+
+/// notAfter of any certificate, Unix seconds.
+pub fn certificate_not_after(der: &[u8]) -> Result<i64, SignError> {
+    let c = Certificate::from_der(der)
+        .map_err(|e| bad(format!("the certificate does not parse: {e}")))?;
+    Ok(c.tbs_certificate
+        .validity
+        .not_after
+        .to_unix_duration()
+        .as_secs() as i64)
+}
+
+/// Checks that `int_der` is a CA certificate with pathLen 0, issued and
+/// signed by `root_der`, valid at `now`, for the key `key_pkcs8`.
+pub fn check_intermediate(
+    root_der: &[u8],
+    int_der: &[u8],
+    key_pkcs8: &[u8],
+    now: i64,
+) -> Result<IntermediateInfo, SignError> {
+    let root = Certificate::from_der(root_der)
+        .map_err(|e| bad(format!("the root certificate does not parse: {e}")))?;
+    let int = Certificate::from_der(int_der)
+        .map_err(|e| bad(format!("the intermediate certificate does not parse: {e}")))?;
+    if int.tbs_certificate.issuer != root.tbs_certificate.subject {
+        return Err(bad(format!(
+            "the intermediate was issued by {}, not by this root ({})",
+            int.tbs_certificate.issuer, root.tbs_certificate.subject
+        )));
+    }
+    let root_key = classify_key(&root.tbs_certificate.subject_public_key_info)
+        .map_err(|e| bad(format!("root key: {e}")))?;
+    let alg = verification_alg(root_key, int.signature_algorithm.oid)
+        .map_err(|e| bad(format!("intermediate signature: {e}")))?;
+    let tbs = int
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    let sig = int
+        .signature
+        .as_bytes()
+        .ok_or_else(|| bad("the intermediate's signature has unused bits"))?;
+    UnparsedPublicKey::new(
+        alg,
+        root.tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes(),
+    )
+    .verify(&tbs, sig)
+    .map_err(|_| bad("the intermediate's signature does not verify with the root's key"))?;
+
+    let bc = int
+        .tbs_certificate
+        .extensions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|e| e.extn_id == BasicConstraints::OID)
+        .ok_or_else(|| bad("the intermediate has no basicConstraints"))?;
+    let bc = BasicConstraints::from_der(bc.extn_value.as_bytes())
+        .map_err(|e| bad(format!("basicConstraints: {e}")))?;
+    if !bc.ca || bc.path_len_constraint != Some(0) {
+        return Err(bad(
+            "the intermediate must be a CA with pathLen 0 (sign it with `quorumca ca sign-intermediate`)",
+        ));
+    }
+
+    let key = rcgen::KeyPair::try_from(key_pkcs8).map_err(|e| SignError::Key(e.to_string()))?;
+    let spki = int
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    if rcgen::PublicKeyData::subject_public_key_info(&key) != spki {
+        return Err(bad(
+            "the intermediate certificate is for another key than the one this cluster prepared; sign the CSR from `quorumca ca prepare-intermediate`",
+        ));
+    }
+
+    let validity = &int.tbs_certificate.validity;
+    let not_before = validity.not_before.to_unix_duration().as_secs() as i64;
+    let not_after = validity.not_after.to_unix_duration().as_secs() as i64;
+    if now < not_before || now >= not_after {
+        return Err(bad(format!(
+            "the intermediate is not valid now (valid {not_before} to {not_after}, now {now})"
+        )));
+    }
+    Ok(IntermediateInfo { not_after })
+}
