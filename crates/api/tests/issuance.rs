@@ -426,3 +426,82 @@ fn webpki_verify(root: &[u8], int: &[u8], leaf: &[u8], name: &str) {
     ee.verify_is_valid_for_subject_name(&ServerName::try_from(name).unwrap())
         .expect("webpki accepts the name");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_records_leave_the_ledger_for_the_archive_and_their_crl_entries_go() {
+    let (_c, auths) = setup().await;
+    let mut short = request(csr("short.payments.svc.cluster.local"));
+    short.lifetime = Some(Duration::from_secs(1));
+    let short = auths[0].issue(short).await.unwrap();
+    let long = auths[0]
+        .issue(request(csr("long.payments.svc.cluster.local")))
+        .await
+        .unwrap();
+    auths[0]
+        .revoke("eu", &short.serial, RevocationReason::Superseded)
+        .await
+        .unwrap();
+    let shard = auths[0]
+        .node()
+        .read_linearizable({
+            let s = Serial(short.serial.clone());
+            move |st| st.revocation("eu", &s).unwrap().shard
+        })
+        .await
+        .unwrap();
+    auths[1].refresh_crls().await.unwrap();
+    let before = auths[1].crl("eu", shard, false).unwrap();
+
+    // Only the leader prunes.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let leader = auths
+        .iter()
+        .find(|a| a.node().is_leader())
+        .expect("a leader");
+    for a in auths.iter().filter(|a| !a.node().is_leader()) {
+        assert_eq!(a.prune_expired(Duration::ZERO).await.unwrap(), 0);
+    }
+    assert_eq!(leader.prune_expired(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        leader.prune_expired(Duration::ZERO).await.unwrap(),
+        0,
+        "nothing left"
+    );
+
+    for a in &auths {
+        a.node().read_linearizable(|_| ()).await.unwrap();
+        let (short_rec, long_rec, revoked) = a.node().read_local(|st| {
+            (
+                st.record("eu", &Serial(short.serial.clone())).is_some(),
+                st.record("eu", &Serial(long.serial.clone())).is_some(),
+                st.revocation("eu", &Serial(short.serial.clone())).is_some(),
+            )
+        });
+        assert!(
+            !short_rec && !revoked,
+            "expired record left node {}",
+            a.node().id()
+        );
+        assert!(long_rec, "a live record was pruned");
+        let archived = a
+            .node()
+            .archive()
+            .get("eu", &Serial(short.serial.clone()))
+            .unwrap()
+            .expect("archived on every node");
+        assert_eq!(archived.record.serial.0, short.serial);
+        assert!(
+            archived.revocation.is_some(),
+            "its revocation is archived with it"
+        );
+    }
+
+    // The shard changed, so it is rebuilt, without the expired entry.
+    assert!(auths[1].refresh_crls().await.unwrap() >= 1);
+    let after = auths[1].crl("eu", shard, false).unwrap();
+    assert!(after.number > before.number);
+    assert!(
+        after.der.len() < before.der.len(),
+        "the entry is gone from the CRL"
+    );
+}
