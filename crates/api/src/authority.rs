@@ -84,6 +84,10 @@ pub struct Issued {
     /// Validity, Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
+    /// True when this answers a retry: the certificate is the one the
+    /// first attempt with the same idempotency key recorded (and
+    /// `log_index` is 0).
+    pub replayed: bool,
 }
 
 struct LeaseCursor {
@@ -463,8 +467,76 @@ impl Authority {
         Ok(s)
     }
 
+    /// The certificate a first attempt with idempotency key `key` recorded,
+    /// if there was one: a retry after a lost answer (possibly sent to
+    /// another node) gets the same certificate, never a second one. A key
+    /// already used for another request or another public key is refused.
+    async fn replay(
+        &self,
+        key: &str,
+        spki_hash: &[u8; 32],
+        linearizable: bool,
+    ) -> Result<Option<Issued>, AuthorityError> {
+        let conflict = || {
+            AuthorityError::Rejected(Rejection::IdempotencyKeyConflict {
+                key: key.to_string(),
+            })
+        };
+        let find = |s: &quorumca_ledger::State| match s.idempotent_outcome(key) {
+            None => None,
+            Some(Outcome::IssuanceRecorded { issuer, serial }) => Some(
+                s.record(issuer, serial)
+                    .cloned()
+                    .zip(s.issuer(issuer).map(|i| i.cert_der.clone())),
+            ),
+            Some(_) => Some(None),
+        };
+        let found = if linearizable {
+            self.node.read_linearizable(find).await?
+        } else {
+            self.node.read_local(find)
+        };
+        let (record, issuer_der) = match found {
+            None => return Ok(None),
+            Some(None) => return Err(conflict()),
+            Some(Some(found)) => found,
+        };
+        if record.spki_hash != *spki_hash {
+            return Err(conflict());
+        }
+        let cert_der = record.full_der.ok_or_else(|| {
+            AuthorityError::Internal("a keyed issuance was recorded without its certificate".into())
+        })?;
+        Ok(Some(Issued {
+            chain_pem: format!(
+                "{}{}",
+                pem_encode("CERTIFICATE", &cert_der),
+                pem_encode("CERTIFICATE", &issuer_der)
+            ),
+            issuer: record.issuer,
+            serial: record.serial.0,
+            cert_der,
+            log_index: 0,
+            not_before: (record.not_before_ms / 1000) as i64,
+            not_after: (record.not_after_ms / 1000) as i64,
+            replayed: true,
+        }))
+    }
+
+    /// Issues a certificate for a CSR. With an idempotency key, retries are
+    /// safe: every attempt with the same key and key pair answers with the
+    /// one certificate recorded first.
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, AuthorityError> {
         let csr = parse_csr(&req.csr)?;
+        let spki_hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &csr.spki_der)
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
+        if let Some(key) = &req.idempotency_key {
+            if let Some(done) = self.replay(key, &spki_hash, false).await? {
+                return Ok(done);
+            }
+        }
         let policy = self.current_policy().await?;
         let now = now_ms() as i64 / 1000;
         let decision = policy.decide(&req.namespace, &req.profile, &csr, req.lifetime, now)?;
@@ -508,11 +580,14 @@ impl Authority {
             not_before_ms: decision.validity.not_before as u64 * 1000,
             not_after_ms: decision.validity.not_after as u64 * 1000,
             subject_digest: digest(names.as_bytes()),
-            spki_hash: digest(&csr.spki_der),
+            spki_hash,
             profile: decision.profile.clone(),
             namespace: decision.namespace.clone(),
             requester: req.requester.clone(),
-            full_der: (decision.store == Store::Full).then(|| cert_der.clone()),
+            // A keyed issuance keeps its DER so a retry can be answered
+            // with this very certificate.
+            full_der: (decision.store == Store::Full || req.idempotency_key.is_some())
+                .then(|| cert_der.clone()),
         };
         // A record with an idempotency key is its own proposal (the key
         // covers exactly one request); the others are batched.
@@ -530,8 +605,17 @@ impl Authority {
             }
         };
         match outcome {
-            // A retry with the same key carries a new serial, so the ledger
-            // refuses it (key conflict) rather than recording twice.
+            // A concurrent attempt with the same key won: answer with its
+            // certificate (this one's serial is simply never used).
+            Outcome::Rejected(Rejection::IdempotencyKeyConflict { .. })
+                if req.idempotency_key.is_some() =>
+            {
+                let key = req.idempotency_key.as_deref().expect("checked");
+                match self.replay(key, &spki_hash, true).await? {
+                    Some(done) => Ok(done),
+                    None => Err(rejected(outcome)),
+                }
+            }
             Outcome::IssuanceRecorded { issuer, .. } => {
                 let chain_pem = format!(
                     "{}{}",
@@ -546,19 +630,35 @@ impl Authority {
                     log_index,
                     not_before: decision.validity.not_before,
                     not_after: decision.validity.not_after,
+                    replayed: false,
                 })
             }
             o => Err(rejected(o)),
         }
     }
 
+    /// Revokes one certificate; returns when it was revoked (Unix ms) and
+    /// the log index of the revocation.
     pub async fn revoke(
         &self,
         issuer: &str,
         serial: &[u8],
         reason: RevocationReason,
     ) -> Result<(u64, u64), AuthorityError> {
-        let p = Proposal::new(
+        self.revoke_with_key(issuer, serial, reason, None).await
+    }
+
+    /// Like [`Authority::revoke`]; with an idempotency key a retry of the
+    /// same revocation answers with the first one's time (and log index 0)
+    /// instead of "already revoked".
+    pub async fn revoke_with_key(
+        &self,
+        issuer: &str,
+        serial: &[u8],
+        reason: RevocationReason,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u64, u64), AuthorityError> {
+        let mut p = Proposal::new(
             now_ms(),
             Command::Revoke {
                 issuer: issuer.into(),
@@ -567,8 +667,24 @@ impl Authority {
                 revoked_at_ms: now_ms(),
             },
         );
+        p.idempotency_key = idempotency_key.map(String::from);
         match self.propose(p).await? {
             (Outcome::Revoked { revoked_at_ms, .. }, index) => Ok((revoked_at_ms, index)),
+            (o @ Outcome::Rejected(Rejection::IdempotencyKeyConflict { .. }), _) => {
+                let key = idempotency_key.expect("only keyed proposals conflict");
+                let first = self
+                    .node
+                    .read_linearizable(|s| s.idempotent_outcome(key).cloned())
+                    .await?;
+                match first {
+                    Some(Outcome::Revoked {
+                        issuer: i,
+                        serial: s,
+                        revoked_at_ms,
+                    }) if i == issuer && s.0 == serial => Ok((revoked_at_ms, 0)),
+                    _ => Err(rejected(o)),
+                }
+            }
             (o, _) => Err(rejected(o)),
         }
     }

@@ -116,6 +116,7 @@ impl pb::certificate_service_server::CertificateService for Services {
             not_before: issued.not_before,
             not_after: issued.not_after,
             log_index: issued.log_index,
+            replayed: issued.replayed,
         }))
     }
 
@@ -126,9 +127,10 @@ impl pb::certificate_service_server::CertificateService for Services {
         let r = req.into_inner();
         let serial = parse_serial(&r.serial).map_err(to_status)?;
         let reason = reason_of(r.reason).map_err(to_status)?;
+        let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
         let (revoked_at_ms, log_index) = self
             .0
-            .revoke(&r.issuer, &serial, reason)
+            .revoke_with_key(&r.issuer, &serial, reason, key)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RevokeResponse {

@@ -505,3 +505,78 @@ async fn expired_records_leave_the_ledger_for_the_archive_and_their_crl_entries_
         "the entry is gone from the CRL"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_with_an_idempotency_key_get_the_first_certificate_on_any_node() {
+    let (_c, auths) = setup().await;
+    let count = |a: &Arc<Authority>| a.node().read_local(|s| s.record_count());
+    let the_csr = csr("retry.payments.svc.cluster.local");
+    let keyed = |key: &str, csr: Vec<u8>| IssueRequest {
+        idempotency_key: Some(key.into()),
+        ..request(csr)
+    };
+
+    let first = auths[0].issue(keyed("k-1", the_csr.clone())).await.unwrap();
+    assert!(!first.replayed);
+    // The answer was "lost"; the client retries on another node.
+    let again = auths[1].issue(keyed("k-1", the_csr.clone())).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        (again.serial.clone(), again.cert_der.clone()),
+        (first.serial.clone(), first.cert_der.clone())
+    );
+    assert_eq!(again.chain_pem, first.chain_pem);
+
+    // Concurrent retries racing each other on every node: one certificate.
+    let before = count(&auths[0]);
+    let mut tasks = Vec::new();
+    let racing_csr = csr("race.payments.svc.cluster.local");
+    for i in 0..9 {
+        let a = auths[i % 3].clone();
+        let r = keyed("k-race", racing_csr.clone());
+        tasks.push(tokio::spawn(async move { a.issue(r).await.unwrap() }));
+    }
+    let mut serials = BTreeSet::new();
+    for t in tasks {
+        serials.insert(t.await.unwrap().serial);
+    }
+    assert_eq!(serials.len(), 1, "one key, one certificate");
+    auths[0].node().read_linearizable(|_| ()).await.unwrap();
+    assert_eq!(count(&auths[0]), before + 1);
+
+    // The same key for another key pair is a client bug: refused.
+    let e = auths[2]
+        .issue(keyed("k-1", csr("retry.payments.svc.cluster.local")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("idempotency key"), "{e}");
+    assert_eq!(e.code(), quorumca_api::StatusCode::FailedPrecondition);
+
+    // Revocation: a keyed retry answers with the first revocation; an
+    // unkeyed repeat is "already revoked".
+    let (at, index) = auths[0]
+        .revoke_with_key(
+            "eu",
+            &first.serial,
+            RevocationReason::Superseded,
+            Some("r-1"),
+        )
+        .await
+        .unwrap();
+    assert!(index > 0);
+    let (at2, index2) = auths[1]
+        .revoke_with_key(
+            "eu",
+            &first.serial,
+            RevocationReason::Superseded,
+            Some("r-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((at2, index2), (at, 0));
+    let e = auths[1]
+        .revoke("eu", &first.serial, RevocationReason::Superseded)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already revoked"), "{e}");
+}

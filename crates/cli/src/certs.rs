@@ -341,6 +341,7 @@ pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
                 issuer: issuer.clone(),
                 serial: serial.clone(),
                 reason: a.reason.pb() as i32,
+                idempotency_key: random_key(),
             })
             .await
             .map_err(status_error)

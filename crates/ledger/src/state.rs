@@ -144,6 +144,12 @@ impl State {
             })
     }
 
+    /// The first outcome recorded under an idempotency key, while the key
+    /// is remembered: what a retried request must be answered with.
+    pub fn idempotent_outcome(&self, key: &str) -> Option<&Outcome> {
+        self.idempotency.get(key).map(|r| &r.outcome)
+    }
+
     pub fn crl_number(&self, issuer: &str) -> u64 {
         self.crl_numbers.get(issuer).copied().unwrap_or(0)
     }

@@ -192,6 +192,11 @@ fn idempotency_key_returns_first_outcome() {
         apply(&mut s, &other),
         Outcome::Rejected(Rejection::IdempotencyKeyConflict { .. })
     ));
+    // Readable, so a retry that cannot resend the identical command (a new
+    // signature, a new timestamp) can still be answered with the first
+    // outcome.
+    assert_eq!(s.idempotent_outcome("k1"), Some(&first));
+    assert_eq!(s.idempotent_outcome("k2"), None);
 }
 
 #[test]

@@ -1,0 +1,518 @@
+//! # quorumca-client: talking to a QuorumCA cluster from Rust
+//!
+//! Owns the client side of the public API: which node to ask, what to do
+//! when it does not answer, and making retries safe. It decides nothing
+//! about certificates (the cluster does).
+//!
+//! - **Endpoints by region**: the local region's nodes are tried first, the
+//!   others after, so a regional outage fails over to another region.
+//! - **Sticky with failover**: calls go to the node that last answered;
+//!   on UNAVAILABLE, a deadline or a transport error the next node is tried.
+//! - **Backoff with full jitter** between attempts, and a **circuit
+//!   breaker** per endpoint: after consecutive failures a node is skipped
+//!   for a cool-down, then tried again.
+//! - **Deadlines**: each attempt and each call as a whole are bounded.
+//! - **Idempotent retries**: every `issue` and `revoke` carries an
+//!   idempotency key (generated when the caller gives none), so a retry
+//!   after a lost answer gets the first answer back and never issues twice.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quorumca_client::ClientError> {
+//! use quorumca_client::{Client, ClientConfig, Endpoint};
+//! use quorumca_api::pb::IssueRequest;
+//!
+//! let client = Client::new(ClientConfig::new(vec![
+//!     Endpoint::parse("eu-west=10.0.0.1:7201")?,
+//!     Endpoint::parse("us-east=10.1.0.1:7201")?,
+//! ]).local_region("eu-west"))?;
+//! let issued = client
+//!     .issue(IssueRequest {
+//!         csr: std::fs::read("req.pem").unwrap(),
+//!         namespace: "payments".into(),
+//!         profile: "service".into(),
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//! println!("{}", issued.chain_pem);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod breaker;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use quorumca_api::pb;
+use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
+use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
+use quorumca_api::pb::policy_service_client::PolicyServiceClient;
+use rand::Rng;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::breaker::Breaker;
+
+/// One node's public API address, and its region if known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: String,
+    pub region: Option<String>,
+}
+
+impl Endpoint {
+    /// `host:port`, or `region=host:port`.
+    pub fn parse(s: &str) -> Result<Self, ClientError> {
+        let (region, addr) = match s.split_once('=') {
+            Some((r, a)) => (Some(r.trim().to_string()), a.trim()),
+            None => (None, s.trim()),
+        };
+        let ok = addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok || region.as_deref() == Some("") {
+            return Err(ClientError::Endpoint(format!(
+                "{s:?} is not host:port or region=host:port"
+            )));
+        }
+        Ok(Self {
+            addr: addr.to_string(),
+            region,
+        })
+    }
+}
+
+/// How the client behaves; [`ClientConfig::new`] gives production defaults.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub endpoints: Vec<Endpoint>,
+    /// Endpoints of this region are tried first.
+    pub local_region: Option<String>,
+    pub connect_timeout: Duration,
+    /// Deadline of one attempt on one node.
+    pub attempt_timeout: Duration,
+    /// Deadline of a whole call, retries included.
+    pub call_timeout: Duration,
+    /// Backoff before retry n is uniform in [0, min(max, base * 2^n)].
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Consecutive failures that open a node's breaker, and how long it
+    /// stays open before the node is tried again.
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            endpoints,
+            local_region: None,
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            breaker_failures: 3,
+            breaker_cooldown: Duration::from_secs(5),
+        }
+    }
+
+    pub fn local_region(mut self, region: impl Into<String>) -> Self {
+        self.local_region = Some(region.into());
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster answered with an error that retrying will not fix; the
+    /// message says what to change.
+    #[error("{message} ({code:?})")]
+    Status { code: Code, message: String },
+    /// Every attempt failed with a retryable error until the call deadline.
+    #[error("no node answered within {timeout:?} ({attempts} attempts); last error: {last}")]
+    Exhausted {
+        timeout: Duration,
+        attempts: u32,
+        last: String,
+    },
+    #[error("bad endpoint: {0}")]
+    Endpoint(String),
+}
+
+impl ClientError {
+    /// The gRPC code, when the cluster gave one.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            Self::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+struct Node {
+    endpoint: Endpoint,
+    channel: Channel,
+    breaker: Mutex<Breaker>,
+}
+
+/// Counters, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub calls: u64,
+    pub attempts: u64,
+    pub failovers: u64,
+}
+
+pub struct Client {
+    cfg: ClientConfig,
+    nodes: Vec<Node>,
+    /// Index of the node that answered last: calls stick to it.
+    current: AtomicUsize,
+    calls: AtomicU64,
+    attempts: AtomicU64,
+    failovers: AtomicU64,
+}
+
+/// Errors that say "try another node": nothing was decided, or the answer
+/// was lost. Safe to retry because every mutating call is idempotent.
+fn retryable(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
+    )
+}
+
+/// A fresh random idempotency key (128 bits, hex).
+pub fn new_idempotency_key() -> String {
+    hex::encode(rand::thread_rng().gen::<[u8; 16]>())
+}
+
+impl Client {
+    /// Builds the client; connections open lazily on first use.
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
+        if cfg.endpoints.is_empty() {
+            return Err(ClientError::Endpoint(
+                "no endpoints given (set QUORUMCA_ENDPOINTS or pass --endpoints)".into(),
+            ));
+        }
+        let mut eps = cfg.endpoints.clone();
+        // Local region first, keeping the given order within each group.
+        eps.sort_by_key(|e| match (&cfg.local_region, &e.region) {
+            (Some(l), Some(r)) if l == r => 0,
+            _ => 1,
+        });
+        let nodes = eps
+            .into_iter()
+            .map(|endpoint| {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("http://{}", endpoint.addr))
+                        .map_err(|e| ClientError::Endpoint(format!("{}: {e}", endpoint.addr)))?
+                        .connect_timeout(cfg.connect_timeout)
+                        .tcp_nodelay(true)
+                        .connect_lazy();
+                Ok(Node {
+                    endpoint,
+                    channel,
+                    breaker: Mutex::new(Breaker::default()),
+                })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Self {
+            cfg,
+            nodes,
+            current: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+        })
+    }
+
+    /// The endpoint calls currently go to.
+    pub fn current_endpoint(&self) -> &Endpoint {
+        &self.nodes[self.current.load(Ordering::Relaxed) % self.nodes.len()].endpoint
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            calls: self.calls.load(Ordering::Relaxed),
+            attempts: self.attempts.load(Ordering::Relaxed),
+            failovers: self.failovers.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The node to try next, starting from `from`: the first whose breaker
+    /// admits a call; if every breaker is open, the one that reopens first.
+    fn pick(&self, from: usize) -> usize {
+        let n = self.nodes.len();
+        let now = Instant::now();
+        (0..n)
+            .map(|i| (from + i) % n)
+            .find(|&i| self.nodes[i].breaker.lock().expect("breaker").admits(now))
+            .unwrap_or_else(|| {
+                (0..n)
+                    .min_by_key(|&i| self.nodes[i].breaker.lock().expect("breaker").open_until())
+                    .expect("at least one node")
+            })
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let cap = self
+            .cfg
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cfg.backoff_max);
+        cap.mul_f64(rand::thread_rng().gen::<f64>())
+    }
+
+    /// Runs `f` against nodes until it succeeds, fails for good, or the
+    /// call deadline passes. `f` must be idempotent.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + self.cfg.call_timeout;
+        let mut idx = self.pick(self.current.load(Ordering::Relaxed));
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            self.attempts.fetch_add(1, Ordering::Relaxed);
+            let node = &self.nodes[idx];
+            let left = deadline.saturating_duration_since(Instant::now());
+            let budget = self.cfg.attempt_timeout.min(left);
+            let result = match tokio::time::timeout(budget, f(node.channel.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "{} did not answer within {budget:?}",
+                    node.endpoint.addr
+                ))),
+            };
+            match result {
+                Ok(v) => {
+                    node.breaker.lock().expect("breaker").success();
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(s) if retryable(&s) => {
+                    tracing::debug!(endpoint = %node.endpoint.addr, code = ?s.code(), message = s.message(), "attempt failed; failing over");
+                    node.breaker.lock().expect("breaker").failure(
+                        Instant::now(),
+                        self.cfg.breaker_failures,
+                        self.cfg.breaker_cooldown,
+                    );
+                    let nap = self.backoff(attempt - 1);
+                    if Instant::now() + nap >= deadline {
+                        return Err(ClientError::Exhausted {
+                            timeout: self.cfg.call_timeout,
+                            attempts: attempt,
+                            last: format!(
+                                "{}: {} ({:?})",
+                                node.endpoint.addr,
+                                s.message(),
+                                s.code()
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(nap).await;
+                    let next = self.pick((idx + 1) % self.nodes.len());
+                    if next != idx {
+                        self.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    idx = next;
+                }
+                Err(s) => {
+                    return Err(ClientError::Status {
+                        code: s.code(),
+                        message: s.message().to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Issues a certificate. Without an idempotency key one is generated, so
+    /// the retries this client makes can never issue twice.
+    pub async fn issue(&self, mut req: pb::IssueRequest) -> Result<pb::IssueResponse, ClientError> {
+        if req.idempotency_key.is_empty() {
+            req.idempotency_key = new_idempotency_key();
+        }
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                CertificateServiceClient::new(ch)
+                    .issue(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Revokes a certificate, idempotently (a key is generated if absent).
+    pub async fn revoke(
+        &self,
+        mut req: pb::RevokeRequest,
+    ) -> Result<pb::RevokeResponse, ClientError> {
+        if req.idempotency_key.is_empty() {
+            req.idempotency_key = new_idempotency_key();
+        }
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                CertificateServiceClient::new(ch)
+                    .revoke(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// Revokes every certificate of a key (idempotent by nature: a repeat
+    /// revokes nothing new).
+    pub async fn revoke_by_key(
+        &self,
+        req: pb::RevokeByKeyRequest,
+    ) -> Result<pb::RevokeByKeyResponse, ClientError> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                CertificateServiceClient::new(ch)
+                    .revoke_by_key(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    pub async fn trust_bundle(&self) -> Result<pb::TrustBundle, ClientError> {
+        self.call(|ch| async move {
+            AuthorityServiceClient::new(ch)
+                .get_trust_bundle(pb::GetTrustBundleRequest {})
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    pub async fn crl(&self, req: pb::GetCrlRequest) -> Result<pb::GetCrlResponse, ClientError> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                AuthorityServiceClient::new(ch)
+                    .get_crl(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// The current policy (version 0) or one version of it.
+    pub async fn policy(&self, version: u64) -> Result<pb::PolicyVersion, ClientError> {
+        self.call(|ch| async move {
+            PolicyServiceClient::new(ch)
+                .get_policy(pb::GetPolicyRequest { version })
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_with_or_without_region() {
+        assert_eq!(
+            Endpoint::parse("10.0.0.1:7201").unwrap(),
+            Endpoint {
+                addr: "10.0.0.1:7201".into(),
+                region: None
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("eu-west=ca1.example:7201")
+                .unwrap()
+                .region
+                .as_deref(),
+            Some("eu-west")
+        );
+        for bad in ["", "host", "host:", ":7201", "=h:1", "h:99999"] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn local_region_comes_first_and_order_is_otherwise_kept() {
+        let eps = ["us=a:1", "eu=b:2", "us=c:3", "eu=d:4"]
+            .iter()
+            .map(|s| Endpoint::parse(s).unwrap())
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let c = Client::new(ClientConfig::new(eps).local_region("eu")).unwrap();
+        let order: Vec<&str> = c.nodes.iter().map(|n| n.endpoint.addr.as_str()).collect();
+        assert_eq!(order, ["b:2", "d:4", "a:1", "c:3"]);
+        assert!(Client::new(ClientConfig::new(vec![])).is_err());
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let c = Client::new(ClientConfig::new(vec![Endpoint::parse("a:1").unwrap()])).unwrap();
+        for attempt in 0..40 {
+            let cap = Duration::from_millis(50)
+                .saturating_mul(1 << attempt.min(16))
+                .min(Duration::from_secs(2));
+            assert!(c.backoff(attempt) <= cap);
+        }
+        let samples: std::collections::BTreeSet<_> = (0..20).map(|_| c.backoff(5)).collect();
+        assert!(samples.len() > 10, "no jitter: {samples:?}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_nodes_fail_over_and_end_in_a_clear_error() {
+        // Two ports nobody listens on: every attempt is a transport error.
+        let ports: Vec<u16> = (0..2)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let mut cfg = ClientConfig::new(
+            ports
+                .iter()
+                .map(|p| Endpoint::parse(&format!("127.0.0.1:{p}")).unwrap())
+                .collect(),
+        );
+        cfg.call_timeout = Duration::from_millis(600);
+        cfg.backoff_base = Duration::from_millis(5);
+        let c = Client::new(cfg).unwrap();
+        let e = c.trust_bundle().await.unwrap_err();
+        assert!(matches!(e, ClientError::Exhausted { .. }), "{e}");
+        let s = c.stats();
+        assert!(s.attempts >= 2 && s.failovers >= 1, "{s:?}");
+    }
+}
