@@ -110,6 +110,7 @@ struct StatusOut {
     applied_index: u64,
     snapshot_index: u64,
     ledger_hash: String,
+    live_certificates: u64,
     members: Vec<MemberOut>,
 }
 
@@ -167,6 +168,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                         applied_index: s.applied_index,
                         snapshot_index: s.snapshot_index,
                         ledger_hash: s.ledger_hash,
+                        live_certificates: s.live_certificates,
                         members: members_out(&s.members),
                     },
                     None => StatusOut {
@@ -194,6 +196,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                                 s.term.to_string(),
                                 s.commit_index.to_string(),
                                 s.applied_index.to_string(),
+                                s.live_certificates.to_string(),
                                 s.ledger_hash.chars().take(12).collect(),
                             ]
                         })
@@ -203,7 +206,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                         table(
                             &[
                                 "ENDPOINT", "NODE", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED",
-                                "LEDGER"
+                                "CERTS", "LEDGER"
                             ],
                             &rows
                         )

@@ -88,6 +88,7 @@ pub struct Status {
     pub snapshot_index: u64,
     pub members: Vec<Member>,
     pub ledger_hash: String,
+    pub live_certificates: u64,
 }
 
 /// A committed proposal: where it landed and what applying it answered.
@@ -424,11 +425,12 @@ impl Inner {
             ServerState::Learner => "Learner",
             ServerState::Shutdown => "Shutdown",
         };
-        let (applied, hash) = {
+        let (applied, hash, live) = {
             let a = self.view.read();
             (
                 a.last_applied.as_ref().map(|l| l.index).unwrap_or(0),
                 hex::encode(a.state.hash()),
+                a.state.record_count() as u64,
             )
         };
         Status {
@@ -442,6 +444,7 @@ impl Inner {
             snapshot_index: m.snapshot.as_ref().map(|l| l.index).unwrap_or(0),
             members: self.members(),
             ledger_hash: hash,
+            live_certificates: live,
         }
     }
 

@@ -148,6 +148,7 @@ impl Cluster for ClusterService {
             members: s.members.iter().map(member_pb).collect(),
             ledger_hash: s.ledger_hash,
             snapshot_index: s.snapshot_index,
+            live_certificates: s.live_certificates,
         }))
     }
 

@@ -1,0 +1,217 @@
+//! The client library against real `quorumca server` processes: the node
+//! the client talks to is killed with SIGKILL in the middle of a run of
+//! Issue calls. Every call must still complete (failover, retries with the
+//! same idempotency key), and the ledger must hold exactly one record per
+//! call: no retry issued twice.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quorumca_api::pb::policy_service_client::PolicyServiceClient;
+use quorumca_api::pb::{ApplyPolicyRequest, IssueRequest};
+use quorumca_api::testing::{test_csr, TEST_POLICY};
+use quorumca_client::{Client, ClientConfig, Endpoint};
+use quorumca_consensus::pb::cluster_client::ClusterClient;
+use quorumca_consensus::pb::StatusRequest;
+use support::{free_ports, Procs, BIN};
+
+struct Ports {
+    raft: u16,
+    api: u16,
+    http: u16,
+}
+
+fn write_configs(dir: &Path, ports: &[Ports]) -> Vec<std::path::PathBuf> {
+    let secret = dir.join("unseal.secret");
+    std::fs::write(&secret, "failover test secret, 32+ bytes long\n").unwrap();
+    let mut paths = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let id = i + 1;
+        let mut s = format!(
+            "node_id = {id}\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nregion = \"r{id}\"\nzone = \"z{id}\"\n\
+             [raft]\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
+             [api]\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\npublic_url = \"http://ca.test\"\n\
+             unseal_secret_file = \"{}\"\nhierarchy = \"internal-root\"\nkdf_iterations = 1000\n",
+            p.raft,
+            dir.join(format!("node{id}")).display(),
+            p.api,
+            p.http,
+            secret.display()
+        );
+        for (j, q) in ports.iter().enumerate() {
+            s.push_str(&format!(
+                "[[peers]]\nnode_id = {}\naddr = \"127.0.0.1:{}\"\nregion = \"r{}\"\nzone = \"z{}\"\n",
+                j + 1,
+                q.raft,
+                j + 1,
+                j + 1
+            ));
+        }
+        let path = dir.join(format!("node{id}.toml"));
+        std::fs::write(&path, s).unwrap();
+        paths.push(path);
+    }
+    paths
+}
+
+fn spawn(cfg: &Path) -> Child {
+    Command::new(BIN)
+        .args(["--log", "warn", "server", "--config"])
+        .arg(cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start quorumca server")
+}
+
+async fn live_certificates(api_port: u16) -> Option<u64> {
+    let mut c = ClusterClient::connect(format!("http://127.0.0.1:{api_port}"))
+        .await
+        .ok()?;
+    Some(
+        c.status(StatusRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .live_certificates,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = free_ports(9);
+    let ports: Vec<Ports> = (0..3)
+        .map(|i| Ports {
+            raft: p[i],
+            api: p[3 + i],
+            http: p[6 + i],
+        })
+        .collect();
+    let cfgs = write_configs(dir.path(), &ports);
+    let mut procs = Procs(cfgs.iter().map(|c| spawn(c)).collect());
+
+    let mut cfg = ClientConfig::new(
+        ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Endpoint::parse(&format!("r{}=127.0.0.1:{}", i + 1, p.api)).unwrap())
+            .collect(),
+    );
+    cfg.backoff_base = Duration::from_millis(20);
+    cfg.attempt_timeout = Duration::from_secs(5);
+    let client = Arc::new(Client::new(cfg).unwrap());
+
+    // Wait for the hierarchy (root + 3 regions), then apply the policy.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(b) = client.trust_bundle().await {
+            if b.issuers.len() == 4 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "hierarchy not created");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut policy = PolicyServiceClient::connect(format!("http://127.0.0.1:{}", ports[0].api))
+        .await
+        .unwrap();
+    policy
+        .apply_policy(ApplyPolicyRequest {
+            text: TEST_POLICY.into(),
+            expected_version: 0,
+            dry_run: false,
+            author: "test".into(),
+        })
+        .await
+        .unwrap();
+
+    let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..8)
+            .map(|i| test_csr(&format!("f{i}.payments.svc.cluster.local")))
+            .collect(),
+    );
+    let done = Arc::new(AtomicUsize::new(0));
+    let (workers, per_worker) = (6usize, 50usize);
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (client, csrs, done) = (client.clone(), csrs.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..per_worker {
+                let r = client
+                    .issue(IssueRequest {
+                        csr: csrs[(w + i) % csrs.len()].clone(),
+                        namespace: "payments".into(),
+                        profile: "web".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("call {w}/{i} failed: {e}"));
+                out.push((r.issuer, r.serial));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            out
+        }));
+    }
+
+    // Mid-run, SIGKILL the node the client is talking to.
+    while done.load(Ordering::Relaxed) < workers * per_worker / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let victim_addr = client.current_endpoint().addr.clone();
+    let victim = ports
+        .iter()
+        .position(|p| victim_addr.ends_with(&format!(":{}", p.api)))
+        .unwrap();
+    let killed_at = done.load(Ordering::Relaxed);
+    let _ = procs.0[victim].kill();
+    let _ = procs.0[victim].wait();
+
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let total = workers * per_worker;
+    assert_eq!(all.len(), total);
+    assert!(killed_at < total, "the kill happened mid-run");
+    let unique: BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(unique.len(), total, "two calls got the same certificate");
+    let stats = client.stats();
+    assert!(stats.failovers >= 1, "{stats:?}");
+    assert_ne!(client.current_endpoint().addr, victim_addr);
+
+    // Exactly one record per call on both survivors: retries never issued
+    // a second certificate.
+    for (i, p) in ports.iter().enumerate() {
+        if i == victim {
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let live = live_certificates(p.api).await;
+            if live == Some(total as u64) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} holds {live:?} records for {total} calls",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    eprintln!(
+        "{total} calls, node {} killed after {killed_at}; {} attempts, {} failovers",
+        victim + 1,
+        stats.attempts,
+        stats.failovers
+    );
+}
