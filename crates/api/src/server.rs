@@ -213,7 +213,12 @@ pub struct ApiServer {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The gRPC and HTTP servers: stopped gracefully, within a bound.
+    servers: Vec<JoinHandle<()>>,
+    /// CRL rebuilds, pruning, hierarchy creation: aborted on shutdown (a
+    /// proposal they have in flight either commits or does not; both are
+    /// fine), so a node without quorum still stops at once.
+    background: Vec<JoinHandle<()>>,
 }
 
 async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
@@ -254,7 +259,8 @@ pub async fn serve(
         },
     ));
     let (stop, stopped) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut servers = Vec::new();
+    let mut background = Vec::new();
 
     let services = Services(authority.clone());
     let grpc = tonic::transport::Server::builder()
@@ -280,7 +286,7 @@ pub async fn serve(
         },
     );
     let mut s = stopped.clone();
-    tasks.push(tokio::spawn(async move {
+    servers.push(tokio::spawn(async move {
         let r = grpc
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = s.wait_for(|v| *v).await;
@@ -293,7 +299,7 @@ pub async fn serve(
 
     let router = crate::http::router(authority.clone());
     let mut s = stopped.clone();
-    tasks.push(tokio::spawn(async move {
+    servers.push(tokio::spawn(async move {
         let r = axum::serve(http_listener, router)
             .with_graceful_shutdown(async move {
                 let _ = s.wait_for(|v| *v).await;
@@ -308,14 +314,14 @@ pub async fn serve(
         if let Some(regions) = bootstrap_regions {
             let a = authority.clone();
             let mut s = stopped.clone();
-            tasks.push(tokio::spawn(async move {
+            background.push(tokio::spawn(async move {
                 bootstrap(&a, &regions, &mut s).await;
             }));
         }
     }
     let a = authority.clone();
     let mut s = stopped;
-    tasks.push(tokio::spawn(async move {
+    background.push(tokio::spawn(async move {
         housekeeping(&a, &mut s).await;
     }));
     tracing::info!(%grpc_addr, %http_addr, public_url = %cfg.public_url(), "API serving");
@@ -324,7 +330,8 @@ pub async fn serve(
         grpc_addr,
         http_addr,
         stop,
-        tasks,
+        servers,
+        background,
     })
 }
 
@@ -380,8 +387,18 @@ impl ApiServer {
     /// caller's to stop).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        for t in &self.background {
+            t.abort();
+        }
+        // Open client connections may keep a graceful shutdown waiting;
+        // give them a moment, then cut them.
+        for mut t in self.servers {
+            if tokio::time::timeout(Duration::from_secs(2), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+            }
         }
     }
 }

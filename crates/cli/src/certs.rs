@@ -6,12 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
-use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
-use quorumca_api::pb::{self, GetCrlRequest, GetTrustBundleRequest};
+use quorumca_api::pb::{self, GetCrlRequest};
 use serde::Serialize;
 
-use crate::client::{channel, status_error};
 use crate::output::{json, table};
 
 /// Output of commands that return certificates or CRLs.
@@ -172,11 +169,16 @@ fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn random_key() -> String {
-    let mut b = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("system random generator");
-    hex::encode(b)
+/// The client library over the given endpoints (`host:port` or
+/// `region=host:port`): failover, backoff and idempotent retries.
+fn ca_client(endpoints: &[String]) -> anyhow::Result<quorumca_client::Client> {
+    let eps = endpoints
+        .iter()
+        .map(|e| quorumca_client::Endpoint::parse(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cfg = quorumca_client::ClientConfig::new(eps);
+    cfg.local_region = std::env::var("QUORUMCA_REGION").ok();
+    Ok(quorumca_client::Client::new(cfg)?)
 }
 
 #[derive(Serialize)]
@@ -244,19 +246,18 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let mut client = CertificateServiceClient::new(channel(&a.conn.endpoints).await?);
+    let client = ca_client(&a.conn.endpoints)?;
     let r = client
         .issue(pb::IssueRequest {
             csr,
             namespace: a.namespace.clone(),
             profile: a.profile.clone(),
             lifetime_seconds: a.lifetime.map(|d| d.as_secs()).unwrap_or(0),
-            idempotency_key: random_key(),
+            // One key for every retry the client makes: never two certificates.
+            idempotency_key: quorumca_client::new_idempotency_key(),
         })
         .await
-        .map_err(status_error)
-        .context("issuing")?
-        .into_inner();
+        .context("issuing")?;
     let written_to = match &a.out_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -317,7 +318,7 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
 }
 
 pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
-    let mut client = CertificateServiceClient::new(channel(&a.conn.endpoints).await?);
+    let client = ca_client(&a.conn.endpoints)?;
     let summary = if let Some(path) = &a.key {
         let public_key =
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -327,9 +328,7 @@ pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
                 reason: a.reason.pb() as i32,
             })
             .await
-            .map_err(status_error)
-            .context("revoking by key")?
-            .into_inner();
+            .context("revoking by key")?;
         serde_json::json!({ "revoked": r.revoked })
     } else {
         let (issuer, serial) = (
@@ -341,12 +340,10 @@ pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
                 issuer: issuer.clone(),
                 serial: serial.clone(),
                 reason: a.reason.pb() as i32,
-                idempotency_key: random_key(),
+                idempotency_key: quorumca_client::new_idempotency_key(),
             })
             .await
-            .map_err(status_error)
-            .context("revoking")?
-            .into_inner();
+            .context("revoking")?;
         serde_json::json!({
             "issuer": issuer, "serial": serial,
             "revoked_at_ms": r.revoked_at_ms, "log_index": r.log_index,
@@ -375,16 +372,13 @@ pub async fn crl(cmd: CrlCmd) -> anyhow::Result<()> {
         delta,
         out,
     } = cmd;
-    let mut client = AuthorityServiceClient::new(channel(&conn.endpoints).await?);
-    let r = client
-        .get_crl(GetCrlRequest {
+    let r = ca_client(&conn.endpoints)?
+        .crl(GetCrlRequest {
             issuer: issuer.clone(),
             shard,
             delta,
         })
-        .await
-        .map_err(status_error)?
-        .into_inner();
+        .await?;
     if let Some(path) = &out {
         std::fs::write(path, &r.crl).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -428,12 +422,7 @@ pub async fn crl(cmd: CrlCmd) -> anyhow::Result<()> {
 
 pub async fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
     let BundleCmd::Get(conn) = cmd;
-    let mut client = AuthorityServiceClient::new(channel(&conn.endpoints).await?);
-    let b = client
-        .get_trust_bundle(GetTrustBundleRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner();
+    let b = ca_client(&conn.endpoints)?.trust_bundle().await?;
     match conn.output {
         CertOutput::Pem => crate::out!("{}", b.roots_pem.trim_end()),
         CertOutput::Json => {
