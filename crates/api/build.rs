@@ -8,6 +8,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
-    tonic_prost_build::configure().compile_protos(&files, &[root])?;
+    // The descriptor set serves gRPC reflection (grpcurl and friends).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("quorumca_api_descriptor.bin"))
+        .compile_protos(&files, &[root])?;
     Ok(())
 }

@@ -38,6 +38,10 @@ pub mod testing;
 /// The public API, generated from `proto/quorumca/v1/ca.proto`.
 pub mod pb {
     tonic::include_proto!("quorumca.v1");
+
+    /// Encoded descriptors of `ca.proto`, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("quorumca_api_descriptor");
 }
 
 pub use authority::{Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};

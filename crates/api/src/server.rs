@@ -263,7 +263,19 @@ pub async fn serve(
     let mut background = Vec::new();
 
     let services = Services(authority.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(quorumca_consensus::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Config {
+            field: "listen",
+            reason: format!("gRPC reflection: {e}"),
+        })?;
     let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
         .add_service(
             pb::certificate_service_server::CertificateServiceServer::new(services.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
@@ -320,9 +332,14 @@ pub async fn serve(
         }
     }
     let a = authority.clone();
-    let mut s = stopped;
+    let mut s = stopped.clone();
     background.push(tokio::spawn(async move {
         housekeeping(&a, &mut s).await;
+    }));
+    let a = authority.clone();
+    let mut s = stopped;
+    background.push(tokio::spawn(async move {
+        report_health(&a, &health, &mut s).await;
     }));
     tracing::info!(%grpc_addr, %http_addr, public_url = %cfg.public_url(), "API serving");
     Ok(ApiServer {
@@ -351,6 +368,49 @@ async fn bootstrap(a: &Authority, regions: &[String], stopped: &mut watch::Recei
             _ = stopped.wait_for(|v| *v) => return,
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The gRPC service names health is reported for.
+pub const HEALTH_SERVICES: [&str; 4] = [
+    "quorumca.v1.CertificateService",
+    "quorumca.v1.AuthorityService",
+    "quorumca.v1.PolicyService",
+    "quorumca.v1.Cluster",
+];
+
+/// Keeps `grpc.health.v1` truthful: every second the node proves it can
+/// reach a quorum (a read index through the leader, bounded to a second).
+/// Without one every service is NOT_SERVING, so load balancers route
+/// around a node cut off from the majority; CertificateService is also
+/// NOT_SERVING on a node without the unseal secret (it cannot sign).
+async fn report_health(
+    a: &Authority,
+    health: &tonic_health::server::HealthReporter,
+    stopped: &mut watch::Receiver<bool>,
+) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
+    let mut last = None;
+    loop {
+        let quorum = matches!(
+            tokio::time::timeout(Duration::from_secs(1), a.node().read_linearizable(|_| ())).await,
+            Ok(Ok(()))
+        );
+        let state = (quorum, a.can_sign());
+        if last != Some(state) {
+            let status = |ok: bool| if ok { Serving } else { NotServing };
+            health.set_service_status("", status(quorum)).await;
+            for name in HEALTH_SERVICES {
+                let ok = quorum && (name != HEALTH_SERVICES[0] || a.can_sign());
+                health.set_service_status(name, status(ok)).await;
+            }
+            tracing::info!(quorum, can_sign = a.can_sign(), "health changed");
+            last = Some(state);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopped.wait_for(|v| *v) => return,
+        }
     }
 }
 

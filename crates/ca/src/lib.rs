@@ -54,4 +54,6 @@ pub use sign::{
 };
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

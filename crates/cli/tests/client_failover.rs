@@ -20,6 +20,9 @@ use quorumca_client::{Client, ClientConfig, Endpoint};
 use quorumca_consensus::pb::cluster_client::ClusterClient;
 use quorumca_consensus::pb::StatusRequest;
 use support::{free_ports, Procs, BIN};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 struct Ports {
     raft: u16,
@@ -69,6 +72,62 @@ fn spawn(cfg: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start quorumca server")
+}
+
+async fn channel(port: u16) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        .connect()
+        .await
+}
+
+/// Polls grpc.health.v1 for CertificateService until it reports `want`
+/// (or 20 s pass); returns the last status seen.
+async fn wait_health(api_port: u16, want: ServingStatus) -> ServingStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = ServingStatus::Unknown;
+    while Instant::now() < deadline {
+        if let Ok(ch) = channel(api_port).await {
+            let mut c = HealthClient::new(ch);
+            if let Ok(r) = c
+                .check(HealthCheckRequest {
+                    service: "quorumca.v1.CertificateService".into(),
+                })
+                .await
+            {
+                last = r.into_inner().status();
+                if last == want {
+                    return last;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+/// Service names listed by gRPC server reflection.
+async fn reflected_services(api_port: u16) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut c = ServerReflectionClient::new(channel(api_port).await.unwrap());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = c
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().expect("one answer");
+    match resp.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
 }
 
 async fn live_certificates(api_port: u16) -> Option<u64> {
@@ -132,6 +191,26 @@ async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
         })
         .await
         .unwrap();
+
+    // Standard health checking and reflection, so tools and other languages
+    // need none of our code.
+    for p in &ports {
+        let status = wait_health(p.api, ServingStatus::Serving).await;
+        assert_eq!(status, ServingStatus::Serving);
+    }
+    let services = reflected_services(ports[0].api).await;
+    for name in [
+        "quorumca.v1.CertificateService",
+        "quorumca.v1.AuthorityService",
+        "quorumca.v1.PolicyService",
+        "quorumca.v1.Cluster",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.iter().any(|s| s == name),
+            "{name} not in {services:?}"
+        );
+    }
 
     let csrs: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..8)
@@ -208,6 +287,14 @@ async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // With a second node gone the last one cannot commit: its health says
+    // so, and a load balancer would stop sending it work.
+    let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let _ = procs.0[others[0]].kill();
+    let _ = procs.0[others[0]].wait();
+    let status = wait_health(ports[others[1]].api, ServingStatus::NotServing).await;
+    assert_eq!(status, ServingStatus::NotServing);
+
     eprintln!(
         "{total} calls, node {} killed after {killed_at}; {} attempts, {} failovers",
         victim + 1,

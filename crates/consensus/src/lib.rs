@@ -38,6 +38,11 @@ mod wire;
 #[allow(clippy::all, missing_docs)]
 pub mod pb {
     tonic::include_proto!("quorumca.v1");
+
+    /// Encoded descriptors of `raft.proto` and `cluster.proto`, for gRPC
+    /// reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("quorumca_consensus_descriptor");
 }
 
 pub use config::{ConfigError, ServerConfig};

@@ -1,0 +1,170 @@
+//! The API from outside Rust: Python stubs generated from `proto/` with
+//! grpcio-tools issue, retry, revoke and fetch a CRL from a `quorumca dev`
+//! cluster; OpenSSL then checks what Python got.
+//!
+//! Needs CPython 3 with pip (present on this kind of machine). grpcio and
+//! grpcio-tools are installed from PyPI into `target/py-venv` on first run;
+//! if that cannot be done the test fails and says why.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use quorumca_testkit::{openssl, write_file};
+use support::{free_base_port, wait_for_file, Procs, BIN};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A Python with grpcio and grpcio-tools, installing them if needed.
+fn python_with_grpc() -> PathBuf {
+    let venv = repo().join("target/py-venv");
+    let py = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import grpc, grpc_tools"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if ready(&py) {
+        return py;
+    }
+    let run = |cmd: &mut Command, what: &str| {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+        assert!(
+            out.status.success(),
+            "{what} failed (this test needs CPython 3 with venv and pip, and PyPI): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+        "python3 -m venv target/py-venv",
+    );
+    run(
+        Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "grpcio",
+            "grpcio-tools",
+        ]),
+        "pip install grpcio grpcio-tools",
+    );
+    assert!(ready(&py), "grpcio-tools installed but not importable");
+    py
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
+    let py = python_with_grpc();
+    let dir = tempfile::tempdir().unwrap();
+    let stubs = dir.path().join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let proto = repo().join("proto");
+    let out = Command::new(&py)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .arg(proto.join("quorumca/v1/ca.proto"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "protoc for Python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let data = dir.path().join("dev");
+    let base = free_base_port();
+    let child = Command::new(BIN)
+        .args(["--log", "warn", "dev", "--data-dir"])
+        .arg(&data)
+        .args(["--base-port", &base.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _dev = Procs(vec![child]);
+    wait_for_file(&data.join("env"), Duration::from_secs(90)).await;
+
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::new(vec!["py.svc.dev.internal".to_string()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
+    let csr_path = dir.path().join("req.pem");
+    std::fs::write(&csr_path, csr.pem().unwrap()).unwrap();
+
+    let script = repo().join("crates/cli/tests/python/issue_revoke_crl.py");
+    // Node 2: any node serves the API.
+    let endpoint = format!("127.0.0.1:{}", base + 100 + 1);
+    let out = Command::new(&py)
+        .arg(&script)
+        .arg(&stubs)
+        .arg(&endpoint)
+        .arg(&csr_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Python client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["bad_csr_code"], "INVALID_ARGUMENT");
+
+    // What Python got is real: the chain verifies, the CRL is signed by the
+    // intermediate and lists the revoked serial.
+    let chain = r["chain_pem"].as_str().unwrap();
+    let d = dir.path();
+    let blocks: Vec<&str> = chain
+        .split_inclusive("-----END CERTIFICATE-----\n")
+        .collect();
+    let leaf = write_file(d, "leaf.pem", blocks[0]);
+    let int = write_file(d, "int.pem", blocks[1]);
+    let bundle = Command::new(BIN)
+        .args(["bundle", "get", "-o", "pem", "--endpoints", &endpoint])
+        .output()
+        .unwrap();
+    assert!(bundle.status.success());
+    let root = write_file(d, "root.pem", &String::from_utf8(bundle.stdout).unwrap());
+    let crl = d.join("crl.der");
+    std::fs::write(
+        &crl,
+        hex::decode(r["crl_der_hex"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let (ok, msg) = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-in",
+        crl.to_str().unwrap(),
+        "-CAfile",
+        &int,
+        "-noout",
+        "-text",
+    ]);
+    assert!(ok && msg.contains("verify OK"), "{msg}");
+    let serial = r["serial"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("00")
+        .to_uppercase();
+    assert!(
+        msg.to_uppercase().contains(&serial),
+        "CRL lacks {serial}: {msg}"
+    );
+    let (ok, msg) = openssl(&["verify", "-CAfile", &root, "-untrusted", &int, &leaf]);
+    assert!(ok, "{msg}");
+}
