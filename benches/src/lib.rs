@@ -8,6 +8,10 @@
 //!   latency for a 3-node durable cluster at several concurrencies.
 //! - `log_growth`: Raft log entries, sled bytes on disk and process memory
 //!   while the log is purged behind snapshots.
+//! - `issuance`: certificates per second and p50/p99 through a 3-node
+//!   cluster, beside the one-core crypto limit.
+//! - `growth`: CRL build time and size against revoked entries; ledger
+//!   apply, snapshot, restart and memory against live records.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
