@@ -77,6 +77,65 @@ fn reason_of(r: i32) -> Result<RevocationReason, AuthorityError> {
     )
 }
 
+fn reason_pb(r: RevocationReason) -> pb::RevocationReason {
+    use pb::RevocationReason as P;
+    match r {
+        RevocationReason::Unspecified => P::Unspecified,
+        RevocationReason::KeyCompromise => P::KeyCompromise,
+        RevocationReason::CaCompromise => P::CaCompromise,
+        RevocationReason::AffiliationChanged => P::AffiliationChanged,
+        RevocationReason::Superseded => P::Superseded,
+        RevocationReason::CessationOfOperation => P::CessationOfOperation,
+        RevocationReason::CertificateHold => P::CertificateHold,
+        RevocationReason::RemoveFromCrl => P::RemoveFromCrl,
+        RevocationReason::PrivilegeWithdrawn => P::PrivilegeWithdrawn,
+        RevocationReason::AaCompromise => P::AaCompromise,
+    }
+}
+
+fn info_of(
+    r: &quorumca_ledger::IssuanceRecord,
+    rev: Option<&quorumca_ledger::Revocation>,
+    archived: bool,
+) -> pb::CertificateInfo {
+    pb::CertificateInfo {
+        issuer: r.issuer.clone(),
+        serial: hex::encode(&r.serial.0),
+        namespace: r.namespace.clone(),
+        profile: r.profile.clone(),
+        requester: r.requester.clone(),
+        not_before: (r.not_before_ms / 1000) as i64,
+        not_after: (r.not_after_ms / 1000) as i64,
+        spki_sha256: hex::encode(r.spki_hash),
+        revoked: rev.is_some(),
+        revoked_at_ms: rev.map(|v| v.revoked_at_ms).unwrap_or(0),
+        revocation_reason: rev.map(|v| reason_pb(v.reason)).unwrap_or_default() as i32,
+        certificate_pem: r
+            .full_der
+            .as_ref()
+            .map(|d| pem_encode("CERTIFICATE", d))
+            .unwrap_or_default(),
+        archived,
+    }
+}
+
+/// Page tokens are `issuer/serial-hex` of the last record returned.
+fn parse_page_token(t: &str) -> Result<Option<(String, quorumca_ledger::Serial)>, AuthorityError> {
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        AuthorityError::InvalidArgument(format!("page_token {t:?} is not one this API returned"))
+    };
+    let (issuer, serial) = t.split_once('/').ok_or_else(bad)?;
+    let serial = hex::decode(serial).map_err(|_| bad())?;
+    Ok(Some((issuer.to_string(), quorumca_ledger::Serial(serial))))
+}
+
+/// Most records a listing examines per call, so a filter that matches
+/// little cannot make one request scan the whole ledger.
+const LIST_SCAN_LIMIT: usize = 20_000;
+
 fn requester<T>(req: &Request<T>) -> String {
     match req.remote_addr() {
         Some(a) => format!("unauthenticated@{a}"),
@@ -153,6 +212,93 @@ impl pb::certificate_service_server::CertificateService for Services {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RevokeByKeyResponse { revoked: n as u64 }))
+    }
+
+    async fn get_certificate(
+        &self,
+        req: Request<pb::GetCertificateRequest>,
+    ) -> Result<Response<pb::CertificateInfo>, Status> {
+        let r = req.into_inner();
+        let serial = quorumca_ledger::Serial(parse_serial(&r.serial).map_err(to_status)?);
+        let live = self
+            .0
+            .node()
+            .read_linearizable({
+                let (issuer, serial) = (r.issuer.clone(), serial.clone());
+                move |s| {
+                    s.record(&issuer, &serial)
+                        .map(|rec| info_of(rec, s.revocation(&issuer, &serial), false))
+                }
+            })
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        if let Some(info) = live {
+            return Ok(Response::new(info));
+        }
+        match self.0.node().archive().get(&r.issuer, &serial) {
+            Ok(Some(a)) => Ok(Response::new(info_of(
+                &a.record,
+                a.revocation.as_ref(),
+                true,
+            ))),
+            Ok(None) => Err(Status::not_found(format!(
+                "no certificate {} of issuer {:?} (live or archived on this node)",
+                r.serial, r.issuer
+            ))),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn list_certificates(
+        &self,
+        req: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let r = req.into_inner();
+        let page = match r.page_size {
+            0 => 100,
+            n if n > 1000 => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size is at most 1000, got {n}"
+                )))
+            }
+            n => n as usize,
+        };
+        let after = parse_page_token(&r.page_token).map_err(to_status)?;
+        let (certificates, next) = self
+            .0
+            .node()
+            .read_linearizable(move |s| {
+                let mut out = Vec::new();
+                let mut last = None;
+                let mut more = false;
+                let after = after.as_ref().map(|(i, s)| (i.as_str(), s));
+                for (scanned, rec) in s.records_after(after).enumerate() {
+                    if out.len() == page || scanned == LIST_SCAN_LIMIT {
+                        more = true;
+                        break;
+                    }
+                    last = Some((rec.issuer.clone(), rec.serial.clone()));
+                    let rev = s.revocation(&rec.issuer, &rec.serial);
+                    let keep = (r.namespace.is_empty() || rec.namespace == r.namespace)
+                        && (r.issuer.is_empty() || rec.issuer == r.issuer)
+                        && (r.requester.is_empty() || rec.requester == r.requester)
+                        && (!r.revoked_only || rev.is_some());
+                    if keep {
+                        out.push(info_of(rec, rev, false));
+                    }
+                }
+                let next = match (more, last) {
+                    (true, Some((i, s))) => format!("{i}/{}", hex::encode(&s.0)),
+                    _ => String::new(),
+                };
+                (out, next)
+            })
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates,
+            next_page_token: next,
+        }))
     }
 }
 

@@ -496,6 +496,29 @@ async fn expired_records_leave_the_ledger_for_the_archive_and_their_crl_entries_
         );
     }
 
+    // Still answerable: from the archive, with its revocation.
+    use quorumca_api::pb::certificate_service_server::CertificateService;
+    let svc = quorumca_api::grpc::Services(auths[2].clone());
+    let info = svc
+        .get_certificate(tonic::Request::new(
+            quorumca_api::pb::GetCertificateRequest {
+                issuer: "eu".into(),
+                serial: hex::encode(&short.serial),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.archived && info.revoked, "{info:?}");
+    let live = svc
+        .list_certificates(tonic::Request::new(
+            quorumca_api::pb::ListCertificatesRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.certificates.len(), 1, "only the live one is listed");
+
     // The shard changed, so it is rebuilt, without the expired entry.
     assert!(auths[1].refresh_crls().await.unwrap() >= 1);
     let after = auths[1].crl("eu", shard, false).unwrap();

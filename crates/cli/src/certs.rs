@@ -150,6 +150,40 @@ pub enum CrlCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// One certificate: record, revocation status, the PEM if stored.
+    ///
+    /// Example: quorumca cert get --issuer dev-a --serial 36a2b825dc208da3
+    Get {
+        #[command(flatten)]
+        conn: CertConn,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        serial: String,
+    },
+    /// Live certificates, filtered, in (issuer, serial) order.
+    ///
+    /// Example: quorumca cert list --namespace payments --revoked --limit 50
+    List {
+        #[command(flatten)]
+        conn: CertConn,
+        #[arg(long, default_value = "")]
+        namespace: String,
+        #[arg(long, default_value = "")]
+        issuer: String,
+        #[arg(long, default_value = "")]
+        requester: String,
+        /// Only revoked certificates.
+        #[arg(long)]
+        revoked: bool,
+        /// Stop after this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BundleCmd {
     /// The roots (PEM) to trust, and the issuers under them.
     Get(CertConn),
@@ -472,6 +506,127 @@ pub async fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                 table(&["ISSUER", "KIND", "REGION", "PARENT", "CRL SHARDS"], &rows)
             );
             crate::out!("\n(-o pem prints the roots to trust)");
+        }
+    }
+    Ok(())
+}
+
+fn cert_row(c: &pb::CertificateInfo) -> Vec<String> {
+    vec![
+        c.issuer.clone(),
+        c.serial.clone(),
+        c.namespace.clone(),
+        c.profile.clone(),
+        time_str(c.not_after),
+        if c.revoked {
+            format!("revoked ({})", reason_name(c.revocation_reason))
+        } else if c.archived {
+            "expired".into()
+        } else {
+            "good".into()
+        },
+        c.requester.clone(),
+    ]
+}
+
+fn reason_name(code: i32) -> String {
+    pb::RevocationReason::try_from(code)
+        .map(|r| {
+            r.as_str_name()
+                .trim_start_matches("REVOCATION_REASON_")
+                .to_lowercase()
+                .replace('_', "-")
+        })
+        .unwrap_or_else(|_| code.to_string())
+}
+
+fn cert_json(c: &pb::CertificateInfo) -> serde_json::Value {
+    serde_json::json!({
+        "issuer": c.issuer, "serial": c.serial, "namespace": c.namespace,
+        "profile": c.profile, "requester": c.requester,
+        "not_before": c.not_before, "not_after": c.not_after,
+        "spki_sha256": c.spki_sha256, "revoked": c.revoked,
+        "revoked_at_ms": c.revoked_at_ms,
+        "revocation_reason": if c.revoked { reason_name(c.revocation_reason) } else { String::new() },
+        "archived": c.archived, "certificate_pem": c.certificate_pem,
+    })
+}
+
+const CERT_HEADERS: [&str; 7] = [
+    "ISSUER",
+    "SERIAL",
+    "NAMESPACE",
+    "PROFILE",
+    "NOT AFTER",
+    "STATUS",
+    "REQUESTER",
+];
+
+pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
+    match cmd {
+        CertCmd::Get {
+            conn,
+            issuer,
+            serial,
+        } => {
+            let c = ca_client(&conn.endpoints)?
+                .get_certificate(pb::GetCertificateRequest { issuer, serial })
+                .await?;
+            match conn.output {
+                CertOutput::Json => crate::out!("{}", json(&cert_json(&c))),
+                CertOutput::Pem if c.certificate_pem.is_empty() => anyhow::bail!(
+                    "the cluster keeps only the compact record of this certificate (its profile does not say store = \"full\")"
+                ),
+                CertOutput::Pem => crate::out!("{}", c.certificate_pem.trim_end()),
+                CertOutput::Table => crate::out!("{}", table(&CERT_HEADERS, &[cert_row(&c)])),
+            }
+        }
+        CertCmd::List {
+            conn,
+            namespace,
+            issuer,
+            requester,
+            revoked,
+            limit,
+        } => {
+            let client = ca_client(&conn.endpoints)?;
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_certificates(pb::ListCertificatesRequest {
+                        namespace: namespace.clone(),
+                        issuer: issuer.clone(),
+                        requester: requester.clone(),
+                        revoked_only: revoked,
+                        page_size: (limit - all.len()).clamp(1, 1000) as u32,
+                        page_token: token,
+                    })
+                    .await?;
+                all.extend(page.certificates);
+                token = page.next_page_token;
+                if token.is_empty() || all.len() >= limit {
+                    break;
+                }
+            }
+            all.truncate(limit);
+            match conn.output {
+                CertOutput::Json => {
+                    crate::out!("{}", json(&all.iter().map(cert_json).collect::<Vec<_>>()))
+                }
+                CertOutput::Pem => {
+                    for c in all.iter().filter(|c| !c.certificate_pem.is_empty()) {
+                        crate::out!("{}", c.certificate_pem.trim_end());
+                    }
+                }
+                CertOutput::Table => {
+                    let rows: Vec<_> = all.iter().map(cert_row).collect();
+                    crate::out!("{}", table(&CERT_HEADERS, &rows));
+                    if !token.is_empty() {
+                        crate::out!("(more than {limit}; raise --limit or narrow the filters)");
+                    }
+                }
+            }
         }
     }
     Ok(())

@@ -74,6 +74,9 @@ pub enum Cmd {
     Issue(certs::IssueArgs),
     /// Revoke a certificate, or every certificate of a compromised key.
     Revoke(certs::RevokeArgs),
+    /// Look up and list certificates.
+    #[command(subcommand)]
+    Cert(certs::CertCmd),
     /// Fetch CRLs.
     #[command(subcommand)]
     Crl(certs::CrlCmd),
@@ -106,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cluster(cmd) => cluster::run(cmd).await,
         Cmd::Issue(a) => certs::issue(a).await,
         Cmd::Revoke(a) => certs::revoke(a).await,
+        Cmd::Cert(c) => certs::cert(c).await,
         Cmd::Crl(c) => certs::crl(c).await,
         Cmd::Bundle(c) => certs::bundle(c).await,
         Cmd::Policy(c) => policy::run(c).await,

@@ -207,6 +207,25 @@ async fn dev_cluster_issues_revokes_and_serves_crl_and_ocsp_from_every_node() {
         http_get(&format!("{}/crl/{path}", http(3))).0 == 200
     });
 
+    // The record is visible from every node; issued with an idempotency key
+    // (the CLI always sends one), so the PEM is kept and served.
+    let got = cli.ok(&[
+        "cert", "get", "--issuer", &issuer, "--serial", &serial, "-o", "json",
+    ]);
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(got["namespace"], "default");
+    assert_eq!(got["revoked"], false);
+    let stored = cli.ok(&[
+        "cert", "get", "--issuer", &issuer, "--serial", &serial, "-o", "pem",
+    ]);
+    assert_eq!(
+        stored.trim(),
+        std::fs::read_to_string(leaf).unwrap().trim(),
+        "the stored PEM is the issued certificate"
+    );
+    let unknown = cli.fails(&["cert", "get", "--issuer", &issuer, "--serial", "0badc0ffee"]);
+    assert!(unknown.contains("NotFound"), "{unknown}");
+
     // Revoke through node 1's API ...
     let out = cli.ok(&[
         "revoke",
@@ -277,6 +296,19 @@ async fn dev_cluster_issues_revokes_and_serves_crl_and_ocsp_from_every_node() {
         leaf,
     ]);
     assert!(!ok && msg.contains("certificate revoked"), "{msg}");
+
+    // Listing: both certificates, one revoked; paging by one still finds
+    // them all.
+    let list = cli.ok(&["cert", "list", "-o", "json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let revoked = cli.ok(&["cert", "list", "--revoked", "-o", "json"]);
+    let revoked: Vec<serde_json::Value> = serde_json::from_str(&revoked).unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["serial"], serial.as_str());
+    assert_eq!(revoked[0]["revocation_reason"], "key-compromise");
+    let table = cli.ok(&["cert", "list", "--limit", "1"]);
+    assert!(table.contains("more than 1"), "{table}");
 
     // OCSP over HTTP POST from node 2, signed by the issuer, with a nonce.
     let ca_chain = write_file(

@@ -394,6 +394,39 @@ impl Client {
         .await
     }
 
+    pub async fn get_certificate(
+        &self,
+        req: pb::GetCertificateRequest,
+    ) -> Result<pb::CertificateInfo, ClientError> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                CertificateServiceClient::new(ch)
+                    .get_certificate(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
+    /// One page of certificates; see [`pb::ListCertificatesRequest`].
+    pub async fn list_certificates(
+        &self,
+        req: pb::ListCertificatesRequest,
+    ) -> Result<pb::ListCertificatesResponse, ClientError> {
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                CertificateServiceClient::new(ch)
+                    .list_certificates(req)
+                    .await
+                    .map(|r| r.into_inner())
+            }
+        })
+        .await
+    }
+
     pub async fn trust_bundle(&self) -> Result<pb::TrustBundle, ClientError> {
         self.call(|ch| async move {
             AuthorityServiceClient::new(ch)

@@ -100,6 +100,20 @@ impl State {
         self.records.values()
     }
 
+    /// Records in (issuer, serial) order, starting after `after`: the
+    /// paging cursor of certificate listings, with no scan from the start.
+    pub fn records_after<'a>(
+        &'a self,
+        after: Option<(&str, &Serial)>,
+    ) -> impl Iterator<Item = &'a IssuanceRecord> + 'a {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = match after {
+            Some((i, s)) => Excluded((i.to_string(), s.clone())),
+            None => Unbounded,
+        };
+        self.records.range((start, Unbounded)).map(|(_, r)| r)
+    }
+
     pub fn record_count(&self) -> usize {
         self.records.len()
     }
