@@ -52,6 +52,17 @@ pub enum ClusterCmd {
         #[arg(long)]
         learner: bool,
     },
+    /// The members (voters and learners) with their regions and zones.
+    Members(Conn),
+    /// Hand leadership to a voter and wait until it leads.
+    ///
+    /// Example: quorumca cluster transfer-leader --to 2
+    TransferLeader {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        to: u64,
+    },
     /// Remove a node from the cluster.
     RemoveNode {
         #[command(flatten)]
@@ -273,6 +284,33 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                 .context("adding the node")?
                 .into_inner();
             print_members(conn.output, &r.members);
+            Ok(())
+        }
+        ClusterCmd::Members(conn) => {
+            let mut c = first_reachable(&conn.endpoints).await?;
+            let s = c
+                .status(StatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_members(conn.output, &s.members);
+            Ok(())
+        }
+        ClusterCmd::TransferLeader { conn, to } => {
+            let mut c = first_reachable(&conn.endpoints).await?;
+            let r = c
+                .transfer_leader(pb::TransferLeaderRequest { to_node_id: to })
+                .await
+                .map_err(status_error)
+                .context("transferring leadership")?
+                .into_inner();
+            match conn.output {
+                Output::Json => crate::out!(
+                    "{}",
+                    json(&serde_json::json!({"leader_id": r.leader_id, "term": r.term}))
+                ),
+                Output::Table => crate::out!("node {} leads (term {})", r.leader_id, r.term),
+            }
             Ok(())
         }
         ClusterCmd::RemoveNode { conn, id } => {

@@ -383,6 +383,15 @@ async fn dev_cluster_issues_revokes_and_serves_crl_and_ocsp_from_every_node() {
     assert!(String::from_utf8_lossy(&body).contains("shards 0 to 15"));
     assert_eq!(http_get(&format!("{}/healthz", http(3))).0, 200);
 
+    // Operators move leadership; the cluster keeps working.
+    let members = cli.ok(&["cluster", "members", "-o", "json"]);
+    let members: Vec<serde_json::Value> = serde_json::from_str(&members).unwrap();
+    assert_eq!(members.len(), 3);
+    let moved = cli.ok(&["cluster", "transfer-leader", "--to", "2"]);
+    assert!(moved.contains("node 2 leads"), "{moved}");
+    let err = cli.fails(&["cluster", "transfer-leader", "--to", "9"]);
+    assert!(err.contains("not a voter"), "{err}");
+
     // Policy: a broken file is refused and changes nothing; a dry run shows
     // a diff; apply, history and rollback.
     let bad = write_file(

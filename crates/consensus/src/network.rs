@@ -157,6 +157,20 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         .await
     }
 
+    async fn transfer_leader(
+        &mut self,
+        req: openraft::raft::TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<openraft::raft::TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(
+            &req,
+            option.hard_ttl(),
+            "transfer-leader response",
+            |mut c, r| async move { c.transfer_leader(r).await },
+        )
+        .await
+    }
+
     async fn pre_vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,

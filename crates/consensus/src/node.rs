@@ -347,6 +347,19 @@ impl Node {
             .await
     }
 
+    /// Hands leadership to voter `to` (from any node: forwarded to the
+    /// leader) and returns once `to` leads: (leader, term).
+    pub async fn transfer_leader(&self, to: u64) -> Result<(u64, u64), ConsensusError> {
+        match self
+            .inner
+            .leader_call(ForwardRequest::TransferLeader { to })
+            .await?
+        {
+            ForwardResponse::Transferred { leader, term } => Ok((leader, term)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn status(&self) -> Status {
         self.inner.status()
     }
@@ -675,6 +688,44 @@ impl Inner {
                     &timed_out,
                     &not_leader,
                 )
+            }
+            ForwardRequest::TransferLeader { to } => {
+                let is_voter = self
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == *to);
+                if !is_voter {
+                    return Err(ForwardError::Membership(format!(
+                        "node {to} is not a voter; only a voter can lead"
+                    )));
+                }
+                if *to == self.id {
+                    let term = self.raft.metrics().borrow_watched().current_term;
+                    return Ok(ForwardResponse::Transferred { leader: *to, term });
+                }
+                self.raft
+                    .trigger()
+                    .transfer_leader(*to)
+                    .await
+                    .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+                let m = self
+                    .raft
+                    .wait(Some(timeout))
+                    .metrics(|m| m.current_leader == Some(*to), "leadership transferred")
+                    .await
+                    .map_err(|_| {
+                        ForwardError::Unavailable(format!(
+                            "node {to} did not take over within {timeout:?} (is it caught up and reachable?)"
+                        ))
+                    })?;
+                Ok(ForwardResponse::Transferred {
+                    leader: *to,
+                    term: m.current_term,
+                })
             }
             ForwardRequest::RemoveNode { node_id } => {
                 let known = self.members().iter().any(|m| m.node_id == *node_id);

@@ -79,6 +79,21 @@ impl RaftTransport for TransportService {
         self.reply(&resp)
     }
 
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: openraft::raft::TransferLeaderRequest<TypeConfig> =
+            decode(self.0.id, "TransferLeader", req.get_ref())?;
+        let resp = self
+            .0
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(raft_failed)?;
+        self.reply(&resp)
+    }
+
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(self.0.id, "PreVote", req.get_ref())?;
         let resp = self.0.raft.pre_vote(rpc).await.map_err(raft_failed)?;
@@ -196,6 +211,28 @@ impl Cluster for ClusterService {
             node_id: req.into_inner().node_id,
         };
         membership_reply(self.0.change_membership(fwd).await?)
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let to = req.into_inner().to_node_id;
+        match self
+            .0
+            .leader_call(ForwardRequest::TransferLeader { to })
+            .await?
+        {
+            crate::wire::ForwardResponse::Transferred { leader, term } => {
+                Ok(Response::new(pb::TransferLeaderResponse {
+                    leader_id: leader,
+                    term,
+                }))
+            }
+            other => Err(Status::internal(format!(
+                "the leader sent an unexpected answer: {other:?}"
+            ))),
+        }
     }
 }
 

@@ -91,6 +91,10 @@ pub enum ForwardRequest {
     },
     /// Several proposals at once from a busy follower; answered one by one.
     ProposeBatch(Vec<Proposal>),
+    /// Hand leadership to this voter.
+    TransferLeader {
+        to: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,6 +111,11 @@ pub enum ForwardResponse {
     },
     /// One result per proposal of a `ProposeBatch`, in order.
     ProposedBatch(Vec<ForwardResult>),
+    /// Leadership moved: the new leader and its term.
+    Transferred {
+        leader: u64,
+        term: u64,
+    },
 }
 
 /// Failures the leader reports back to a forwarding follower.

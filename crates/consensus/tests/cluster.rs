@@ -434,3 +434,24 @@ async fn initialize_refuses_a_member_list_without_this_node() {
         .unwrap_err();
     assert!(matches!(e, ConsensusError::InvalidArgument(_)), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_transfers_to_a_chosen_voter_from_any_node() {
+    let c = TestCluster::start(3, fast_settings()).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let target = (1..=3).find(|&i| i != leader && i != follower).unwrap();
+    // Asked through a follower: forwarded to the leader, which hands over.
+    let (now, _term) = c.node(follower).transfer_leader(target).await.unwrap();
+    assert_eq!(now, target);
+    assert_eq!(c.wait_leader(Duration::from_secs(5)).await, target);
+    // The new leader commits.
+    let p = Proposal::new(
+        quorumca_consensus::now_ms(),
+        Command::Noop { payload: vec![] },
+    );
+    c.node(leader).propose(p).await.unwrap();
+    // Only voters can lead.
+    let e = c.node(leader).transfer_leader(42).await.unwrap_err();
+    assert!(e.to_string().contains("not a voter"), "{e}");
+}
