@@ -56,8 +56,10 @@ type CertKey = (String, Serial);
 
 /// Everything the cluster agrees on. Only ordered collections: the state is
 /// serialised for hashing and snapshots, so iteration order must not depend
-/// on a hasher seed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// on a hasher seed. Only the primary data is serialised (see
+/// [`StateRepr`]); the indexes are rebuilt on load, which keeps snapshots
+/// small and restarts fast.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     nodes: BTreeMap<u64, NodeLabels>,
     /// Next unleased sequence number per issuer. Only ever grows, so two
@@ -85,6 +87,139 @@ pub struct State {
     /// Head of the audit hash chain: SHA-256(previous head || proposal).
     audit_head: [u8; 32],
     audit_len: u64,
+}
+
+/// The serialised form of [`State`]: the primary data, in canonical order.
+/// Records are written once (their key is inside them); the expiry, key and
+/// CRL-shard indexes and the idempotency expiry queue are derived from them
+/// on load, so a snapshot carries each certificate once, not four times.
+#[derive(Serialize)]
+struct StateRef<'a> {
+    nodes: &'a BTreeMap<u64, NodeLabels>,
+    next_sequence: &'a BTreeMap<String, u64>,
+    leases: &'a BTreeMap<(String, u64), Vec<SerialLease>>,
+    #[serde(serialize_with = "values_as_seq")]
+    records: &'a BTreeMap<CertKey, IssuanceRecord>,
+    revocations: &'a BTreeMap<CertKey, Revocation>,
+    /// Versions only; the serials of each shard come from `revocations`.
+    crl_versions: BTreeMap<(&'a str, u64), u64>,
+    crl_numbers: &'a BTreeMap<String, u64>,
+    idempotency: &'a BTreeMap<String, Remembered>,
+    issuers: &'a BTreeMap<String, IssuerRecord>,
+    policy_history: &'a [PolicyVersion],
+    audit_head: [u8; 32],
+    audit_len: u64,
+}
+
+/// The owned mirror of [`StateRef`], for loading.
+#[derive(Deserialize)]
+struct StateRepr {
+    nodes: BTreeMap<u64, NodeLabels>,
+    next_sequence: BTreeMap<String, u64>,
+    leases: BTreeMap<(String, u64), Vec<SerialLease>>,
+    records: Vec<IssuanceRecord>,
+    revocations: BTreeMap<CertKey, Revocation>,
+    crl_versions: BTreeMap<(String, u64), u64>,
+    crl_numbers: BTreeMap<String, u64>,
+    idempotency: BTreeMap<String, Remembered>,
+    issuers: BTreeMap<String, IssuerRecord>,
+    policy_history: Vec<PolicyVersion>,
+    audit_head: [u8; 32],
+    audit_len: u64,
+}
+
+fn values_as_seq<S: serde::Serializer>(
+    m: &&BTreeMap<CertKey, IssuanceRecord>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.values())
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        StateRef {
+            nodes: &self.nodes,
+            next_sequence: &self.next_sequence,
+            leases: &self.leases,
+            records: &self.records,
+            revocations: &self.revocations,
+            crl_versions: self
+                .crl_shards
+                .iter()
+                .map(|((i, n), c)| ((i.as_str(), *n), c.version))
+                .collect(),
+            crl_numbers: &self.crl_numbers,
+            idempotency: &self.idempotency,
+            issuers: &self.issuers,
+            policy_history: &self.policy_history,
+            audit_head: self.audit_head,
+            audit_len: self.audit_len,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = StateRepr::deserialize(d)?;
+        let mut expiry_index = BTreeSet::new();
+        let mut key_index: BTreeMap<[u8; 32], BTreeSet<CertKey>> = BTreeMap::new();
+        for rec in &r.records {
+            expiry_index.insert((rec.not_after_ms, rec.issuer.clone(), rec.serial.clone()));
+            key_index
+                .entry(rec.spki_hash)
+                .or_default()
+                .insert((rec.issuer.clone(), rec.serial.clone()));
+        }
+        // Written in key order, so this is a bulk build, not n inserts.
+        let records: BTreeMap<CertKey, IssuanceRecord> = r
+            .records
+            .into_iter()
+            .map(|rec| ((rec.issuer.clone(), rec.serial.clone()), rec))
+            .collect();
+        let mut crl_shards: BTreeMap<(String, u64), CrlShard> = r
+            .crl_versions
+            .into_iter()
+            .map(|(k, version)| {
+                (
+                    k,
+                    CrlShard {
+                        version,
+                        serials: BTreeSet::new(),
+                    },
+                )
+            })
+            .collect();
+        for ((issuer, serial), rev) in &r.revocations {
+            crl_shards
+                .entry((issuer.clone(), rev.shard))
+                .or_default()
+                .serials
+                .insert(serial.clone());
+        }
+        let idempotency_expiry = r
+            .idempotency
+            .iter()
+            .map(|(k, v)| (v.at_ms, k.clone()))
+            .collect();
+        Ok(State {
+            nodes: r.nodes,
+            next_sequence: r.next_sequence,
+            leases: r.leases,
+            records,
+            expiry_index,
+            key_index,
+            revocations: r.revocations,
+            crl_shards,
+            crl_numbers: r.crl_numbers,
+            idempotency: r.idempotency,
+            idempotency_expiry,
+            issuers: r.issuers,
+            policy_history: r.policy_history,
+            audit_head: r.audit_head,
+            audit_len: r.audit_len,
+        })
+    }
 }
 
 impl State {
