@@ -138,6 +138,7 @@ fn ledger_run(n: u64, revoked_share: f64, dir: &std::path::Path) -> LedgerRun {
                         namespace: "payments".into(),
                         requester: "spiffe://example.org/ns/payments/sa/api".into(),
                         full_der: None,
+                        der_for_replay_only: false,
                     }
                 })
                 .collect();
@@ -149,7 +150,18 @@ fn ledger_run(n: u64, revoked_share: f64, dir: &std::path::Path) -> LedgerRun {
                 .collect();
             ok(apply(
                 &mut s,
-                &Proposal::new(3, Command::RecordIssuances(batch)),
+                &Proposal::new(
+                    3,
+                    Command::RecordIssuances(
+                        batch
+                            .into_iter()
+                            .map(|record| quorumca_ledger::BatchedRecord {
+                                record,
+                                idempotency_key: None,
+                            })
+                            .collect(),
+                    ),
+                ),
             ));
             for serial in revoke {
                 ok(apply(

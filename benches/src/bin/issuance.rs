@@ -23,6 +23,11 @@ struct Args {
     /// Seconds per level.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Send an idempotency key with every request, as the CLI and
+    /// quorumca-client do (each keyed record also keeps its DER for 24 h so
+    /// a retry gets the same certificate).
+    #[arg(long)]
+    keyed: bool,
     /// Seconds for the single-core crypto measurement.
     #[arg(long, default_value_t = 5)]
     crypto_seconds: u64,
@@ -98,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for &conc in &args.concurrency {
-        let (auths, csrs) = (auths.clone(), csrs.clone());
+        let (auths, csrs, keyed) = (auths.clone(), csrs.clone(), args.keyed);
         let op = Arc::new(move |w: usize, n: u64| {
             let a = auths[w % auths.len()].clone();
             let csr = csrs[n as usize % csrs.len()].clone();
@@ -109,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
                     profile: "web".into(),
                     lifetime: None,
                     requester: "bench".into(),
-                    idempotency_key: None,
+                    idempotency_key: keyed.then(|| format!("bench-{conc}-{w}-{n}")),
                 })
                 .await
                 .is_ok()
@@ -139,8 +144,13 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "crypto limit (CSR verify + ECDSA P-256 leaf sign, one core): {limit:.0}/s\n\
-         3 nodes, durable, issuance spread over all nodes, {} s per level\n{}",
+         3 nodes, durable, issuance spread over all nodes, {} s per level, {}\n{}",
         args.duration,
+        if args.keyed {
+            "every request with an idempotency key"
+        } else {
+            "no idempotency keys"
+        },
         table(
             &[
                 "CLIENTS",

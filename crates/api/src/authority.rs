@@ -585,25 +585,20 @@ impl Authority {
             namespace: decision.namespace.clone(),
             requester: req.requester.clone(),
             // A keyed issuance keeps its DER so a retry can be answered
-            // with this very certificate.
+            // with this very certificate; for a compact profile the ledger
+            // drops it when the key expires.
             full_der: (decision.store == Store::Full || req.idempotency_key.is_some())
                 .then(|| cert_der.clone()),
+            der_for_replay_only: decision.store != Store::Full && req.idempotency_key.is_some(),
         };
-        // A record with an idempotency key is its own proposal (the key
-        // covers exactly one request); the others are batched.
-        let (outcome, log_index) = match &req.idempotency_key {
-            Some(key) => {
-                let p = Proposal::new(now_ms(), Command::RecordIssuance(record))
-                    .with_idempotency_key(key.clone());
-                self.propose(p).await?
-            }
-            None => {
-                self.records
-                    .get_or_init(|| crate::batch::RecordBatcher::start(self.node.clone()))
-                    .record(record)
-                    .await?
-            }
-        };
+        let (outcome, log_index) = self
+            .records
+            .get_or_init(|| crate::batch::RecordBatcher::start(self.node.clone()))
+            .record(quorumca_ledger::BatchedRecord {
+                record,
+                idempotency_key: req.idempotency_key.clone(),
+            })
+            .await?;
         match outcome {
             // A concurrent attempt with the same key won: answer with its
             // certificate (this one's serial is simply never used).

@@ -8,12 +8,13 @@
 //! single `RecordIssuances`, with at most [`MAX_IN_FLIGHT`] proposals
 //! outstanding. An idle node proposes each record at once (no added
 //! latency); a busy one, fewer and larger entries. Each record is answered
-//! with its own outcome, so callers see what a lone proposal would give.
+//! with its own outcome, and keeps its own idempotency key, so callers see
+//! what a lone proposal would give.
 
 use std::sync::Arc;
 
 use quorumca_consensus::{now_ms, ConsensusError, Node};
-use quorumca_ledger::{Command, IssuanceRecord, Outcome, Proposal};
+use quorumca_ledger::{BatchedRecord, Command, Outcome, Proposal};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::AuthorityError;
@@ -24,7 +25,7 @@ const MAX_IN_FLIGHT: usize = 4;
 type Reply = Result<(Outcome, u64), AuthorityError>;
 
 pub(crate) struct RecordBatcher {
-    tx: mpsc::UnboundedSender<(IssuanceRecord, oneshot::Sender<Reply>)>,
+    tx: mpsc::UnboundedSender<(BatchedRecord, oneshot::Sender<Reply>)>,
 }
 
 impl RecordBatcher {
@@ -36,7 +37,7 @@ impl RecordBatcher {
     }
 
     /// Commits one record (batched with others); its outcome and log index.
-    pub(crate) async fn record(&self, record: IssuanceRecord) -> Reply {
+    pub(crate) async fn record(&self, record: BatchedRecord) -> Reply {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send((record, reply))
@@ -62,7 +63,7 @@ fn fan_out(e: &ConsensusError) -> AuthorityError {
 }
 
 async fn run(
-    mut rx: mpsc::UnboundedReceiver<(IssuanceRecord, oneshot::Sender<Reply>)>,
+    mut rx: mpsc::UnboundedReceiver<(BatchedRecord, oneshot::Sender<Reply>)>,
     node: Arc<Node>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -85,11 +86,13 @@ async fn run(
     }
 }
 
-async fn propose(node: &Node, mut batch: Vec<(IssuanceRecord, oneshot::Sender<Reply>)>) {
+async fn propose(node: &Node, mut batch: Vec<(BatchedRecord, oneshot::Sender<Reply>)>) {
     if batch.len() == 1 {
-        let (record, reply) = batch.pop().expect("one record");
+        let (item, reply) = batch.pop().expect("one record");
+        let mut p = Proposal::new(now_ms(), Command::RecordIssuance(item.record));
+        p.idempotency_key = item.idempotency_key;
         let r = node
-            .propose(Proposal::new(now_ms(), Command::RecordIssuance(record)))
+            .propose(p)
             .await
             .map(|c| (c.outcome, c.log_index))
             .map_err(AuthorityError::from);

@@ -74,8 +74,22 @@ pub struct IssuanceRecord {
     pub profile: String,
     pub namespace: String,
     pub requester: String,
-    /// The whole certificate, only where the profile says `store = "full"`.
+    /// The whole certificate, where the profile says `store = "full"`, or
+    /// (see `der_for_replay_only`) while a retry may still ask for it.
     pub full_der: Option<Vec<u8>>,
+    /// The DER is kept only so a retry with the issuance's idempotency key
+    /// gets the same certificate; the ledger drops it when the key expires,
+    /// so compact profiles stay compact.
+    pub der_for_replay_only: bool,
+}
+
+/// One record of a `RecordIssuances` batch, with the idempotency key of the
+/// request it answers (each key covers its own record, exactly as if the
+/// record had been proposed alone with that key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchedRecord {
+    pub record: IssuanceRecord,
+    pub idempotency_key: Option<String>,
 }
 
 /// A certificate authority known to the cluster: the root, or a regional
@@ -144,7 +158,7 @@ pub enum Command {
     /// is paid once per batch. Each record is checked and answered exactly
     /// as a lone `RecordIssuance` would be; one refused record does not
     /// affect the others.
-    RecordIssuances(Vec<IssuanceRecord>),
+    RecordIssuances(Vec<BatchedRecord>),
     /// Revokes one certificate.
     Revoke {
         issuer: String,

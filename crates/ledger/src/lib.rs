@@ -39,8 +39,8 @@ mod command;
 mod state;
 
 pub use command::{
-    Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
-    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    BatchedRecord, Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal,
+    Rejection, RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 pub use state::{
     apply, CrlShard, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS,

@@ -6,8 +6,8 @@ use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal, Rejection,
-    RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    BatchedRecord, Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal,
+    Rejection, RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 
 /// How long an idempotency key is remembered after first use. Long enough
@@ -360,7 +360,11 @@ pub struct DecodeError(String);
 fn digest_of(p: &Proposal) -> [u8; 32] {
     // The key itself is excluded: the digest says "same request", and the
     // request is the command, not its label.
-    let bytes = postcard::to_stdvec(&p.command).expect("command serialises");
+    command_digest(&p.command)
+}
+
+fn command_digest(c: &Command) -> [u8; 32] {
+    let bytes = postcard::to_stdvec(c).expect("command serialises");
     ring::digest::digest(&SHA256, &bytes)
         .as_ref()
         .try_into()
@@ -389,18 +393,39 @@ pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
     let outcome = apply_command(state, &proposal.command, proposal.at_ms);
 
     if let (Some(key), Some(digest)) = (&proposal.idempotency_key, digest) {
-        state.idempotency.insert(
-            key.clone(),
-            Remembered {
-                digest,
-                outcome: outcome.clone(),
-                at_ms: proposal.at_ms,
-            },
-        );
-        state
-            .idempotency_expiry
-            .insert((proposal.at_ms, key.clone()));
+        remember(state, key, digest, &outcome, proposal.at_ms);
     }
+    outcome
+}
+
+fn remember(state: &mut State, key: &str, digest: [u8; 32], outcome: &Outcome, at_ms: u64) {
+    state.idempotency.insert(
+        key.to_string(),
+        Remembered {
+            digest,
+            outcome: outcome.clone(),
+            at_ms,
+        },
+    );
+    state.idempotency_expiry.insert((at_ms, key.to_string()));
+}
+
+/// One record of a batch, with its own idempotency key: answered exactly as
+/// a lone `RecordIssuance` proposed with that key would be (same digest,
+/// so a retry may come either way).
+fn batched_record(state: &mut State, item: &BatchedRecord, at_ms: u64) -> Outcome {
+    let Some(key) = &item.idempotency_key else {
+        return record_issuance(state, &item.record);
+    };
+    let digest = command_digest(&Command::RecordIssuance(item.record.clone()));
+    if let Some(seen) = state.idempotency.get(key) {
+        if seen.digest == digest {
+            return seen.outcome.clone();
+        }
+        return Outcome::Rejected(Rejection::IdempotencyKeyConflict { key: key.clone() });
+    }
+    let outcome = record_issuance(state, &item.record);
+    remember(state, key, digest, &outcome, at_ms);
     outcome
 }
 
@@ -421,7 +446,17 @@ fn expire_idempotency_keys(state: &mut State, now_ms: u64) {
         state.idempotency_expiry.pop_first();
         // Only drop the entry if it is still the one this expiry slot was for.
         if state.idempotency.get(&key).is_some_and(|r| r.at_ms == at) {
-            state.idempotency.remove(&key);
+            let gone = state.idempotency.remove(&key).expect("checked");
+            // No retry can ask for the certificate any more: a record that
+            // kept its DER only for retries becomes compact.
+            if let Outcome::IssuanceRecorded { issuer, serial } = gone.outcome {
+                if let Some(rec) = state.records.get_mut(&(issuer, serial)) {
+                    if rec.der_for_replay_only {
+                        rec.full_der = None;
+                        rec.der_for_replay_only = false;
+                    }
+                }
+            }
         }
     }
 }
@@ -486,7 +521,12 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                     records.len()
                 ));
             }
-            Outcome::Batch(records.iter().map(|r| record_issuance(state, r)).collect())
+            Outcome::Batch(
+                records
+                    .iter()
+                    .map(|item| batched_record(state, item, at_ms))
+                    .collect(),
+            )
         }
         Command::Revoke {
             issuer,

@@ -61,6 +61,7 @@ fn record(node_id: u64, issuer: &str, sequence: u64, serial: &[u8], not_after_ms
             namespace: "default".into(),
             requester: "test".into(),
             full_der: None,
+            der_for_replay_only: false,
         }),
     )
 }
@@ -266,7 +267,10 @@ fn a_batch_of_records_answers_each_like_a_lone_record() {
     apply(&mut s, &lease(1, "eu", 10));
     apply(&mut s, &record(1, "eu", 0, &[1], 50_000));
     let rec = |seq, serial: &[u8]| match record(1, "eu", seq, serial, 50_000).command {
-        Command::RecordIssuance(r) => r,
+        Command::RecordIssuance(record) => BatchedRecord {
+            record,
+            idempotency_key: None,
+        },
         _ => unreachable!(),
     };
     let out = apply(
@@ -303,6 +307,70 @@ fn a_batch_of_records_answers_each_like_a_lone_record() {
         empty,
         Outcome::Rejected(Rejection::Invalid { .. })
     ));
+}
+
+#[test]
+fn keys_inside_a_batch_behave_like_keys_on_lone_proposals_and_replay_der_expires() {
+    let mut s = with_issuers();
+    apply(&mut s, &lease(1, "eu", 10));
+    let keyed = |seq: u64, serial: &[u8], key: &str| {
+        let Command::RecordIssuance(mut record) = record(1, "eu", seq, serial, 90_000_000).command
+        else {
+            unreachable!()
+        };
+        record.full_der = Some(vec![0x30, 0x01, seq as u8]);
+        record.der_for_replay_only = true;
+        BatchedRecord {
+            record,
+            idempotency_key: Some(key.into()),
+        }
+    };
+    let first = keyed(0, &[1], "a");
+    let out = apply(
+        &mut s,
+        &Proposal::new(
+            2_000,
+            Command::RecordIssuances(vec![first.clone(), keyed(1, &[2], "b")]),
+        ),
+    );
+    let Outcome::Batch(outs) = out else { panic!() };
+    assert!(outs
+        .iter()
+        .all(|o| matches!(o, Outcome::IssuanceRecorded { .. })));
+    // The same record alone with the same key: the first outcome, no change.
+    let again = apply(
+        &mut s,
+        &Proposal::new(3_000, Command::RecordIssuance(first.record.clone()))
+            .with_idempotency_key("a"),
+    );
+    assert_eq!(again, outs[0]);
+    // Another record under a used key, inside a batch: refused, alone.
+    let out = apply(
+        &mut s,
+        &Proposal::new(
+            3_000,
+            Command::RecordIssuances(vec![keyed(2, &[3], "a"), keyed(3, &[4], "c")]),
+        ),
+    );
+    let Outcome::Batch(outs) = out else { panic!() };
+    assert!(matches!(
+        outs[0],
+        Outcome::Rejected(Rejection::IdempotencyKeyConflict { .. })
+    ));
+    assert!(matches!(outs[1], Outcome::IssuanceRecorded { .. }));
+    assert_eq!(s.record_count(), 3);
+    assert!(s.record("eu", &Serial(vec![1])).unwrap().full_der.is_some());
+    // Once the keys expire, nobody can retry: the DER kept for retries goes.
+    apply(
+        &mut s,
+        &Proposal::new(
+            3_000 + IDEMPOTENCY_WINDOW_MS + 1,
+            Command::Noop { payload: vec![] },
+        ),
+    );
+    let rec = s.record("eu", &Serial(vec![1])).unwrap();
+    assert!(rec.full_der.is_none() && !rec.der_for_replay_only);
+    assert_eq!(s.idempotent_outcome("a"), None);
 }
 
 #[test]
@@ -411,11 +479,17 @@ fn arb_command() -> impl Strategy<Value = Proposal> {
             1..4
         )
         .prop_map(|rs| {
+            // Every other record carries a key, from a small set, so batches
+            // exercise replays and conflicts too.
             let records = rs
                 .into_iter()
+                .enumerate()
                 .map(
-                    |(n, i, seq, serial)| match record(n, &i, seq, &serial, 9_000).command {
-                        Command::RecordIssuance(r) => r,
+                    |(k, (n, i, seq, serial))| match record(n, &i, seq, &serial, 9_000).command {
+                        Command::RecordIssuance(record) => BatchedRecord {
+                            record,
+                            idempotency_key: (k % 2 == 0).then(|| format!("k{}", seq % 4)),
+                        },
                         _ => unreachable!("record() builds a RecordIssuance"),
                     },
                 )

@@ -172,6 +172,7 @@ async fn prune_moves_expired_records_to_the_archive_durably() {
             namespace: "n".into(),
             requester: "r".into(),
             full_der: None,
+            der_for_replay_only: false,
         })
     };
     let commands = vec![
