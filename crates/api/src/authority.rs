@@ -644,8 +644,8 @@ impl Authority {
     }
 
     /// Like [`Authority::revoke`]; with an idempotency key a retry of the
-    /// same revocation answers with the first one's time (and log index 0)
-    /// instead of "already revoked".
+    /// same revocation answers with the first one's time instead of
+    /// "already revoked" (log index 0 unless the retry was byte-identical).
     pub async fn revoke_with_key(
         &self,
         issuer: &str,

@@ -587,7 +587,7 @@ async fn retries_with_an_idempotency_key_get_the_first_certificate_on_any_node()
         .await
         .unwrap();
     assert!(index > 0);
-    let (at2, index2) = auths[1]
+    let (at2, _) = auths[1]
         .revoke_with_key(
             "eu",
             &first.serial,
@@ -596,7 +596,9 @@ async fn retries_with_an_idempotency_key_get_the_first_certificate_on_any_node()
         )
         .await
         .unwrap();
-    assert_eq!((at2, index2), (at, 0));
+    // The first revocation's time, whether the retry was byte-identical
+    // (same millisecond: the ledger answers it directly) or not.
+    assert_eq!(at2, at);
     let e = auths[1]
         .revoke("eu", &first.serial, RevocationReason::Superseded)
         .await
