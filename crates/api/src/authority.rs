@@ -105,6 +105,7 @@ pub struct Authority {
     pub(crate) cfg: AuthorityConfig,
     rng: SystemRandom,
     pub(crate) crls: crate::crls::CrlCache,
+    limiter: crate::limits::Limiter,
     /// Started on first use (it needs a runtime; `new` does not).
     records: std::sync::OnceLock<crate::batch::RecordBatcher>,
     signers: std::sync::Mutex<HashMap<String, Arc<CaSigner>>>,
@@ -130,6 +131,7 @@ impl Authority {
             rng: SystemRandom::new(),
             crls: Default::default(),
             records: Default::default(),
+            limiter: Default::default(),
             signers: Default::default(),
             leases: Default::default(),
             policy: Default::default(),
@@ -540,6 +542,19 @@ impl Authority {
         let policy = self.current_policy().await?;
         let now = now_ms() as i64 / 1000;
         let decision = policy.decide(&req.namespace, &req.profile, &csr, req.lifetime, now)?;
+        // Before a serial is taken or anything signed: a caller over its
+        // budget costs nothing but this check.
+        let (per_identity, per_namespace) = policy.rates();
+        let limits: Vec<(String, quorumca_ca::Rate)> = per_identity
+            .map(|r| (format!("identity {:?}", req.requester), r))
+            .into_iter()
+            .chain(per_namespace.map(|r| (format!("namespace {:?}", req.namespace), r)))
+            .collect();
+        if !limits.is_empty() {
+            self.limiter
+                .take(&limits, std::time::Instant::now())
+                .map_err(|(what, retry_after)| AuthorityError::RateLimited { what, retry_after })?;
+        }
         let issuer_id = self.cfg.region.clone();
         if self.node.read_local(|s| s.issuer(&issuer_id).is_none()) {
             self.node.read_linearizable(|_| ()).await?;

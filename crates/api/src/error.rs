@@ -38,6 +38,11 @@ pub enum AuthorityError {
     CrlNotReady { issuer: String, shard: u64 },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("rate limit of {what} reached (policy [limits]); retry in {retry_after:?}")]
+    RateLimited {
+        what: String,
+        retry_after: std::time::Duration,
+    },
     #[error("key generation failed: {0}")]
     KeyGen(#[from] rcgen::Error),
     #[error("internal error: {0}")]
@@ -64,6 +69,7 @@ impl AuthorityError {
             Self::UnknownCrlShard { .. } => StatusCode::NotFound,
             Self::CrlNotReady { .. } => StatusCode::Unavailable,
             Self::InvalidArgument(_) => StatusCode::InvalidArgument,
+            Self::RateLimited { .. } => StatusCode::ResourceExhausted,
             Self::Consensus(_) | Self::KeyGen(_) | Self::Internal(_) => StatusCode::Internal,
         }
     }
@@ -78,5 +84,6 @@ pub enum StatusCode {
     NotFound,
     FailedPrecondition,
     Unavailable,
+    ResourceExhausted,
     Internal,
 }

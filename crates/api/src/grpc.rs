@@ -28,6 +28,7 @@ pub fn to_status(e: AuthorityError) -> Status {
         StatusCode::NotFound => Status::not_found(msg),
         StatusCode::FailedPrecondition => Status::failed_precondition(msg),
         StatusCode::Unavailable => Status::unavailable(msg),
+        StatusCode::ResourceExhausted => Status::resource_exhausted(msg),
         StatusCode::Internal => Status::internal(msg),
     }
 }

@@ -32,6 +32,7 @@ mod crls;
 mod error;
 pub mod grpc;
 pub mod http;
+mod limits;
 pub mod server;
 pub mod testing;
 

@@ -605,3 +605,36 @@ async fn retries_with_an_idempotency_key_get_the_first_certificate_on_any_node()
         .unwrap_err();
     assert!(e.to_string().contains("already revoked"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_over_its_rate_limit_is_refused_before_anything_is_spent() {
+    let (_c, auths) = setup().await;
+    let limited = format!(
+        "{}\n[limits]\nper_identity = \"3/s\"\n",
+        quorumca_api::testing::TEST_POLICY
+    );
+    auths[0]
+        .apply_policy(&limited, "test", Some(1))
+        .await
+        .unwrap();
+    auths[1].node().read_linearizable(|_| ()).await.unwrap();
+    let as_who = |who: &str| IssueRequest {
+        requester: who.into(),
+        ..request(csr("rl.payments.svc.cluster.local"))
+    };
+    for _ in 0..3 {
+        auths[1].issue(as_who("greedy")).await.unwrap();
+    }
+    let before = auths[1].node().read_local(|s| s.record_count());
+    let e = auths[1].issue(as_who("greedy")).await.unwrap_err();
+    assert_eq!(e.code(), quorumca_api::StatusCode::ResourceExhausted, "{e}");
+    assert!(
+        e.to_string().contains("greedy") && e.to_string().contains("retry in"),
+        "{e}"
+    );
+    assert_eq!(auths[1].node().read_local(|s| s.record_count()), before);
+    // Others are not affected; the greedy caller recovers after a moment.
+    auths[1].issue(as_who("patient")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    auths[1].issue(as_who("greedy")).await.unwrap();
+}

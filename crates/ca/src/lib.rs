@@ -44,8 +44,8 @@ pub use ocsp::{
     respond as ocsp_respond, OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
 };
 pub use policy::{
-    AlgorithmName, Decision, Namespace, Policy, PolicyError, Profile, Store, UsageName,
-    DEFAULT_BACKDATE, MAX_BACKDATE,
+    AlgorithmName, Decision, Limits, Namespace, Policy, PolicyError, Profile, Rate, Store,
+    UsageName, DEFAULT_BACKDATE, MAX_BACKDATE,
 };
 pub use seal::{seal, unseal, Kek, SealError, SealedKey, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 pub use sign::{

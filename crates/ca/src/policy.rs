@@ -121,6 +121,56 @@ pub struct Namespace {
     pub uris: Vec<String>,
 }
 
+/// Issuance rate limits, each `"<count>/<s|m|h>"`, enforced by every node
+/// on what it receives (so the cluster-wide ceiling is the number of nodes
+/// times this). They keep one client's retry loop from flooding the Raft
+/// log.
+///
+/// ```toml
+/// [limits]
+/// per_identity = "50/s"     # per requester identity
+/// per_namespace = "500/s"
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_namespace: Option<String>,
+}
+
+/// A parsed limit: a refill rate and a burst (one second's worth, at least
+/// one request).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Rate {
+    /// Parses `"<count>/<s|m|h>"`.
+    pub fn parse(text: &str) -> Option<Rate> {
+        let (n, unit) = text.trim().split_once('/')?;
+        let n: f64 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n: &f64| n.is_finite() && *n > 0.0)?;
+        let secs = match unit.trim() {
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        let per_second = n / secs;
+        Some(Rate {
+            per_second,
+            burst: per_second.ceil().max(1.0),
+        })
+    }
+}
+
 /// A whole policy. BTreeMaps keep the canonical text stable.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +179,12 @@ pub struct Policy {
     pub profiles: BTreeMap<String, Profile>,
     #[serde(default)]
     pub namespaces: BTreeMap<String, Namespace>,
+    #[serde(default, skip_serializing_if = "limits_unset")]
+    pub limits: Limits,
+}
+
+fn limits_unset(l: &Limits) -> bool {
+    *l == Limits::default()
 }
 
 /// A policy that cannot be applied, or a request it refuses. Messages name
@@ -230,8 +286,29 @@ impl Policy {
         toml::to_string_pretty(self).expect("a validated policy serialises")
     }
 
+    /// The per-identity and per-namespace limits, if set.
+    pub fn rates(&self) -> (Option<Rate>, Option<Rate>) {
+        let parse = |s: &Option<String>| s.as_deref().and_then(Rate::parse);
+        (
+            parse(&self.limits.per_identity),
+            parse(&self.limits.per_namespace),
+        )
+    }
+
     pub fn validate(&self) -> Result<(), PolicyError> {
         let bad = |m: String| Err(PolicyError::Invalid(m));
+        for (field, v) in [
+            ("per_identity", &self.limits.per_identity),
+            ("per_namespace", &self.limits.per_namespace),
+        ] {
+            if let Some(v) = v {
+                if Rate::parse(v).is_none() {
+                    return bad(format!(
+                        "limits.{field}: {v:?} is not a rate like \"50/s\", \"600/m\" or \"1000/h\""
+                    ));
+                }
+            }
+        }
         for (name, p) in &self.profiles {
             let owner = format!("profile {name:?}");
             if p.key_algorithms.is_empty() {
@@ -432,6 +509,32 @@ dns = ["*.search.svc.cluster.local"]
                 uris: uris.iter().map(|s| s.to_string()).collect(),
             },
         }
+    }
+
+    #[test]
+    fn rate_limits_parse_validate_and_survive_the_canonical_text() {
+        let r = Rate::parse("50/s").unwrap();
+        assert_eq!((r.per_second, r.burst), (50.0, 50.0));
+        let r = Rate::parse(" 600 / m ").unwrap();
+        assert_eq!((r.per_second, r.burst), (10.0, 10.0));
+        assert_eq!(Rate::parse("30/h").unwrap().burst, 1.0);
+        for bad in ["", "50", "0/s", "-1/s", "x/s", "5/d", "inf/s", "NaN/s"] {
+            assert!(Rate::parse(bad).is_none(), "{bad:?}");
+        }
+        let with = format!("{POLICY}\n[limits]\nper_identity = \"5/s\"\n");
+        let p = Policy::from_toml(&with).unwrap();
+        assert_eq!(p.rates().0.unwrap().per_second, 5.0);
+        assert!(p.rates().1.is_none());
+        let again = Policy::from_toml(&p.to_canonical_toml()).unwrap();
+        assert_eq!(again, p);
+        let e = Policy::from_toml(&format!("{POLICY}\n[limits]\nper_namespace = \"lots\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("limits.per_namespace"), "{e}");
+        // No [limits] section: the canonical text has none either.
+        assert!(!Policy::from_toml(POLICY)
+            .unwrap()
+            .to_canonical_toml()
+            .contains("limits"));
     }
 
     #[test]
