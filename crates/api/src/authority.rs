@@ -292,7 +292,7 @@ impl Authority {
             }
             Some(_) => {}
             None => {
-                let root = x509_not_after(root_der)?;
+                let root = quorumca_ca::certificate_not_after(root_der)?;
                 self.register_issuer(IssuerRecord {
                     id: ROOT_ID.into(),
                     region: None,
@@ -768,11 +768,6 @@ fn check_issuer_id(id: &str) -> Result<(), AuthorityError> {
             "region {id:?} must be 1-63 characters of a-z, 0-9 and '-' (and not {ROOT_ID:?})"
         )))
     }
-}
-
-/// notAfter of a certificate, Unix seconds.
-fn x509_not_after(der: &[u8]) -> Result<i64, AuthorityError> {
-    quorumca_ca::certificate_not_after(der).map_err(AuthorityError::Sign)
 }
 
 fn encode_sealed(s: &SealedKey) -> Vec<u8> {

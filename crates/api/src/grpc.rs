@@ -303,15 +303,11 @@ impl pb::certificate_service_server::CertificateService for Services {
     }
 }
 
-/// The DER of the first CERTIFICATE block of a PEM text.
+/// The DER of the first certificate in `pem`, or INVALID_ARGUMENT naming
+/// the field.
 fn cert_der_of(pem: &str, what: &str) -> Result<Vec<u8>, AuthorityError> {
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let end = "-----END CERTIFICATE-----";
-    let bad = || AuthorityError::InvalidArgument(format!("{what} is not a PEM certificate"));
-    let start = pem.find(begin).ok_or_else(bad)? + begin.len();
-    let stop = pem[start..].find(end).ok_or_else(bad)? + start;
-    let b64: String = pem[start..stop].split_whitespace().collect();
-    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).map_err(|_| bad())
+    quorumca_ca::first_certificate_der(pem.as_bytes())
+        .map_err(|e| AuthorityError::InvalidArgument(format!("{what}: {e}")))
 }
 
 #[tonic::async_trait]

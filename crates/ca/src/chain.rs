@@ -44,6 +44,18 @@ pub fn intermediate_csr(key_pkcs8: &[u8], region: &str) -> Result<String, SignEr
     csr.pem().map_err(|e| SignError::Build(e.to_string()))
 }
 
+/// The DER of the first certificate in a PEM text (a file may hold a
+/// chain).
+pub fn first_certificate_der(pem: &[u8]) -> Result<Vec<u8>, SignError> {
+    let certs =
+        Certificate::load_pem_chain(pem).map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+    certs
+        .first()
+        .ok_or_else(|| bad("no certificate in the PEM text"))?
+        .to_der()
+        .map_err(|e| SignError::Build(e.to_string()))
+}
+
 /// notAfter of any certificate, Unix seconds.
 pub fn certificate_not_after(der: &[u8]) -> Result<i64, SignError> {
     let c = Certificate::from_der(der)

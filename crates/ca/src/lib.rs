@@ -35,7 +35,10 @@ mod policy;
 mod seal;
 mod sign;
 
-pub use chain::{certificate_not_after, check_intermediate, intermediate_csr, IntermediateInfo};
+pub use chain::{
+    certificate_not_after, check_intermediate, first_certificate_der, intermediate_csr,
+    IntermediateInfo,
+};
 pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
 pub use csr::{
     parse_csr, public_key_of, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES,

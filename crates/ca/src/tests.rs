@@ -858,6 +858,10 @@ fn an_offline_signed_intermediate_is_checked_against_root_key_and_constraints() 
     let int = sign_intermediate_csr(&root, &csr, "QuorumCA eu-west", v, &[2]).unwrap();
 
     let info = check_intermediate(&root.cert_der, &int, &pkcs8, now).unwrap();
+    // As install-intermediate receives it: PEM, possibly a chain.
+    let chain = format!("{}{}", pem_encode("CERTIFICATE", &int), root.cert_pem());
+    assert_eq!(first_certificate_der(chain.as_bytes()).unwrap(), int);
+    assert!(first_certificate_der(b"not pem").is_err());
     assert_eq!(info.not_after, 2_000_000_000);
 
     // Same subject, different root key: the signature gives it away.

@@ -161,7 +161,7 @@ fn random_serial(rng: &SystemRandom) -> anyhow::Result<Vec<u8>> {
     Ok(s.to_vec())
 }
 
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -1,7 +1,5 @@
 //! `quorumca cluster ...`: operator commands against running nodes.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use quorumca_consensus::pb::cluster_client::ClusterClient;
@@ -9,6 +7,7 @@ use quorumca_consensus::pb::{self, AddNodeRequest, PingRequest, RemoveNodeReques
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use crate::client::{channel, status_error};
 use crate::output::{json, table, Output};
 
 #[derive(Debug, Args)]
@@ -72,31 +71,9 @@ pub enum ClusterCmd {
     },
 }
 
-async fn connect(addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(15))
-        .connect()
-        .await?;
-    Ok(ClusterClient::new(ch))
-}
-
+/// The Cluster service on the first endpoint that accepts a connection.
 async fn first_reachable(endpoints: &[String]) -> anyhow::Result<ClusterClient<Channel>> {
-    let mut errors = Vec::new();
-    for e in endpoints {
-        match connect(e).await {
-            Ok(c) => return Ok(c),
-            Err(err) => errors.push(format!("{e}: {err}")),
-        }
-    }
-    bail!(
-        "no endpoint answered ({}). Is the cluster running? `quorumca dev` prints its endpoints",
-        errors.join("; ")
-    )
-}
-
-fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+    Ok(ClusterClient::new(channel(endpoints).await?))
 }
 
 #[derive(Serialize)]
@@ -158,7 +135,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
         ClusterCmd::Status(conn) => {
             let mut out = Vec::new();
             for e in &conn.endpoints {
-                let s = match connect(e).await {
+                let s = match first_reachable(std::slice::from_ref(e)).await {
                     Ok(mut c) => c
                         .status(StatusRequest {})
                         .await

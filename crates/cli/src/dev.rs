@@ -267,19 +267,10 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
 /// 32 random bytes, hex: the dev cluster's unseal secret, readable by the
 /// owner only.
 fn write_secret(path: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{}", hex::encode(b))?;
-    Ok(())
+    crate::ca::write_new(path, format!("{}\n", hex::encode(b)).as_bytes(), 0o600)
 }
 
 /// Waits until the hierarchy exists (root plus one intermediate per

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use quorumca_testkit::{openssl, write_file};
-use support::{free_base_port, wait_for_file, Procs, BIN};
+use support::{start_dev, BIN};
 
 struct Cli {
     endpoints: String,
@@ -86,18 +86,7 @@ fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_cluster_issues_revokes_and_serves_crl_and_ocsp_from_every_node() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("dev");
-    let base = free_base_port();
-    let child = Command::new(BIN)
-        .args(["--log", "warn", "dev", "--data-dir"])
-        .arg(&data)
-        .args(["--base-port", &base.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _dev = Procs(vec![child]);
-    let env = wait_for_file(&data.join("env"), Duration::from_secs(90)).await;
+    let (_dev, base, env) = start_dev(&dir.path().join("dev")).await;
     let endpoints = env
         .lines()
         .find_map(|l| l.strip_prefix("export QUORUMCA_ENDPOINTS="))

@@ -10,10 +10,9 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use quorumca_testkit::{openssl, write_file};
-use support::{free_base_port, wait_for_file, Procs, BIN};
+use support::{start_dev, BIN};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -84,18 +83,7 @@ async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let data = dir.path().join("dev");
-    let base = free_base_port();
-    let child = Command::new(BIN)
-        .args(["--log", "warn", "dev", "--data-dir"])
-        .arg(&data)
-        .args(["--base-port", &base.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _dev = Procs(vec![child]);
-    wait_for_file(&data.join("env"), Duration::from_secs(90)).await;
+    let (_dev, base, _env) = start_dev(&dir.path().join("dev")).await;
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = rcgen::CertificateParams::new(vec!["py.svc.dev.internal".to_string()])

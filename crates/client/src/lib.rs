@@ -338,20 +338,29 @@ impl Client {
         }
     }
 
+    /// One unary RPC through [`Client::call`]: the request is cloned for
+    /// each attempt and the response unwrapped.
+    async fn unary<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(Channel, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(|ch| {
+            let attempt = f(ch, req.clone());
+            async move { attempt.await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
     /// Issues a certificate. Without an idempotency key one is generated, so
     /// the retries this client makes can never issue twice.
     pub async fn issue(&self, mut req: pb::IssueRequest) -> Result<pb::IssueResponse, ClientError> {
         if req.idempotency_key.is_empty() {
             req.idempotency_key = new_idempotency_key();
         }
-        self.call(|ch| {
-            let req = req.clone();
-            async move {
-                CertificateServiceClient::new(ch)
-                    .issue(req)
-                    .await
-                    .map(|r| r.into_inner())
-            }
+        self.unary(req, |ch, r| async move {
+            CertificateServiceClient::new(ch).issue(r).await
         })
         .await
     }
@@ -364,14 +373,8 @@ impl Client {
         if req.idempotency_key.is_empty() {
             req.idempotency_key = new_idempotency_key();
         }
-        self.call(|ch| {
-            let req = req.clone();
-            async move {
-                CertificateServiceClient::new(ch)
-                    .revoke(req)
-                    .await
-                    .map(|r| r.into_inner())
-            }
+        self.unary(req, |ch, r| async move {
+            CertificateServiceClient::new(ch).revoke(r).await
         })
         .await
     }
@@ -382,14 +385,8 @@ impl Client {
         &self,
         req: pb::RevokeByKeyRequest,
     ) -> Result<pb::RevokeByKeyResponse, ClientError> {
-        self.call(|ch| {
-            let req = req.clone();
-            async move {
-                CertificateServiceClient::new(ch)
-                    .revoke_by_key(req)
-                    .await
-                    .map(|r| r.into_inner())
-            }
+        self.unary(req, |ch, r| async move {
+            CertificateServiceClient::new(ch).revoke_by_key(r).await
         })
         .await
     }
@@ -398,14 +395,8 @@ impl Client {
         &self,
         req: pb::GetCertificateRequest,
     ) -> Result<pb::CertificateInfo, ClientError> {
-        self.call(|ch| {
-            let req = req.clone();
-            async move {
-                CertificateServiceClient::new(ch)
-                    .get_certificate(req)
-                    .await
-                    .map(|r| r.into_inner())
-            }
+        self.unary(req, |ch, r| async move {
+            CertificateServiceClient::new(ch).get_certificate(r).await
         })
         .await
     }
@@ -415,48 +406,30 @@ impl Client {
         &self,
         req: pb::ListCertificatesRequest,
     ) -> Result<pb::ListCertificatesResponse, ClientError> {
-        self.call(|ch| {
-            let req = req.clone();
-            async move {
-                CertificateServiceClient::new(ch)
-                    .list_certificates(req)
-                    .await
-                    .map(|r| r.into_inner())
-            }
+        self.unary(req, |ch, r| async move {
+            CertificateServiceClient::new(ch).list_certificates(r).await
         })
         .await
     }
 
     pub async fn trust_bundle(&self) -> Result<pb::TrustBundle, ClientError> {
-        self.call(|ch| async move {
-            AuthorityServiceClient::new(ch)
-                .get_trust_bundle(pb::GetTrustBundleRequest {})
-                .await
-                .map(|r| r.into_inner())
+        self.unary(pb::GetTrustBundleRequest {}, |ch, r| async move {
+            AuthorityServiceClient::new(ch).get_trust_bundle(r).await
         })
         .await
     }
 
     pub async fn crl(&self, req: pb::GetCrlRequest) -> Result<pb::GetCrlResponse, ClientError> {
-        self.call(|ch| {
-            let req = req.clone();
-            async move {
-                AuthorityServiceClient::new(ch)
-                    .get_crl(req)
-                    .await
-                    .map(|r| r.into_inner())
-            }
+        self.unary(req, |ch, r| async move {
+            AuthorityServiceClient::new(ch).get_crl(r).await
         })
         .await
     }
 
     /// The current policy (version 0) or one version of it.
     pub async fn policy(&self, version: u64) -> Result<pb::PolicyVersion, ClientError> {
-        self.call(|ch| async move {
-            PolicyServiceClient::new(ch)
-                .get_policy(pb::GetPolicyRequest { version })
-                .await
-                .map(|r| r.into_inner())
+        self.unary(pb::GetPolicyRequest { version }, |ch, r| async move {
+            PolicyServiceClient::new(ch).get_policy(r).await
         })
         .await
     }

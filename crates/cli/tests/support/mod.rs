@@ -62,3 +62,21 @@ pub async fn wait_for_file(path: &Path, timeout: Duration) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Starts `quorumca dev` on a free base port with its data in `data`, and
+/// waits for its env file. Returns the process guard, the base port and the
+/// env file's text.
+pub async fn start_dev(data: &Path) -> (Procs, u16, String) {
+    let base = free_base_port();
+    let child = std::process::Command::new(BIN)
+        .args(["--log", "warn", "dev", "--data-dir"])
+        .arg(data)
+        .args(["--base-port", &base.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start quorumca dev");
+    let guard = Procs(vec![child]);
+    let env = wait_for_file(&data.join("env"), Duration::from_secs(90)).await;
+    (guard, base, env)
+}
