@@ -43,6 +43,11 @@ pub struct AuthorityConfig {
     /// How often the base of delta CRLs moves forward: a delta lists what
     /// was revoked since its base full CRL.
     pub delta_base_every: Duration,
+    /// How callers are identified and authorised.
+    pub access: crate::auth::Access,
+    /// A root made before the cluster (cert PEM file, sealed key file),
+    /// registered by the bootstrap instead of generating one.
+    pub root_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl AuthorityConfig {
@@ -56,6 +61,8 @@ impl AuthorityConfig {
             lease_ttl: Duration::from_secs(600),
             crl_validity: Duration::from_secs(86_400),
             delta_base_every: Duration::from_secs(3_600),
+            access: crate::auth::Access::Open,
+            root_files: None,
         }
     }
 }
@@ -105,14 +112,14 @@ pub struct Authority {
     pub(crate) cfg: AuthorityConfig,
     rng: SystemRandom,
     pub(crate) crls: crate::crls::CrlCache,
-    limiter: crate::limits::Limiter,
+    pub(crate) limiter: crate::limits::Limiter,
     /// Started on first use (it needs a runtime; `new` does not).
     records: std::sync::OnceLock<crate::batch::RecordBatcher>,
     signers: std::sync::Mutex<HashMap<String, Arc<CaSigner>>>,
     leases: Mutex<HashMap<String, LeaseCursor>>,
     /// The parsed current policy and its version: parsing TOML on every
     /// issuance would cost more than the signature.
-    policy: std::sync::Mutex<Option<(u64, Arc<Policy>)>>,
+    pub(crate) policy: std::sync::Mutex<Option<(u64, Arc<Policy>)>>,
 }
 
 pub(crate) fn rejected(o: Outcome) -> AuthorityError {
@@ -190,6 +197,36 @@ impl Authority {
             .await?
         {
             Some(_) => self.signer(ROOT_ID)?,
+            None if self.cfg.root_files.is_some() => {
+                let (cert_path, key_path) = self.cfg.root_files.clone().expect("checked");
+                let read = |p: &std::path::Path| {
+                    std::fs::read(p).map_err(|e| {
+                        AuthorityError::InvalidArgument(format!(
+                            "[api] root file {}: {e}",
+                            p.display()
+                        ))
+                    })
+                };
+                let cert_der = quorumca_ca::first_certificate_der(&read(&cert_path)?)?;
+                let sealed = read(&key_path)?;
+                // Proves the secret opens it before the cluster relies on it.
+                let pkcs8 =
+                    quorumca_ca::unseal(self.kek()?, &decode_sealed(&sealed)?, ROOT_ID.as_bytes())?;
+                CaSigner::from_parts(&cert_der, &pkcs8)?;
+                let not_after = quorumca_ca::certificate_not_after(&cert_der)?;
+                let rec = IssuerRecord {
+                    id: ROOT_ID.into(),
+                    region: None,
+                    cert_der,
+                    sealed_key: Some(sealed),
+                    parent: None,
+                    not_after_ms: not_after as u64 * 1000,
+                    crl_shards: 1,
+                };
+                self.register_issuer(rec).await?;
+                self.node.read_linearizable(|_| ()).await?;
+                self.signer(ROOT_ID)?
+            }
             None => {
                 let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
                 let sealed = self.seal_key(&key, ROOT_ID)?;
@@ -327,7 +364,10 @@ impl Authority {
     /// the same id first is fine.
     async fn register_issuer(&self, rec: IssuerRecord) -> Result<(), AuthorityError> {
         match self
-            .propose(Proposal::new(now_ms(), Command::RegisterIssuer(rec)))
+            .propose(
+                Proposal::new(now_ms(), Command::RegisterIssuer(rec))
+                    .by(format!("node {}", self.node.id())),
+            )
             .await?
             .0
         {
@@ -529,6 +569,74 @@ impl Authority {
     /// safe: every attempt with the same key and key pair answers with the
     /// one certificate recorded first.
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, AuthorityError> {
+        self.issue_checked(req, None).await
+    }
+
+    /// Renews the certificate `caller` presented over mTLS: a new
+    /// certificate for the new CSR's key, in the old one's namespace and
+    /// profile, with exactly its names. The old one must be live (in the
+    /// ledger, unrevoked); holding it is the authority, no grant needed.
+    pub async fn renew(
+        &self,
+        caller: &crate::auth::Caller,
+        csr: Vec<u8>,
+        lifetime: Option<Duration>,
+        idempotency_key: Option<String>,
+    ) -> Result<Issued, AuthorityError> {
+        let denied = |why: &str| {
+            AuthorityError::Denied(quorumca_ca::Denied {
+                identity: caller.identity.clone(),
+                action: "renew".into(),
+                why: why.into(),
+            })
+        };
+        let Some(der) = &caller.cert_der else {
+            return Err(AuthorityError::InvalidArgument(
+                "Renew needs the certificate being renewed as the mTLS client certificate; this node runs without TLS".into(),
+            ));
+        };
+        let (serial, spki) = quorumca_ca::certificate_serial_and_spki(der)?;
+        let spki_hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &spki)
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
+        let serial = Serial(serial);
+        let found = self
+            .node
+            .read_linearizable(move |s| {
+                s.issuers()
+                    .filter_map(|i| s.record(&i.id, &serial))
+                    .find(|r| r.spki_hash == spki_hash)
+                    .map(|r| (r.clone(), s.revocation(&r.issuer, &r.serial).is_some()))
+            })
+            .await?;
+        let (record, revoked) = found.ok_or_else(|| {
+            denied("the presented certificate is not a live certificate of this cluster (unknown, or expired and pruned); issue a new one")
+        })?;
+        if revoked {
+            return Err(denied("the presented certificate is revoked"));
+        }
+        self.issue_checked(
+            IssueRequest {
+                csr,
+                namespace: record.namespace,
+                profile: record.profile,
+                lifetime,
+                requester: caller.identity.clone(),
+                idempotency_key,
+            },
+            Some(record.subject_digest),
+        )
+        .await
+    }
+
+    /// Issues; with `same_names`, only if the decided names digest to it
+    /// (a renewal keeps its certificate's names).
+    async fn issue_checked(
+        &self,
+        req: IssueRequest,
+        same_names: Option<[u8; 32]>,
+    ) -> Result<Issued, AuthorityError> {
         let csr = parse_csr(&req.csr)?;
         let spki_hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &csr.spki_der)
             .as_ref()
@@ -555,6 +663,16 @@ impl Authority {
                 .take(&limits, std::time::Instant::now())
                 .map_err(|(what, retry_after)| AuthorityError::RateLimited { what, retry_after })?;
         }
+        let names = format!("{:?}|{:?}|{:?}", decision.dns, decision.ips, decision.uris);
+        let names_digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, names.as_bytes())
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
+        if same_names.is_some_and(|d| d != names_digest) {
+            return Err(AuthorityError::InvalidArgument(
+                "a renewal keeps the names of the certificate being renewed; put exactly its DNS, IP and URI names in the CSR (or Issue a new certificate)".into(),
+            ));
+        }
         let issuer_id = self.cfg.region.clone();
         if self.node.read_local(|s| s.issuer(&issuer_id).is_none()) {
             self.node.read_linearizable(|_| ()).await?;
@@ -580,13 +698,6 @@ impl Authority {
             ocsp_url: Some(format!("{}/ocsp/{issuer_id}", self.cfg.base_url)),
         };
         let cert_der = quorumca_ca::sign_leaf(&signer, &csr, &spec)?;
-        let digest = |b: &[u8]| -> [u8; 32] {
-            ring::digest::digest(&ring::digest::SHA256, b)
-                .as_ref()
-                .try_into()
-                .expect("32 bytes")
-        };
-        let names = format!("{:?}|{:?}|{:?}", decision.dns, decision.ips, decision.uris);
         let record = IssuanceRecord {
             issuer: issuer_id.clone(),
             serial: Serial(serial.clone()),
@@ -594,7 +705,7 @@ impl Authority {
             node_id: self.node.id(),
             not_before_ms: decision.validity.not_before as u64 * 1000,
             not_after_ms: decision.validity.not_after as u64 * 1000,
-            subject_digest: digest(names.as_bytes()),
+            subject_digest: names_digest,
             spki_hash,
             profile: decision.profile.clone(),
             namespace: decision.namespace.clone(),
@@ -668,6 +779,20 @@ impl Authority {
         reason: RevocationReason,
         idempotency_key: Option<&str>,
     ) -> Result<(u64, u64), AuthorityError> {
+        self.revoke_as("", issuer, serial, reason, idempotency_key)
+            .await
+    }
+
+    /// Like [`Authority::revoke_with_key`], recording `actor` in the audit
+    /// log.
+    pub async fn revoke_as(
+        &self,
+        actor: &str,
+        issuer: &str,
+        serial: &[u8],
+        reason: RevocationReason,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u64, u64), AuthorityError> {
         let mut p = Proposal::new(
             now_ms(),
             Command::Revoke {
@@ -676,7 +801,8 @@ impl Authority {
                 reason,
                 revoked_at_ms: now_ms(),
             },
-        );
+        )
+        .by(actor);
         p.idempotency_key = idempotency_key.map(String::from);
         match self.propose(p).await? {
             (Outcome::Revoked { revoked_at_ms, .. }, index) => Ok((revoked_at_ms, index)),
@@ -708,6 +834,17 @@ impl Authority {
         spki_der: &[u8],
         reason: RevocationReason,
     ) -> Result<usize, AuthorityError> {
+        self.revoke_by_key_as("", spki_der, reason).await
+    }
+
+    /// Like [`Authority::revoke_by_key`], recording `actor` in the audit
+    /// log.
+    pub async fn revoke_by_key_as(
+        &self,
+        actor: &str,
+        spki_der: &[u8],
+        reason: RevocationReason,
+    ) -> Result<usize, AuthorityError> {
         let spki_hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, spki_der)
             .as_ref()
             .try_into()
@@ -719,7 +856,8 @@ impl Authority {
                 reason,
                 revoked_at_ms: now_ms(),
             },
-        );
+        )
+        .by(actor);
         match self.propose(p).await?.0 {
             Outcome::RevokedByKey { revoked } => Ok(revoked.len()),
             o => Err(rejected(o)),
@@ -768,6 +906,12 @@ fn check_issuer_id(id: &str) -> Result<(), AuthorityError> {
             "region {id:?} must be 1-63 characters of a-z, 0-9 and '-' (and not {ROOT_ID:?})"
         )))
     }
+}
+
+/// Seals a CA key the way the ledger stores it: for a root made before the
+/// cluster runs (`quorumca dev`), handed to the bootstrap in a file.
+pub fn seal_for_ledger(kek: &Kek, issuer_id: &str, pkcs8: &[u8], nonce: [u8; 12]) -> Vec<u8> {
+    encode_sealed(&quorumca_ca::seal(kek, pkcs8, nonce, issuer_id.as_bytes()))
 }
 
 fn encode_sealed(s: &SealedKey) -> Vec<u8> {

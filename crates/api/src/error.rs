@@ -45,6 +45,10 @@ pub enum AuthorityError {
     },
     #[error("key generation failed: {0}")]
     KeyGen(#[from] rcgen::Error),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    Denied(#[from] quorumca_ca::Denied),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -60,6 +64,8 @@ impl AuthorityError {
             | Self::Policy(PolicyError::UnknownProfile(_)) => StatusCode::NotFound,
             Self::Policy(_) => StatusCode::InvalidArgument,
             Self::Rejected(Rejection::UnknownCertificate { .. }) => StatusCode::NotFound,
+            Self::Rejected(Rejection::SelfApproval { .. }) => StatusCode::PermissionDenied,
+            Self::Rejected(Rejection::UnknownChange { .. }) => StatusCode::NotFound,
             Self::Rejected(_) => StatusCode::FailedPrecondition,
             Self::Consensus(ConsensusError::Unavailable { .. }) => StatusCode::Unavailable,
             Self::Consensus(ConsensusError::InvalidArgument(_)) => StatusCode::InvalidArgument,
@@ -70,6 +76,8 @@ impl AuthorityError {
             Self::CrlNotReady { .. } => StatusCode::Unavailable,
             Self::InvalidArgument(_) => StatusCode::InvalidArgument,
             Self::RateLimited { .. } => StatusCode::ResourceExhausted,
+            Self::Unauthenticated(_) => StatusCode::Unauthenticated,
+            Self::Denied(_) => StatusCode::PermissionDenied,
             Self::Consensus(_) | Self::KeyGen(_) | Self::Internal(_) => StatusCode::Internal,
         }
     }
@@ -80,6 +88,7 @@ impl AuthorityError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusCode {
     InvalidArgument,
+    Unauthenticated,
     PermissionDenied,
     NotFound,
     FailedPrecondition,

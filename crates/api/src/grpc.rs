@@ -2,16 +2,17 @@
 //! [`Authority`]: request decoding, error mapping to status codes, nothing
 //! else. Every decision stays in the authority and the CA crate.
 //!
-//! Callers are not authenticated yet (mTLS and roles come with the API
-//! issue); the requester recorded with each issuance is the peer address.
+//! Each call starts by naming its caller (the client certificate's
+//! identity, see `auth`) and asking whether its roles allow the call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorumca_ca::{pem_encode, Policy};
-use quorumca_ledger::{Command, Outcome, Proposal, RevocationReason};
+use quorumca_ca::{pem_encode, Action, Policy};
+use quorumca_ledger::{Change, Command, Outcome, Proposal, RevocationReason};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::authority::{rejected, Authority, IssueRequest};
 use crate::error::{AuthorityError, StatusCode};
 use crate::pb;
@@ -24,6 +25,7 @@ pub fn to_status(e: AuthorityError) -> Status {
     let msg = e.to_string();
     match e.code() {
         StatusCode::InvalidArgument => Status::invalid_argument(msg),
+        StatusCode::Unauthenticated => Status::unauthenticated(msg),
         StatusCode::PermissionDenied => Status::permission_denied(msg),
         StatusCode::NotFound => Status::not_found(msg),
         StatusCode::FailedPrecondition => Status::failed_precondition(msg),
@@ -137,16 +139,58 @@ fn parse_page_token(t: &str) -> Result<Option<(String, quorumca_ledger::Serial)>
 /// little cannot make one request scan the whole ledger.
 const LIST_SCAN_LIMIT: usize = 20_000;
 
-fn requester<T>(req: &Request<T>) -> String {
-    match req.remote_addr() {
-        Some(a) => format!("unauthenticated@{a}"),
-        None => "unauthenticated".into(),
+/// The public services, sharing one authority.
+#[derive(Clone)]
+pub struct Services(pub Arc<Authority>);
+
+impl Services {
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let certs = req.peer_certs();
+        self.0
+            .caller(certs.as_deref().map(|v| v.as_slice()), req.remote_addr())
+            .map_err(to_status)
+    }
+
+    /// The caller, if its roles allow `action` (refusals are audited).
+    fn allow<T>(&self, req: &Request<T>, action: Action) -> Result<Caller, Status> {
+        let caller = self.caller(req)?;
+        self.0.authorize(&caller, action).map_err(to_status)?;
+        Ok(caller)
+    }
+
+    /// Maps an issuance error, auditing policy refusals (a name or profile
+    /// outside the namespace) like role refusals.
+    fn issue_error(&self, caller: &Caller, what: &str, e: AuthorityError) -> Status {
+        if e.code() == StatusCode::PermissionDenied && !matches!(e, AuthorityError::Denied(_)) {
+            self.0.audit_denial(&caller.identity, what, &e.to_string());
+        }
+        to_status(e)
+    }
+
+    /// The namespace of a recorded certificate, read through the leader
+    /// (a record this node has not applied yet still counts).
+    async fn namespace_of(&self, issuer: &str, serial: &[u8]) -> Result<Option<String>, Status> {
+        let (issuer, serial) = (issuer.to_string(), quorumca_ledger::Serial(serial.to_vec()));
+        self.0
+            .node()
+            .read_linearizable(move |s| s.record(&issuer, &serial).map(|r| r.namespace.clone()))
+            .await
+            .map_err(|e| to_status(e.into()))
     }
 }
 
-/// The three public services, sharing one authority.
-#[derive(Clone)]
-pub struct Services(pub Arc<Authority>);
+fn issue_response(issued: crate::authority::Issued) -> pb::IssueResponse {
+    pb::IssueResponse {
+        issuer: issued.issuer,
+        serial: hex::encode(&issued.serial),
+        certificate_pem: pem_encode("CERTIFICATE", &issued.cert_der),
+        chain_pem: issued.chain_pem,
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        log_index: issued.log_index,
+        replayed: issued.replayed,
+    }
+}
 
 #[tonic::async_trait]
 impl pb::certificate_service_server::CertificateService for Services {
@@ -154,7 +198,13 @@ impl pb::certificate_service_server::CertificateService for Services {
         &self,
         req: Request<pb::IssueRequest>,
     ) -> Result<Response<pb::IssueResponse>, Status> {
-        let requester = requester(&req);
+        let namespace = req.get_ref().namespace.clone();
+        let caller = self.allow(
+            &req,
+            Action::Issue {
+                namespace: &namespace,
+            },
+        )?;
         let r = req.into_inner();
         let issued = self
             .0
@@ -163,34 +213,56 @@ impl pb::certificate_service_server::CertificateService for Services {
                 namespace: r.namespace,
                 profile: r.profile,
                 lifetime: (r.lifetime_seconds > 0).then(|| Duration::from_secs(r.lifetime_seconds)),
-                requester,
-                idempotency_key: (!r.idempotency_key.is_empty()).then_some(r.idempotency_key),
+                requester: caller.identity.clone(),
+                idempotency_key: (!r.idempotency_key.is_empty())
+                    .then(|| self.0.scoped_key(&caller, &r.idempotency_key)),
             })
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::IssueResponse {
-            issuer: issued.issuer,
-            serial: hex::encode(&issued.serial),
-            certificate_pem: pem_encode("CERTIFICATE", &issued.cert_der),
-            chain_pem: issued.chain_pem,
-            not_before: issued.not_before,
-            not_after: issued.not_after,
-            log_index: issued.log_index,
-            replayed: issued.replayed,
-        }))
+            .map_err(|e| {
+                self.issue_error(&caller, &format!("issue in namespace {namespace:?}"), e)
+            })?;
+        Ok(Response::new(issue_response(issued)))
+    }
+
+    async fn renew(
+        &self,
+        req: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        let caller = self.caller(&req)?;
+        let r = req.into_inner();
+        let key =
+            (!r.idempotency_key.is_empty()).then(|| self.0.scoped_key(&caller, &r.idempotency_key));
+        let lifetime = (r.lifetime_seconds > 0).then(|| Duration::from_secs(r.lifetime_seconds));
+        let issued = self
+            .0
+            .renew(&caller, r.csr, lifetime, key)
+            .await
+            .map_err(|e| self.issue_error(&caller, "renew", e))?;
+        Ok(Response::new(issue_response(issued)))
     }
 
     async fn revoke(
         &self,
         req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let serial = parse_serial(&req.get_ref().serial).map_err(to_status)?;
+        let namespace = self
+            .namespace_of(&req.get_ref().issuer, &serial)
+            .await?
+            .unwrap_or_default();
+        let caller = self.allow(
+            &req,
+            Action::Revoke {
+                namespace: &namespace,
+            },
+        )?;
         let r = req.into_inner();
-        let serial = parse_serial(&r.serial).map_err(to_status)?;
         let reason = reason_of(r.reason).map_err(to_status)?;
-        let key = (!r.idempotency_key.is_empty()).then_some(r.idempotency_key.as_str());
+        let key =
+            (!r.idempotency_key.is_empty()).then(|| self.0.scoped_key(&caller, &r.idempotency_key));
         let (revoked_at_ms, log_index) = self
             .0
-            .revoke_with_key(&r.issuer, &serial, reason, key)
+            .revoke_as(&caller.identity, &r.issuer, &serial, reason, key.as_deref())
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RevokeResponse {
@@ -203,13 +275,14 @@ impl pb::certificate_service_server::CertificateService for Services {
         &self,
         req: Request<pb::RevokeByKeyRequest>,
     ) -> Result<Response<pb::RevokeByKeyResponse>, Status> {
+        let caller = self.allow(&req, Action::RevokeByKey)?;
         let r = req.into_inner();
         let spki = quorumca_ca::public_key_of(&r.public_key)
             .map_err(|e| to_status(AuthorityError::Csr(e)))?;
         let reason = reason_of(r.reason).map_err(to_status)?;
         let n = self
             .0
-            .revoke_by_key(&spki, reason)
+            .revoke_by_key_as(&caller.identity, &spki, reason)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RevokeByKeyResponse { revoked: n as u64 }))
@@ -219,8 +292,14 @@ impl pb::certificate_service_server::CertificateService for Services {
         &self,
         req: Request<pb::GetCertificateRequest>,
     ) -> Result<Response<pb::CertificateInfo>, Status> {
+        let caller = self.caller(&req)?;
         let r = req.into_inner();
         let serial = quorumca_ledger::Serial(parse_serial(&r.serial).map_err(to_status)?);
+        let allow = |namespace: Option<&str>| {
+            self.0
+                .authorize(&caller, Action::ReadCertificates { namespace })
+                .map_err(to_status)
+        };
         let live = self
             .0
             .node()
@@ -234,18 +313,24 @@ impl pb::certificate_service_server::CertificateService for Services {
             .await
             .map_err(|e| to_status(e.into()))?;
         if let Some(info) = live {
+            allow(Some(&info.namespace))?;
             return Ok(Response::new(info));
         }
         match self.0.node().archive().get(&r.issuer, &serial) {
-            Ok(Some(a)) => Ok(Response::new(info_of(
-                &a.record,
-                a.revocation.as_ref(),
-                true,
-            ))),
-            Ok(None) => Err(Status::not_found(format!(
-                "no certificate {} of issuer {:?} (live or archived on this node)",
-                r.serial, r.issuer
-            ))),
+            Ok(Some(a)) => {
+                allow(Some(&a.record.namespace))?;
+                Ok(Response::new(info_of(
+                    &a.record,
+                    a.revocation.as_ref(),
+                    true,
+                )))
+            }
+            Ok(None) => Err(allow(None).err().unwrap_or_else(|| {
+                Status::not_found(format!(
+                    "no certificate {} of issuer {:?} (live or archived on this node)",
+                    r.serial, r.issuer
+                ))
+            })),
             Err(e) => Err(Status::internal(e.to_string())),
         }
     }
@@ -254,6 +339,13 @@ impl pb::certificate_service_server::CertificateService for Services {
         &self,
         req: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let ns = req.get_ref().namespace.clone();
+        self.allow(
+            &req,
+            Action::ReadCertificates {
+                namespace: (!ns.is_empty()).then_some(ns.as_str()),
+            },
+        )?;
         let r = req.into_inner();
         let page = match r.page_size {
             0 => 100,
@@ -316,6 +408,7 @@ impl pb::authority_service_server::AuthorityService for Services {
         &self,
         req: Request<pb::PrepareIntermediateRequest>,
     ) -> Result<Response<pb::PrepareIntermediateResponse>, Status> {
+        self.allow(&req, Action::ChangeCa)?;
         let (csr_pem, sealed_key) = self
             .0
             .prepare_intermediate(&req.into_inner().region)
@@ -330,6 +423,7 @@ impl pb::authority_service_server::AuthorityService for Services {
         &self,
         req: Request<pb::InstallIntermediateRequest>,
     ) -> Result<Response<pb::InstallIntermediateResponse>, Status> {
+        self.allow(&req, Action::ChangeCa)?;
         let r = req.into_inner();
         let cert = cert_der_of(&r.certificate_pem, "certificate_pem").map_err(to_status)?;
         let root = cert_der_of(&r.root_pem, "root_pem").map_err(to_status)?;
@@ -342,38 +436,59 @@ impl pb::authority_service_server::AuthorityService for Services {
 
     async fn get_trust_bundle(
         &self,
-        _req: Request<pb::GetTrustBundleRequest>,
+        req: Request<pb::GetTrustBundleRequest>,
     ) -> Result<Response<pb::TrustBundle>, Status> {
+        self.caller(&req)?;
         let issuers = self
             .0
             .node()
             .read_linearizable(|s| s.issuers().cloned().collect::<Vec<_>>())
             .await
             .map_err(|e| to_status(e.into()))?;
-        let roots_pem = issuers
-            .iter()
-            .filter(|i| i.parent.is_none())
-            .map(|i| pem_encode("CERTIFICATE", &i.cert_der))
-            .collect();
-        Ok(Response::new(pb::TrustBundle {
-            roots_pem,
-            issuers: issuers
-                .into_iter()
-                .map(|i| pb::Issuer {
-                    certificate_pem: pem_encode("CERTIFICATE", &i.cert_der),
-                    id: i.id,
-                    region: i.region.unwrap_or_default(),
-                    parent: i.parent.unwrap_or_default(),
-                    crl_shards: i.crl_shards,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(bundle_of(issuers)))
+    }
+
+    type WatchTrustBundleStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::TrustBundle, Status>>;
+
+    async fn watch_trust_bundle(
+        &self,
+        req: Request<pb::GetTrustBundleRequest>,
+    ) -> Result<Response<Self::WatchTrustBundleStream>, Status> {
+        self.caller(&req)?;
+        let node = self.0.node().clone();
+        // Start from the leader's view, so the first bundle is current.
+        node.read_linearizable(|_| ())
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut sent = None;
+            loop {
+                let issuers = node.read_local(|s| s.issuers().cloned().collect::<Vec<_>>());
+                let bundle = bundle_of(issuers);
+                if sent != Some(bundle.version) {
+                    sent = Some(bundle.version);
+                    if tx.send(Ok(bundle)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn get_crl(
         &self,
         req: Request<pb::GetCrlRequest>,
     ) -> Result<Response<pb::GetCrlResponse>, Status> {
+        self.caller(&req)?;
         let r = req.into_inner();
         let c = self.0.crl(&r.issuer, r.shard, r.delta).map_err(to_status)?;
         Ok(Response::new(pb::GetCrlResponse {
@@ -382,6 +497,30 @@ impl pb::authority_service_server::AuthorityService for Services {
             this_update: c.this_update,
             next_update: c.next_update,
         }))
+    }
+}
+
+/// The bundle of these issuers. Issuers are only ever added, so their
+/// count is the bundle's version.
+fn bundle_of(issuers: Vec<quorumca_ledger::IssuerRecord>) -> pb::TrustBundle {
+    let roots_pem = issuers
+        .iter()
+        .filter(|i| i.parent.is_none())
+        .map(|i| pem_encode("CERTIFICATE", &i.cert_der))
+        .collect();
+    pb::TrustBundle {
+        roots_pem,
+        version: issuers.len() as u64,
+        issuers: issuers
+            .into_iter()
+            .map(|i| pb::Issuer {
+                certificate_pem: pem_encode("CERTIFICATE", &i.cert_der),
+                id: i.id,
+                region: i.region.unwrap_or_default(),
+                parent: i.parent.unwrap_or_default(),
+                crl_shards: i.crl_shards,
+            })
+            .collect(),
     }
 }
 
@@ -405,13 +544,14 @@ impl pb::policy_service_server::PolicyService for Services {
         &self,
         req: Request<pb::ApplyPolicyRequest>,
     ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
-        let author = requester(&req);
-        let r = req.into_inner();
-        let author = if r.author.is_empty() {
-            author
+        let action = if req.get_ref().dry_run {
+            Action::ReadPolicy
         } else {
-            format!("{} ({author})", r.author)
+            Action::ChangePolicy
         };
+        let caller = self.allow(&req, action)?;
+        let r = req.into_inner();
+        let author = authored(&caller, &r.author);
         let new = Policy::from_toml(&r.text).map_err(|e| to_status(e.into()))?;
         let current = self
             .0
@@ -424,30 +564,38 @@ impl pb::policy_service_server::PolicyService for Services {
             None => Policy::default(),
         };
         let diff = Policy::diff(&old, &new);
+        let version = current.map(|v| v.version).unwrap_or(0);
         if r.dry_run {
             return Ok(Response::new(pb::ApplyPolicyResponse {
-                version: current.map(|v| v.version).unwrap_or(0),
+                version,
                 diff,
                 applied: false,
+                pending_change: 0,
             }));
         }
         let expected = (r.expected_version > 0).then_some(r.expected_version);
-        let version = self
-            .0
-            .apply_policy(&r.text, &author, expected)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::ApplyPolicyResponse {
-            version,
-            diff,
-            applied: true,
-        }))
+        let outcome = if old.approvals.policy {
+            let change = Change::ApplyPolicy {
+                text: new.to_canonical_toml(),
+                expected_version: expected,
+            };
+            self.propose_change(&caller, change).await?
+        } else {
+            let version = self
+                .0
+                .apply_policy(&r.text, &author, expected)
+                .await
+                .map_err(to_status)?;
+            Outcome::PolicyApplied { version }
+        };
+        policy_reply(outcome, version, diff)
     }
 
     async fn get_policy(
         &self,
         req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyVersion>, Status> {
+        self.allow(&req, Action::ReadPolicy)?;
         let want = req.into_inner().version;
         let found = self
             .0
@@ -475,8 +623,9 @@ impl pb::policy_service_server::PolicyService for Services {
 
     async fn policy_history(
         &self,
-        _req: Request<pb::PolicyHistoryRequest>,
+        req: Request<pb::PolicyHistoryRequest>,
     ) -> Result<Response<pb::PolicyHistoryResponse>, Status> {
+        self.allow(&req, Action::ReadPolicy)?;
         let versions = self
             .0
             .node()
@@ -495,19 +644,15 @@ impl pb::policy_service_server::PolicyService for Services {
         &self,
         req: Request<pb::RollbackPolicyRequest>,
     ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
-        let requester = requester(&req);
+        let caller = self.allow(&req, Action::ChangePolicy)?;
         let r = req.into_inner();
-        let author = if r.author.is_empty() {
-            requester
-        } else {
-            format!("{} ({requester})", r.author)
-        };
+        let author = authored(&caller, &r.author);
         let (old, target) = self
             .0
             .node()
             .read_linearizable(|s| {
                 (
-                    s.policy().map(|v| v.text.clone()),
+                    s.policy().map(|v| (v.version, v.text.clone())),
                     s.policy_history()
                         .iter()
                         .find(|v| v.version == r.to_version)
@@ -516,25 +661,182 @@ impl pb::policy_service_server::PolicyService for Services {
             })
             .await
             .map_err(|e| to_status(e.into()))?;
-        let p = Proposal::new(
-            quorumca_consensus::now_ms(),
-            Command::RollbackPolicy {
-                to_version: r.to_version,
-                author,
-            },
-        );
-        let version = match self.0.propose(p).await.map_err(to_status)?.0 {
-            Outcome::PolicyApplied { version } => version,
-            o => return Err(to_status(rejected(o))),
-        };
+        let version = old.as_ref().map(|o| o.0).unwrap_or(0);
         let parse = |t: Option<String>| {
             t.and_then(|t| Policy::from_toml(&t).ok())
                 .unwrap_or_default()
         };
-        Ok(Response::new(pb::ApplyPolicyResponse {
+        let old = parse(old.map(|o| o.1));
+        let diff = Policy::diff(&old, &parse(target));
+        let outcome = if old.approvals.policy {
+            let change = Change::RollbackPolicy {
+                to_version: r.to_version,
+            };
+            self.propose_change(&caller, change).await?
+        } else {
+            let p = Proposal::new(
+                quorumca_consensus::now_ms(),
+                Command::RollbackPolicy {
+                    to_version: r.to_version,
+                    author,
+                },
+            )
+            .by(&caller.identity);
+            self.0.propose(p).await.map_err(to_status)?.0
+        };
+        policy_reply(outcome, version, diff)
+    }
+
+    async fn list_pending_changes(
+        &self,
+        req: Request<pb::ListPendingChangesRequest>,
+    ) -> Result<Response<pb::ListPendingChangesResponse>, Status> {
+        self.allow(&req, Action::ReadAudit)?;
+        let (pending, current) = self
+            .0
+            .node()
+            .read_linearizable(|s| {
+                (
+                    s.pending_changes().cloned().collect::<Vec<_>>(),
+                    s.policy().map(|p| p.text.clone()),
+                )
+            })
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        let current = current
+            .and_then(|t| Policy::from_toml(&t).ok())
+            .unwrap_or_default();
+        let changes = pending
+            .into_iter()
+            .map(|c| pb::PendingChange {
+                id: c.id,
+                proposer: c.proposer,
+                proposed_at_ms: c.proposed_at_ms,
+                description: c.change.describe(),
+                diff: match &c.change {
+                    Change::ApplyPolicy { text, .. } => Policy::from_toml(text)
+                        .map(|p| Policy::diff(&current, &p))
+                        .unwrap_or_default(),
+                    Change::RollbackPolicy { .. } => String::new(),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::ListPendingChangesResponse { changes }))
+    }
+
+    async fn approve_change(
+        &self,
+        req: Request<pb::ApproveChangeRequest>,
+    ) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
+        let caller = self.allow(&req, Action::Approve)?;
+        let id = req.into_inner().id;
+        let p = Proposal::new(
+            quorumca_consensus::now_ms(),
+            Command::ApproveChange {
+                id,
+                approver: caller.identity.clone(),
+            },
+        )
+        .by(&caller.identity);
+        let outcome = self.0.propose(p).await.map_err(to_status)?.0;
+        if let Outcome::Rejected(r @ quorumca_ledger::Rejection::SelfApproval { .. }) = &outcome {
+            // Already in the audit log as a rejected approval; refused the
+            // same way as any other denial.
+            return Err(to_status(AuthorityError::Rejected(r.clone())));
+        }
+        policy_reply(outcome, 0, String::new())
+    }
+}
+
+impl Services {
+    async fn propose_change(&self, caller: &Caller, change: Change) -> Result<Outcome, Status> {
+        let p = Proposal::new(
+            quorumca_consensus::now_ms(),
+            Command::ProposeChange {
+                change,
+                proposer: caller.identity.clone(),
+            },
+        )
+        .by(&caller.identity);
+        Ok(self.0.propose(p).await.map_err(to_status)?.0)
+    }
+}
+
+/// The recorded author: the authenticated identity, with the free-text
+/// note the operator gave (never instead of the identity).
+fn authored(caller: &Caller, note: &str) -> String {
+    if note.is_empty() {
+        caller.identity.clone()
+    } else {
+        format!("{} ({note})", caller.identity)
+    }
+}
+
+fn policy_reply(
+    outcome: Outcome,
+    current: u64,
+    diff: String,
+) -> Result<Response<pb::ApplyPolicyResponse>, Status> {
+    match outcome {
+        Outcome::PolicyApplied { version } => Ok(Response::new(pb::ApplyPolicyResponse {
             version,
-            diff: Policy::diff(&parse(old), &parse(target)),
+            diff,
             applied: true,
+            pending_change: 0,
+        })),
+        Outcome::ChangePending { id } => Ok(Response::new(pb::ApplyPolicyResponse {
+            version: current,
+            diff,
+            applied: false,
+            pending_change: id,
+        })),
+        o => Err(to_status(rejected(o))),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for Services {
+    async fn query_audit(
+        &self,
+        req: Request<pb::QueryAuditRequest>,
+    ) -> Result<Response<pb::QueryAuditResponse>, Status> {
+        self.allow(&req, Action::ReadAudit)?;
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n if n > 1000 => {
+                return Err(Status::invalid_argument(format!(
+                    "limit is at most 1000, got {n}"
+                )))
+            }
+            n => n as usize,
+        };
+        let (entries, head, len) = self
+            .0
+            .node()
+            .read_linearizable(move |s| {
+                let entries = s.audit_entries(r.after_seq, limit, |e| {
+                    (r.actor.is_empty() || e.actor == r.actor) && (!r.denied_only || e.denied)
+                });
+                (entries, hex::encode(s.audit_head()), s.audit_len())
+            })
+            .await
+            .map_err(|e| to_status(e.into()))?;
+        Ok(Response::new(pb::QueryAuditResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::AuditEntry {
+                    seq: e.seq,
+                    at_ms: e.at_ms,
+                    actor: e.actor,
+                    action: e.action,
+                    detail: e.detail,
+                    denied: e.denied,
+                    chain: e.chain,
+                })
+                .collect(),
+            chain_head: head,
+            chain_length: len,
         }))
     }
 }

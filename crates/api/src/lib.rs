@@ -14,7 +14,9 @@
 //!   certificates, a health probe.
 //! - [`server`]: the `[api]` section of node.toml, the unseal secret, and
 //!   the background work (CRL rebuilds, pruning, hierarchy creation).
-//! - Later: mTLS authentication and role checks, metrics.
+//! - `auth`: the caller's identity from its client certificate, roles
+//!   from policy, audited denials; `tls`: the node's certificate and the
+//!   cluster's roots, for both listeners and for dialling peers.
 //!
 //! ## What it must never do
 //!
@@ -26,6 +28,7 @@
 //! `quorumca-ledger` (what is recorded).
 #![forbid(unsafe_code)]
 
+mod auth;
 mod authority;
 mod batch;
 mod crls;
@@ -35,6 +38,7 @@ pub mod http;
 mod limits;
 pub mod server;
 pub mod testing;
+pub mod tls;
 
 /// The public API, generated from `proto/quorumca/v1/ca.proto`.
 pub mod pb {
@@ -45,7 +49,11 @@ pub mod pb {
         tonic::include_file_descriptor_set!("quorumca_api_descriptor");
 }
 
-pub use authority::{Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};
+pub use auth::{Access, Caller, Gate};
+pub use authority::{seal_for_ledger, Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};
 pub use crls::PublishedCrl;
 pub use error::{AuthorityError, StatusCode};
-pub use server::{serve, ApiConfig, ApiServer, Hierarchy, ServeError, UNSEAL_SECRET_ENV};
+pub use server::{
+    derive_kek, serve, ApiConfig, ApiServer, Hierarchy, ServeError, UNSEAL_SECRET_ENV,
+};
+pub use tls::{NodeCredentials, TlsConfig, TlsError};

@@ -28,6 +28,12 @@ pub const UNSEAL_SECRET_ENV: &str = "QUORUMCA_UNSEAL_SECRET";
 /// secret itself must be high-entropy (at least `MIN_SECRET_BYTES`).
 const KEK_SALT: &[u8] = b"quorumca-kek-v1";
 
+/// The KEK every node derives from the unseal secret: for tools that seal
+/// a key before the cluster runs (`quorumca dev`).
+pub fn derive_kek(secret: &[u8], iterations: u32) -> Result<Kek, quorumca_ca::SealError> {
+    Kek::derive(secret, KEK_SALT, iterations)
+}
+
 /// Where the hierarchy comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -90,6 +96,21 @@ pub struct ApiConfig {
     /// PBKDF2 iterations of the KEK derivation; the same on every node.
     #[serde(default = "default_kdf_iterations")]
     pub kdf_iterations: u32,
+    /// Identities (exact, or a prefix ending in `/*`) that are admins
+    /// whatever the policy says: who applies the first policy, and who can
+    /// repair a broken one. Keep it to one or two break-glass identities;
+    /// grant everyone else roles in the policy's `[[grants]]`.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// With `hierarchy = "internal-root"`: a root made before the cluster
+    /// started (by `quorumca dev`, which also signed the nodes' TLS
+    /// certificates with it), its key sealed under the unseal secret. The
+    /// bootstrapping node registers it instead of generating one, so the
+    /// TLS roots and the CA's root are the same certificate.
+    #[serde(default)]
+    pub root_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub root_sealed_key_file: Option<PathBuf>,
 }
 
 /// Why the API side of a node cannot start. Each says what to fix.
@@ -155,6 +176,20 @@ impl ApiConfig {
         }
         if self.kdf_iterations < 1_000 {
             return bad("kdf_iterations", "must be at least 1000".into());
+        }
+        if self.root_cert_file.is_some() != self.root_sealed_key_file.is_some() {
+            return bad(
+                "root_cert_file",
+                "root_cert_file and root_sealed_key_file go together".into(),
+            );
+        }
+        for a in &self.admins {
+            if a.is_empty() || a[..a.len() - 1].contains('*') || a.contains(char::is_whitespace) {
+                return bad(
+                    "admins",
+                    format!("{a:?} is not an identity or a prefix ending in /*"),
+                );
+            }
         }
         Ok(())
     }
@@ -231,11 +266,17 @@ async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
 /// Starts the gRPC and HTTP listeners and the background work on `node`.
 /// `regions` are the regions to create intermediates for when the config
 /// asks for an internal root; only the bootstrapping node passes them.
+///
+/// With `tls` (the node's credentials) the gRPC port requires client
+/// certificates from the cluster's roots and authorises by role; without
+/// it, every caller may do everything (in-process tests, and clusters that
+/// say `insecure_plaintext = true`).
 pub async fn serve(
     node: Arc<Node>,
     cfg: &ApiConfig,
     region: &str,
     bootstrap_regions: Option<Vec<String>>,
+    tls: Option<&crate::tls::NodeCredentials>,
 ) -> Result<ApiServer, ServeError> {
     cfg.validate()?;
     let kek = cfg.load_kek()?;
@@ -255,6 +296,16 @@ pub async fn serve(
             crl_shards: cfg.crl_shards,
             lease_block: cfg.lease_block,
             crl_validity: cfg.crl_validity()?,
+            access: match tls {
+                Some(_) => crate::auth::Access::Mtls {
+                    admins: cfg.admins.clone(),
+                },
+                None => crate::auth::Access::Open,
+            },
+            root_files: cfg
+                .root_cert_file
+                .clone()
+                .zip(cfg.root_sealed_key_file.clone()),
             ..AuthorityConfig::new(region, cfg.public_url())
         },
     ));
@@ -273,7 +324,20 @@ pub async fn serve(
             field: "listen",
             reason: format!("gRPC reflection: {e}"),
         })?;
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.server_config())
+            .map_err(|e| ServeError::Config {
+                field: "listen",
+                reason: format!("TLS: {e}"),
+            })?;
+    }
+    let gate: Option<Arc<dyn quorumca_consensus::ClusterGate>> = match tls {
+        Some(_) => Some(Arc::new(crate::auth::Gate(authority.clone()))),
+        None => None,
+    };
+    let grpc = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -285,10 +349,14 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            pb::policy_service_server::PolicyServiceServer::new(services)
+            pb::policy_service_server::PolicyServiceServer::new(services.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
-        .add_service(node.cluster_service());
+        .add_service(
+            pb::audit_service_server::AuditServiceServer::new(services)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(node.cluster_service(gate));
     let incoming = tokio_stream::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
         |conn| {
@@ -372,10 +440,11 @@ async fn bootstrap(a: &Authority, regions: &[String], stopped: &mut watch::Recei
 }
 
 /// The gRPC service names health is reported for.
-pub const HEALTH_SERVICES: [&str; 4] = [
+pub const HEALTH_SERVICES: [&str; 5] = [
     "quorumca.v1.CertificateService",
     "quorumca.v1.AuthorityService",
     "quorumca.v1.PolicyService",
+    "quorumca.v1.AuditService",
     "quorumca.v1.Cluster",
 ];
 

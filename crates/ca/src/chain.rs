@@ -145,3 +145,98 @@ pub fn check_intermediate(
     }
     Ok(IntermediateInfo { not_after })
 }
+
+/// What a bootstrap identity certificate (a node's, or the first admin's)
+/// says about its holder.
+#[derive(Clone, Debug)]
+pub struct IdentitySpec {
+    pub spiffe_id: String,
+    /// Names a TLS client dials (nodes only).
+    pub dns: Vec<String>,
+    pub ips: Vec<std::net::IpAddr>,
+    /// Nodes serve TLS as well as dial it; admins only dial.
+    pub server: bool,
+    pub validity: crate::sign::Validity,
+    pub serial: Vec<u8>,
+}
+
+/// Signs an identity certificate for `key` with `issuer`: made before the
+/// cluster runs, by whoever holds the root (`quorumca dev`, or an operator
+/// with the offline root), so nodes can speak mTLS from their first start.
+/// Later identities come from the cluster itself (join tokens, Issue).
+pub fn sign_identity(
+    issuer: &crate::sign::CaSigner,
+    key: &rcgen::KeyPair,
+    spec: &IdentitySpec,
+) -> Result<Vec<u8>, SignError> {
+    let params = rcgen::CertificateParams::default();
+    let csr = params
+        .serialize_request(key)
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    let csr = crate::csr::parse_csr(csr.der()).map_err(|e| SignError::Key(e.to_string()))?;
+    let mut usages = vec![crate::sign::Usage::ClientAuth];
+    if spec.server {
+        usages.insert(0, crate::sign::Usage::ServerAuth);
+    }
+    crate::sign::sign_leaf(
+        issuer,
+        &csr,
+        &crate::sign::LeafSpec {
+            serial: spec.serial.clone(),
+            validity: spec.validity,
+            dns: spec.dns.clone(),
+            ips: spec.ips.clone(),
+            uris: vec![spec.spiffe_id.clone()],
+            usages,
+            crl_url: None,
+            ocsp_url: None,
+        },
+    )
+}
+
+/// A certificate's serial (the DER INTEGER content, as the ledger keys
+/// records) and its SubjectPublicKeyInfo DER: how a presented certificate
+/// is matched to its issuance record.
+pub fn certificate_serial_and_spki(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SignError> {
+    let cert =
+        Certificate::from_der(der).map_err(|e| bad(format!("certificate does not parse: {e}")))?;
+    let tbs = cert.tbs_certificate;
+    let spki = tbs
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    Ok((tbs.serial_number.as_bytes().to_vec(), spki))
+}
+
+/// The DNS, IP and URI subjectAltNames of a certificate: what a renewal
+/// asks for again.
+pub fn certificate_names(der: &[u8]) -> Result<crate::csr::RequestedNames, SignError> {
+    use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
+    let cert =
+        Certificate::from_der(der).map_err(|e| bad(format!("certificate does not parse: {e}")))?;
+    let mut out = crate::csr::RequestedNames::default();
+    for e in cert.tbs_certificate.extensions.iter().flatten() {
+        if e.extn_id != const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME {
+            continue;
+        }
+        let san = SubjectAltName::from_der(e.extn_value.as_bytes())
+            .map_err(|e| bad(format!("subjectAltName does not parse: {e}")))?;
+        for n in san.0 {
+            match n {
+                GeneralName::DnsName(d) => out.dns.push(d.as_str().to_string()),
+                GeneralName::UniformResourceIdentifier(u) => out.uris.push(u.as_str().to_string()),
+                GeneralName::IpAddress(ip) => match ip.as_bytes().len() {
+                    4 => out.ips.push(std::net::IpAddr::from(
+                        <[u8; 4]>::try_from(ip.as_bytes()).expect("4 bytes"),
+                    )),
+                    16 => out.ips.push(std::net::IpAddr::from(
+                        <[u8; 16]>::try_from(ip.as_bytes()).expect("16 bytes"),
+                    )),
+                    _ => return Err(bad("an IP subjectAltName is neither 4 nor 16 bytes")),
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}

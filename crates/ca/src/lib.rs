@@ -10,6 +10,8 @@
 //! - `ocsp`: RFC 6960 responses from a status lookup;
 //! - `seal`: CA keys at rest (AES-256-GCM under a KEK from the unseal
 //!   secret);
+//! - `access`: roles granted to caller identities, and which changes
+//!   need a second admin;
 //! - `policy`: profiles and namespaces from TOML, validated, diffed, and
 //!   [`Policy::decide`], which turns a request into a signing decision.
 //!
@@ -27,6 +29,7 @@
 //! runs.
 #![forbid(unsafe_code)]
 
+mod access;
 mod chain;
 mod crl;
 mod csr;
@@ -35,9 +38,13 @@ mod policy;
 mod seal;
 mod sign;
 
+pub use access::{
+    authorize, identity_matches, identity_of, is_node_identity, node_identity, roles_of,
+    trust_domain, Action, Approvals, Denied, Grant, Role,
+};
 pub use chain::{
-    certificate_not_after, check_intermediate, first_certificate_der, intermediate_csr,
-    IntermediateInfo,
+    certificate_names, certificate_not_after, certificate_serial_and_spki, check_intermediate,
+    first_certificate_der, intermediate_csr, sign_identity, IdentitySpec, IntermediateInfo,
 };
 pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
 pub use csr::{

@@ -29,6 +29,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Approvals, Grant};
 use crate::csr::{KeyAlgorithm, VerifiedCsr};
 use crate::sign::{Usage, Validity};
 
@@ -181,6 +182,11 @@ pub struct Policy {
     pub namespaces: BTreeMap<String, Namespace>,
     #[serde(default, skip_serializing_if = "limits_unset")]
     pub limits: Limits,
+    /// Which identities hold which roles (see [`crate::access`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+    #[serde(default, skip_serializing_if = "Approvals::is_unset")]
+    pub approvals: Approvals,
 }
 
 fn limits_unset(l: &Limits) -> bool {
@@ -362,6 +368,7 @@ impl Policy {
                 }
             }
         }
+        crate::access::validate_grants(self).map_err(PolicyError::Invalid)?;
         Ok(())
     }
 

@@ -184,7 +184,9 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             region,
             out_dir,
         } => {
-            let mut c = AuthorityServiceClient::new(crate::client::channel(&conn.endpoints).await?);
+            let mut c = AuthorityServiceClient::new(
+                crate::client::channel(&conn.endpoints, conn.credentials.as_deref()).await?,
+            );
             let r = c
                 .prepare_intermediate(PrepareIntermediateRequest {
                     region: region.clone(),
@@ -215,7 +217,9 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
         } => {
             let read =
                 |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-            let mut c = AuthorityServiceClient::new(crate::client::channel(&conn.endpoints).await?);
+            let mut c = AuthorityServiceClient::new(
+                crate::client::channel(&conn.endpoints, conn.credentials.as_deref()).await?,
+            );
             c.install_intermediate(InstallIntermediateRequest {
                 region: region.clone(),
                 certificate_pem: String::from_utf8_lossy(&read(&cert)?).into_owned(),

@@ -33,6 +33,10 @@ pub struct CertConn {
         required = true
     )]
     pub endpoints: Vec<String>,
+    /// Credential bundle directory (ca.pem, cert.pem, key.pem) for mTLS.
+    /// `quorumca dev` writes an admin bundle to dev-data/admin.
+    #[arg(long, env = "QUORUMCA_CREDENTIALS")]
+    pub credentials: Option<std::path::PathBuf>,
     #[arg(long, short, value_enum, default_value_t)]
     pub output: CertOutput,
 }
@@ -75,9 +79,46 @@ pub struct IssueArgs {
     /// Requested lifetime (e.g. 24h); the profile's default if absent.
     #[arg(long)]
     pub lifetime: Option<humantime::Duration>,
-    /// Write key.pem (if generated), cert.pem and chain.pem here.
+    /// Write key.pem (if generated), cert.pem, chain.pem and ca.pem (the
+    /// cluster's roots) here: a credential bundle for QUORUMCA_CREDENTIALS
+    /// and `quorumca renew --dir`.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+}
+
+/// Renew a certificate with itself: it is the mTLS client identity of the
+/// request, and the new certificate keeps its names, namespace and
+/// profile. A new key is generated; the files in --dir are replaced
+/// atomically (key.pem, cert.pem, chain.pem, as `quorumca issue --out-dir`
+/// wrote them).
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quorumca renew --dir ./certs
+  quorumca renew --dir ./certs --ca-file roots.pem --key-type ed25519")]
+pub struct RenewArgs {
+    /// Node API addresses (host:port), comma separated.
+    #[arg(
+        long,
+        env = "QUORUMCA_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub endpoints: Vec<String>,
+    /// Holds key.pem and chain.pem (leaf first) of the certificate to
+    /// renew; the renewed ones replace them.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The cluster's roots (PEM). Default: ca.pem of the credential bundle
+    /// in QUORUMCA_CREDENTIALS.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Key type of the new key.
+    #[arg(long, value_enum, default_value = "ecdsa-p256")]
+    pub key_type: KeyType,
+    #[arg(long)]
+    pub lifetime: Option<humantime::Duration>,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: CertOutput,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -205,13 +246,15 @@ fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
 
 /// The client library over the given endpoints (`host:port` or
 /// `region=host:port`): failover, backoff and idempotent retries.
-fn ca_client(endpoints: &[String]) -> anyhow::Result<quorumca_client::Client> {
-    let eps = endpoints
+fn ca_client(conn: &CertConn) -> anyhow::Result<quorumca_client::Client> {
+    let eps = conn
+        .endpoints
         .iter()
         .map(|e| quorumca_client::Endpoint::parse(e))
         .collect::<Result<Vec<_>, _>>()?;
     let mut cfg = quorumca_client::ClientConfig::new(eps);
     cfg.local_region = std::env::var("QUORUMCA_REGION").ok();
+    cfg.credentials = crate::client::credentials(conn.credentials.as_deref())?;
     Ok(quorumca_client::Client::new(cfg)?)
 }
 
@@ -280,7 +323,7 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let client = ca_client(&a.conn.endpoints)?;
+    let client = ca_client(&a.conn)?;
     let r = client
         .issue(pb::IssueRequest {
             csr,
@@ -300,6 +343,10 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
             }
             std::fs::write(dir.join("cert.pem"), &r.certificate_pem)?;
             std::fs::write(dir.join("chain.pem"), &r.chain_pem)?;
+            // With the roots beside them, the directory is a credential
+            // bundle (QUORUMCA_CREDENTIALS) for whoever holds this identity.
+            let bundle = client.trust_bundle().await.context("fetching the roots")?;
+            std::fs::write(dir.join("ca.pem"), &bundle.roots_pem)?;
             Some(dir.display().to_string())
         }
         None => None,
@@ -339,8 +386,8 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
                 )
             );
             match (&written_to, &key_pem) {
-                (Some(d), Some(_)) => crate::out!("\nwrote {d}/key.pem (0600), {d}/cert.pem, {d}/chain.pem"),
-                (Some(d), None) => crate::out!("\nwrote {d}/cert.pem, {d}/chain.pem"),
+                (Some(d), Some(_)) => crate::out!("\nwrote {d}/key.pem (0600), {d}/cert.pem, {d}/chain.pem, {d}/ca.pem (roots)"),
+                (Some(d), None) => crate::out!("\nwrote {d}/cert.pem, {d}/chain.pem, {d}/ca.pem (roots)"),
                 (None, Some(_)) => eprintln!(
                     "note: the generated private key was not saved; pass --out-dir DIR (or -o pem) to keep it"
                 ),
@@ -351,8 +398,113 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn generate_key(t: KeyType) -> anyhow::Result<rcgen::KeyPair> {
+    Ok(rcgen::KeyPair::generate_for(match t {
+        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+    })?)
+}
+
+/// Writes `data` to `path` through a temporary file and a rename, so a
+/// reader sees the old file or the new one, never half of one.
+fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("pem.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+pub async fn renew(a: RenewArgs) -> anyhow::Result<()> {
+    let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
+    let chain_pem = read(a.dir.join("chain.pem"))?;
+    let key_pem = read(a.dir.join("key.pem"))?;
+    let ca_pem = match (&a.ca_file, std::env::var_os("QUORUMCA_CREDENTIALS")) {
+        (Some(f), _) => read(f.clone())?,
+        (None, Some(dir)) => read(PathBuf::from(dir).join("ca.pem"))?,
+        (None, None) => anyhow::bail!(
+            "pass --ca-file with the cluster's roots (or set QUORUMCA_CREDENTIALS to a bundle holding ca.pem)"
+        ),
+    };
+    let leaf = quorumca_ca::first_certificate_der(&chain_pem)
+        .with_context(|| format!("{}/chain.pem", a.dir.display()))?;
+    // The new CSR asks for exactly the old certificate's names.
+    let names = quorumca_ca::certificate_names(&leaf)
+        .with_context(|| format!("reading the names of {}/chain.pem", a.dir.display()))?;
+    let key = generate_key(a.key_type)?;
+    let mut params = rcgen::CertificateParams::default();
+    for d in names.dns {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::DnsName(d.try_into()?));
+    }
+    for ip in names.ips {
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
+    }
+    for u in names.uris {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(u.try_into()?));
+    }
+    let csr = params.serialize_request(&key)?;
+    let eps = a
+        .endpoints
+        .iter()
+        .map(|e| quorumca_client::Endpoint::parse(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cfg = quorumca_client::ClientConfig::new(eps);
+    cfg.local_region = std::env::var("QUORUMCA_REGION").ok();
+    cfg.credentials = Some(quorumca_client::Credentials {
+        ca_pem,
+        cert_pem: chain_pem,
+        key_pem,
+    });
+    let r = quorumca_client::Client::new(cfg)?
+        .renew(pb::RenewRequest {
+            csr: csr.der().to_vec(),
+            lifetime_seconds: a.lifetime.map(|d| d.as_secs()).unwrap_or(0),
+            idempotency_key: quorumca_client::new_idempotency_key(),
+        })
+        .await
+        .context("renewing")?;
+    // Key first: a reader that sees the new chain finds its key already.
+    replace_file(
+        &a.dir.join("key.pem"),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    replace_file(&a.dir.join("chain.pem"), r.chain_pem.as_bytes(), 0o644)?;
+    replace_file(&a.dir.join("cert.pem"), r.certificate_pem.as_bytes(), 0o644)?;
+    match a.output {
+        CertOutput::Json => crate::out!(
+            "{}",
+            json(&serde_json::json!({"issuer": r.issuer, "serial": r.serial,
+                "not_before": r.not_before, "not_after": r.not_after, "dir": a.dir}))
+        ),
+        CertOutput::Pem => crate::out!("{}", r.chain_pem.trim_end()),
+        CertOutput::Table => crate::out!(
+            "renewed: serial {} of {} valid until {}; replaced {}/key.pem, cert.pem, chain.pem",
+            r.serial,
+            r.issuer,
+            time_str(r.not_after),
+            a.dir.display()
+        ),
+    }
+    Ok(())
+}
+
 pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
-    let client = ca_client(&a.conn.endpoints)?;
+    let client = ca_client(&a.conn)?;
     let summary = if let Some(path) = &a.key {
         let public_key =
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -406,7 +558,7 @@ pub async fn crl(cmd: CrlCmd) -> anyhow::Result<()> {
         delta,
         out,
     } = cmd;
-    let r = ca_client(&conn.endpoints)?
+    let r = ca_client(&conn)?
         .crl(GetCrlRequest {
             issuer: issuer.clone(),
             shard,
@@ -456,7 +608,7 @@ pub async fn crl(cmd: CrlCmd) -> anyhow::Result<()> {
 
 pub async fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
     let BundleCmd::Get(conn) = cmd;
-    let b = ca_client(&conn.endpoints)?.trust_bundle().await?;
+    let b = ca_client(&conn)?.trust_bundle().await?;
     match conn.output {
         CertOutput::Pem => crate::out!("{}", b.roots_pem.trim_end()),
         CertOutput::Json => {
@@ -569,7 +721,7 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
             issuer,
             serial,
         } => {
-            let c = ca_client(&conn.endpoints)?
+            let c = ca_client(&conn)?
                 .get_certificate(pb::GetCertificateRequest { issuer, serial })
                 .await?;
             match conn.output {
@@ -589,7 +741,7 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
             revoked,
             limit,
         } => {
-            let client = ca_client(&conn.endpoints)?;
+            let client = ca_client(&conn)?;
             let mut all = Vec::new();
             let mut token = String::new();
             loop {

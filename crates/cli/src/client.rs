@@ -6,11 +6,26 @@ use std::time::Duration;
 use anyhow::bail;
 use tonic::transport::Channel;
 
-/// Connects to the first endpoint that accepts a connection.
-pub async fn channel(endpoints: &[String]) -> anyhow::Result<Channel> {
+/// The credential bundle in `dir`, if one is given.
+pub fn credentials(
+    dir: Option<&std::path::Path>,
+) -> anyhow::Result<Option<quorumca_client::Credentials>> {
+    Ok(match dir {
+        Some(d) => Some(quorumca_client::Credentials::from_dir(d)?),
+        None => None,
+    })
+}
+
+/// Connects to the first endpoint that accepts a connection, over mTLS
+/// with the bundle in `credentials` (plaintext without one).
+pub async fn channel(
+    endpoints: &[String],
+    credentials: Option<&std::path::Path>,
+) -> anyhow::Result<Channel> {
+    let creds = self::credentials(credentials)?;
     let mut errors = Vec::new();
     for e in endpoints {
-        let ep = match tonic::transport::Endpoint::from_shared(format!("http://{e}")) {
+        let ep = match quorumca_client::endpoint_for(e, creds.as_ref()) {
             Ok(ep) => ep,
             Err(err) => {
                 errors.push(format!("{e}: not host:port ({err})"));
@@ -27,8 +42,13 @@ pub async fn channel(endpoints: &[String]) -> anyhow::Result<Channel> {
             Err(err) => errors.push(format!("{e}: {err}")),
         }
     }
+    let hint = if creds.is_none() {
+        " If the cluster uses mTLS (the default), pass --credentials or set QUORUMCA_CREDENTIALS (`. dev-data/env` does)."
+    } else {
+        ""
+    };
     bail!(
-        "no endpoint answered ({}). Is the cluster running? `quorumca dev` prints its endpoints",
+        "no endpoint answered ({}). Is the cluster running? `quorumca dev` prints its endpoints.{hint}",
         errors.join("; ")
     )
 }
@@ -36,5 +56,17 @@ pub async fn channel(endpoints: &[String]) -> anyhow::Result<Channel> {
 /// A gRPC error as a person reads it: the server's message says what to
 /// fix; the code says what kind of failure it was.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+    use tonic::Code;
+    // A plaintext call to an mTLS port dies in the transport with nothing
+    // to say; point at the likely cause.
+    let hint = if std::env::var_os("QUORUMCA_CREDENTIALS").is_none()
+        && matches!(
+            s.code(),
+            Code::Cancelled | Code::Unknown | Code::Unavailable
+        ) {
+        " (if the cluster uses mTLS, the default, pass --credentials DIR or set QUORUMCA_CREDENTIALS; `. dev-data/env` does)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{} ({:?}){hint}", s.message(), s.code())
 }

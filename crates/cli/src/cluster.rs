@@ -21,6 +21,10 @@ pub struct Conn {
         required = true
     )]
     pub endpoints: Vec<String>,
+    /// Credential bundle directory (ca.pem, cert.pem, key.pem) for mTLS.
+    /// `quorumca dev` writes an admin bundle to dev-data/admin.
+    #[arg(long, env = "QUORUMCA_CREDENTIALS")]
+    pub credentials: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
@@ -72,8 +76,11 @@ pub enum ClusterCmd {
 }
 
 /// The Cluster service on the first endpoint that accepts a connection.
-async fn first_reachable(endpoints: &[String]) -> anyhow::Result<ClusterClient<Channel>> {
-    Ok(ClusterClient::new(channel(endpoints).await?))
+async fn first_reachable(
+    endpoints: &[String],
+    credentials: Option<&std::path::Path>,
+) -> anyhow::Result<ClusterClient<Channel>> {
+    Ok(ClusterClient::new(channel(endpoints, credentials).await?))
 }
 
 #[derive(Serialize)]
@@ -135,7 +142,9 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
         ClusterCmd::Status(conn) => {
             let mut out = Vec::new();
             for e in &conn.endpoints {
-                let s = match first_reachable(std::slice::from_ref(e)).await {
+                let s = match first_reachable(std::slice::from_ref(e), conn.credentials.as_deref())
+                    .await
+                {
                     Ok(mut c) => c
                         .status(StatusRequest {})
                         .await
@@ -214,7 +223,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::Ping(conn) => {
-            let mut c = first_reachable(&conn.endpoints).await?;
+            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
             let started = std::time::Instant::now();
             let r = c
                 .ping(PingRequest {
@@ -247,7 +256,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             zone,
             learner,
         } => {
-            let mut c = first_reachable(&conn.endpoints).await?;
+            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
             let r = c
                 .add_node(AddNodeRequest {
                     node_id: id,
@@ -264,7 +273,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::Members(conn) => {
-            let mut c = first_reachable(&conn.endpoints).await?;
+            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
             let s = c
                 .status(StatusRequest {})
                 .await
@@ -274,7 +283,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::TransferLeader { conn, to } => {
-            let mut c = first_reachable(&conn.endpoints).await?;
+            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
             let r = c
                 .transfer_leader(pb::TransferLeaderRequest { to_node_id: to })
                 .await
@@ -291,7 +300,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::RemoveNode { conn, id } => {
-            let mut c = first_reachable(&conn.endpoints).await?;
+            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
             let r = c
                 .remove_node(RemoveNodeRequest { node_id: id })
                 .await

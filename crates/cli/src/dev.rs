@@ -77,6 +77,119 @@ ips = ["127.0.0.0/8", "::1/128"]
 uris = ["spiffe://dev.internal/ns/default/*"]
 "#;
 
+/// The dev cluster's SPIFFE trust domain.
+pub const TRUST_DOMAIN: &str = "dev.internal";
+/// The identity of the admin credential bundle `quorumca dev` writes; the
+/// nodes name it as their break-glass admin.
+pub const DEV_ADMIN: &str = "spiffe://dev.internal/admin/dev";
+
+fn random_serial() -> anyhow::Result<Vec<u8>> {
+    let mut s = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
+        .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
+    s[0] = (s[0] & 0x7f).max(1);
+    Ok(s.to_vec())
+}
+
+/// Writes one identity (certificate, key, the root as ca.pem) to `dir`.
+fn write_identity(
+    dir: &Path,
+    root: &quorumca_ca::CaSigner,
+    spiffe_id: &str,
+    server: bool,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let now = quorumca_consensus::now_ms() as i64 / 1000;
+    let der = quorumca_ca::sign_identity(
+        root,
+        &key,
+        &quorumca_ca::IdentitySpec {
+            spiffe_id: spiffe_id.into(),
+            dns: if server {
+                vec!["localhost".into()]
+            } else {
+                vec![]
+            },
+            ips: if server {
+                vec![std::net::Ipv4Addr::LOCALHOST.into()]
+            } else {
+                vec![]
+            },
+            server,
+            validity: quorumca_ca::Validity {
+                not_before: now - 60,
+                not_after: now + 365 * 86_400,
+            },
+            serial: random_serial()?,
+        },
+    )?;
+    crate::ca::write_new(
+        &dir.join("cert.pem"),
+        quorumca_ca::pem_encode("CERTIFICATE", &der).as_bytes(),
+        0o644,
+    )?;
+    crate::ca::write_new(&dir.join("key.pem"), key.serialize_pem().as_bytes(), 0o600)?;
+    crate::ca::write_new(&dir.join("ca.pem"), root.cert_pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// On first run: the cluster's root (its key sealed under the unseal
+/// secret, for the bootstrapping node to register), a TLS certificate per
+/// node and the admin credential bundle, all from that root. The nodes
+/// speak mTLS from their first start, and the CA the cluster runs is the
+/// one their certificates chain to.
+fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Result<()> {
+    let pki = base.join("pki");
+    if pki.join("root.pem").exists() {
+        return Ok(());
+    }
+    // A half-written earlier attempt: start over.
+    for d in std::iter::once(pki.clone())
+        .chain(std::iter::once(base.join("admin")))
+        .chain((1..=nodes).map(|id| base.join(format!("node{id}")).join("tls")))
+    {
+        if d.exists() {
+            std::fs::remove_dir_all(&d)?;
+        }
+    }
+    std::fs::create_dir_all(&pki)?;
+    let secret = std::fs::read(secret_path)?;
+    let kek = quorumca_api::derive_kek(secret.trim_ascii(), DEV_KDF_ITERATIONS)?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+    let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
+    let now = quorumca_consensus::now_ms() as i64 / 1000;
+    let root = quorumca_ca::self_signed_root(
+        key,
+        "QuorumCA Dev Root",
+        quorumca_ca::Validity {
+            not_before: now - 60,
+            not_after: now + 10 * 365 * 86_400,
+        },
+        &random_serial()?,
+    )?;
+    let mut nonce = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
+    let sealed = quorumca_api::seal_for_ledger(&kek, quorumca_api::ROOT_ID, &pkcs8, nonce);
+    for id in 1..=nodes {
+        write_identity(
+            &base.join(format!("node{id}")).join("tls"),
+            &root,
+            &quorumca_ca::node_identity(TRUST_DOMAIN, id),
+            true,
+        )?;
+    }
+    write_identity(&base.join("admin"), &root, DEV_ADMIN, false)?;
+    crate::ca::write_new(&pki.join("root.sealed"), &sealed, 0o600)?;
+    // Last: its presence says the PKI is complete.
+    crate::ca::write_new(&pki.join("root.pem"), root.cert_pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Dev only: a fast start. Production keeps the default.
+const DEV_KDF_ITERATIONS: u32 = 10_000;
+
 fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
     let addr = |n: u64| format!("127.0.0.1:{}", port(layout.base_port, n, 0));
     let (region, zone) = region_of(id);
@@ -91,11 +204,21 @@ fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
     s.push_str(&format!(
         "\n[api]\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n\
          public_url = \"http://127.0.0.1:{}\"\nunseal_secret_file = \"{}\"\n\
-         hierarchy = \"internal-root\"\n# Dev only: fast start. Production keeps the default.\nkdf_iterations = 10000\n",
+         hierarchy = \"internal-root\"\n# Dev only: fast start. Production keeps the default.\nkdf_iterations = {DEV_KDF_ITERATIONS}\n\
+         admins = [\"{DEV_ADMIN}\"]\nroot_cert_file = \"{root}\"\nroot_sealed_key_file = \"{sealed}\"\n",
         port(layout.base_port, id, API_PORT_OFFSET),
         port(layout.base_port, id, HTTP_PORT_OFFSET),
         port(layout.base_port, 1, HTTP_PORT_OFFSET),
-        data_dir.join("unseal.secret").display()
+        data_dir.join("unseal.secret").display(),
+        root = data_dir.join("pki/root.pem").display(),
+        sealed = data_dir.join("pki/root.sealed").display(),
+    ));
+    let tls = data_dir.join(format!("node{id}")).join("tls");
+    s.push_str(&format!(
+        "\n[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        data_dir.join("pki/root.pem").display(),
+        tls.join("cert.pem").display(),
+        tls.join("key.pem").display()
     ));
     for n in 1..=layout.nodes {
         let (r, z) = region_of(n);
@@ -154,6 +277,8 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     if !secret_path.exists() {
         write_secret(&secret_path)?;
     }
+    prepare_pki(&base, args.nodes, &secret_path).context("creating the dev PKI")?;
+    let admin = base.join("admin");
 
     let exe = std::env::current_exe().context("locating the quorumca binary")?;
     let mut nodes = Vec::new();
@@ -188,7 +313,17 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     }
     eprintln!("started {} nodes; waiting for a leader...", nodes.len());
 
-    let result = wait_until_ready(&mut nodes, Duration::from_secs(args.startup_timeout)).await;
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", port(args.base_port, n.id, API_PORT_OFFSET)))
+        .collect();
+    let result = wait_until_ready(
+        &mut nodes,
+        &endpoints,
+        &admin,
+        Duration::from_secs(args.startup_timeout),
+    )
+    .await;
     let (leader, index) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -197,12 +332,9 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
         }
     };
 
-    let endpoints: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", port(args.base_port, n.id, API_PORT_OFFSET)))
-        .collect();
     if let Err(e) = prepare_ca(
         &endpoints,
+        &admin,
         args.nodes,
         Duration::from_secs(args.startup_timeout),
     )
@@ -215,9 +347,10 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     std::fs::write(
         &env_path,
         format!(
-            "# Source this file: . {}\nexport QUORUMCA_ENDPOINTS={}\n",
+            "# Source this file: . {}\nexport QUORUMCA_ENDPOINTS={}\nexport QUORUMCA_CREDENTIALS={}\n",
             env_path.display(),
-            endpoints.join(",")
+            endpoints.join(","),
+            admin.display()
         ),
     )?;
     crate::out!(
@@ -236,6 +369,10 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
         );
     }
     crate::out!();
+    crate::out!(
+        "Everything speaks mTLS. Admin credential bundle ({DEV_ADMIN}): {}",
+        admin.display()
+    );
     crate::out!("Issue a certificate from another terminal:");
     crate::out!("  . {}", env_path.display());
     crate::out!("  quorumca issue --dns web.default.svc.dev.internal --out-dir certs");
@@ -276,14 +413,19 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
 /// Waits until the hierarchy exists (root plus one intermediate per
 /// region), then applies [`DEV_POLICY`] if no policy is set yet, through
 /// the public API like any operator would.
-async fn prepare_ca(endpoints: &[String], nodes: u64, timeout: Duration) -> anyhow::Result<()> {
+async fn prepare_ca(
+    endpoints: &[String],
+    admin: &Path,
+    nodes: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
     use quorumca_api::pb::policy_service_client::PolicyServiceClient;
     use quorumca_api::pb::{ApplyPolicyRequest, GetPolicyRequest, GetTrustBundleRequest};
     let regions = nodes.min(3) as usize;
     let deadline = Instant::now() + timeout;
     let ch = loop {
-        match crate::client::channel(endpoints).await {
+        match crate::client::channel(endpoints, Some(admin)).await {
             Ok(ch) => break ch,
             Err(e) if Instant::now() > deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -332,7 +474,14 @@ async fn wait_any_exit(nodes: &mut [DevNode]) -> (u64, String) {
     }
 }
 
-async fn wait_until_ready(nodes: &mut [DevNode], timeout: Duration) -> anyhow::Result<(u64, u64)> {
+/// Waits until every node's API answers (over mTLS, as the dev admin) and
+/// agrees on a leader, then commits a no-op.
+async fn wait_until_ready(
+    nodes: &mut [DevNode],
+    endpoints: &[String],
+    admin: &Path,
+    timeout: Duration,
+) -> anyhow::Result<(u64, u64)> {
     let deadline = Instant::now() + timeout;
     loop {
         for n in nodes.iter_mut() {
@@ -347,9 +496,9 @@ async fn wait_until_ready(nodes: &mut [DevNode], timeout: Duration) -> anyhow::R
             }
         }
         let mut leaders = Vec::new();
-        for n in nodes.iter() {
-            if let Ok(mut c) = ClusterClient::connect(format!("http://{}", n.addr)).await {
-                if let Ok(s) = c.status(StatusRequest {}).await {
+        for e in endpoints {
+            if let Ok(ch) = crate::client::channel(std::slice::from_ref(e), Some(admin)).await {
+                if let Ok(s) = ClusterClient::new(ch).status(StatusRequest {}).await {
                     leaders.push(s.into_inner().leader_id);
                 }
             }
@@ -358,7 +507,7 @@ async fn wait_until_ready(nodes: &mut [DevNode], timeout: Duration) -> anyhow::R
             && leaders[0].is_some()
             && leaders.iter().all(|l| *l == leaders[0])
         {
-            let mut c = ClusterClient::connect(format!("http://{}", nodes[0].addr)).await?;
+            let mut c = ClusterClient::new(crate::client::channel(endpoints, Some(admin)).await?);
             if let Ok(p) = c
                 .ping(PingRequest {
                     payload: b"dev ready".to_vec(),

@@ -9,8 +9,9 @@
 //! - `dev`: a local multi-node cluster of `quorumca server` processes
 //!   ([`dev`]).
 //! - `cluster ...`: operator commands against running nodes ([`cluster`]).
-//! - `issue`, `revoke`, `crl`, `bundle` ([`certs`]) and `policy ...`
-//!   ([`policy`]): the CA through the public gRPC API.
+//! - `issue`, `renew`, `revoke`, `crl`, `bundle` ([`certs`]) and `policy
+//!   ...` ([`policy`]): the CA through the public gRPC API.
+//! - `approve`, `audit query` ([`governance`]).
 #![forbid(unsafe_code)]
 
 pub mod ca;
@@ -18,6 +19,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod dev;
+pub mod governance;
 pub mod output;
 pub mod policy;
 pub mod server;
@@ -48,6 +50,8 @@ const EXAMPLES: &str = "Examples:
   quorumca issue --dns web.default.svc.dev.internal --out-dir certs
   quorumca cluster status
   quorumca policy show
+  quorumca renew --cert certs/cert.pem --key certs/key.pem --out-dir certs
+  quorumca audit query --denied
   quorumca server --config node.toml   run one node of a real cluster";
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +90,14 @@ pub enum Cmd {
     /// Profiles and namespaces: apply (with a diff), show, history, rollback.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Renew the certificate you hold: it authenticates the request (mTLS),
+    /// the new one keeps its names, namespace and profile.
+    Renew(certs::RenewArgs),
+    /// Approve a change that waits for a second admin, or list them.
+    Approve(governance::ApproveArgs),
+    /// Query the audit log.
+    #[command(subcommand)]
+    Audit(governance::AuditCmd),
     /// Root CA operations: init-root and sign-intermediate (offline),
     /// prepare-intermediate and install-intermediate (with the cluster).
     #[command(subcommand)]
@@ -114,5 +126,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Bundle(c) => certs::bundle(c).await,
         Cmd::Policy(c) => policy::run(c).await,
         Cmd::Ca(cmd) => ca::run(cmd).await,
+        Cmd::Renew(a) => certs::renew(a).await,
+        Cmd::Approve(a) => governance::approve(a).await,
+        Cmd::Audit(c) => governance::audit(c).await,
     }
 }

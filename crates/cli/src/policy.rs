@@ -57,7 +57,13 @@ pub enum PolicyCmd {
     },
 }
 
-fn when(ms: u64) -> String {
+fn pending_note(id: u64) -> String {
+    format!(
+        "\nnot applied yet: the policy requires a second admin. Pending as change {id}; another admin runs `quorumca approve {id}`"
+    )
+}
+
+pub(crate) fn when(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
 }
@@ -73,7 +79,9 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let mut c = PolicyServiceClient::new(
+                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
+            );
             let r = c
                 .apply_policy(ApplyPolicyRequest {
                     text,
@@ -89,7 +97,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                 Output::Json => crate::out!(
                     "{}",
                     json(
-                        &serde_json::json!({"version": r.version, "applied": r.applied, "diff": r.diff})
+                        &serde_json::json!({"version": r.version, "applied": r.applied, "diff": r.diff, "pending_change": r.pending_change})
                     )
                 ),
                 Output::Table => {
@@ -100,6 +108,8 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                     }
                     if r.applied {
                         crate::out!("\napplied as version {}", r.version);
+                    } else if r.pending_change > 0 {
+                        crate::out!("{}", pending_note(r.pending_change));
                     } else {
                         crate::out!(
                             "\ndry run: valid, nothing committed (current version {})",
@@ -110,7 +120,9 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::Show { conn, version } => {
-            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let mut c = PolicyServiceClient::new(
+                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
+            );
             let v = c
                 .get_policy(GetPolicyRequest {
                     version: version.unwrap_or(0),
@@ -138,7 +150,9 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::History(conn) => {
-            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let mut c = PolicyServiceClient::new(
+                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
+            );
             let h = c
                 .policy_history(PolicyHistoryRequest {})
                 .await
@@ -181,7 +195,9 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::Rollback { conn, to, author } => {
-            let mut c = PolicyServiceClient::new(channel(&conn.endpoints).await?);
+            let mut c = PolicyServiceClient::new(
+                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
+            );
             let r = c
                 .rollback_policy(RollbackPolicyRequest {
                     to_version: to,
@@ -193,11 +209,17 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             match conn.output {
                 Output::Json => crate::out!(
                     "{}",
-                    json(&serde_json::json!({"version": r.version, "diff": r.diff}))
+                    json(
+                        &serde_json::json!({"version": r.version, "diff": r.diff, "applied": r.applied, "pending_change": r.pending_change})
+                    )
                 ),
                 Output::Table => {
                     crate::out!("{}", r.diff.trim_end());
-                    crate::out!("\nversion {to} restored as version {}", r.version);
+                    if r.pending_change > 0 {
+                        crate::out!("{}", pending_note(r.pending_change));
+                    } else {
+                        crate::out!("\nversion {to} restored as version {}", r.version);
+                    }
                 }
             }
         }

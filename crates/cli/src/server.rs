@@ -5,14 +5,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use quorumca_api::ApiConfig;
+use quorumca_api::{ApiConfig, NodeCredentials, TlsConfig};
 use quorumca_consensus::{Node, ServerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Reads node.toml: the consensus part and, if present, the `[api]` part.
-/// Everything is validated before anything touches disk or a port.
-pub fn load(path: &Path) -> anyhow::Result<(ServerConfig, Option<ApiConfig>)> {
+/// Everything node.toml configures, validated.
+pub struct Loaded {
+    pub node: ServerConfig,
+    pub api: Option<ApiConfig>,
+    /// None only with `insecure_plaintext = true`.
+    pub tls: Option<NodeCredentials>,
+}
+
+/// Reads node.toml: the consensus part, `[tls]`, and, if present, `[api]`.
+/// Everything is validated (and the TLS files read) before anything
+/// touches disk or a port.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     let mut cfg = ServerConfig::load(path)?;
+    let tls = match (cfg.tls.take(), cfg.insecure_plaintext) {
+        (Some(table), _) => {
+            let t: TlsConfig = table.try_into().map_err(|e| {
+                anyhow::anyhow!("config file {}: [tls] is not valid: {e}", path.display())
+            })?;
+            Some(
+                t.load(cfg.node_id)
+                    .with_context(|| format!("config file {}", path.display()))?,
+            )
+        }
+        (None, true) => None,
+        (None, false) => anyhow::bail!(
+            "config file {}: no [tls] section. Give the node its certificate (ca_file, cert_file, key_file; `quorumca dev` shows the layout), or set `insecure_plaintext = true` for a throwaway cluster on one host",
+            path.display()
+        ),
+    };
     let api = match cfg.api.take() {
         None => None,
         Some(table) => {
@@ -24,13 +49,26 @@ pub fn load(path: &Path) -> anyhow::Result<(ServerConfig, Option<ApiConfig>)> {
             Some(api)
         }
     };
-    Ok((cfg, api))
+    Ok(Loaded {
+        node: cfg,
+        api,
+        tls,
+    })
 }
 
 pub async fn run(config_path: &Path, parent_pid: Option<u32>) -> anyhow::Result<()> {
-    let (cfg, api_cfg) = load(config_path)?;
+    let Loaded {
+        node: cfg,
+        api: api_cfg,
+        tls,
+    } = load(config_path)?;
+    if tls.is_none() {
+        tracing::warn!("insecure_plaintext: no TLS, no authentication; every caller is an admin");
+    }
+    let mut node_cfg = cfg.node_config();
+    node_cfg.tls = tls.as_ref().map(|t| t.node_tls());
     let node = Arc::new(
-        Node::start(cfg.node_config())
+        Node::start(node_cfg)
             .await
             .with_context(|| format!("starting node {}", cfg.node_id))?,
     );
@@ -56,7 +94,7 @@ pub async fn run(config_path: &Path, parent_pid: Option<u32>) -> anyhow::Result<
                 r
             });
             Some(
-                quorumca_api::serve(node.clone(), api_cfg, &cfg.region, regions)
+                quorumca_api::serve(node.clone(), api_cfg, &cfg.region, regions, tls.as_ref())
                     .await
                     .context("starting the API")?,
             )

@@ -38,6 +38,7 @@ fn write_configs(dir: &Path, ports: &[Ports]) -> Vec<std::path::PathBuf> {
         let id = i + 1;
         let mut s = format!(
             "node_id = {id}\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nregion = \"r{id}\"\nzone = \"z{id}\"\n\
+             insecure_plaintext = true\n\
              [raft]\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
              [api]\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\npublic_url = \"http://ca.test\"\n\
              unseal_secret_file = \"{}\"\nhierarchy = \"internal-root\"\nkdf_iterations = 1000\n",

@@ -14,6 +14,7 @@ use support::{start_dev, BIN};
 
 struct Cli {
     endpoints: String,
+    credentials: String,
 }
 
 impl Cli {
@@ -21,6 +22,7 @@ impl Cli {
         Command::new(BIN)
             .args(args)
             .env("QUORUMCA_ENDPOINTS", &self.endpoints)
+            .env("QUORUMCA_CREDENTIALS", &self.credentials)
             .env("USER", "tester")
             .stdin(Stdio::null())
             .output()
@@ -87,12 +89,10 @@ fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 async fn dev_cluster_issues_revokes_and_serves_crl_and_ocsp_from_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let (_dev, base, env) = start_dev(&dir.path().join("dev")).await;
-    let endpoints = env
-        .lines()
-        .find_map(|l| l.strip_prefix("export QUORUMCA_ENDPOINTS="))
-        .expect("env names the endpoints")
-        .to_string();
-    let cli = Cli { endpoints };
+    let cli = Cli {
+        endpoints: support::env_value(&env, "QUORUMCA_ENDPOINTS"),
+        credentials: support::env_value(&env, "QUORUMCA_CREDENTIALS"),
+    };
     let http = |node: u16| format!("http://127.0.0.1:{}", base + 200 + node - 1);
     let d = dir.path();
 

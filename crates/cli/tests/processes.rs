@@ -19,6 +19,7 @@ fn write_configs(dir: &Path, ports: &[u16]) -> Vec<std::path::PathBuf> {
         let id = i + 1;
         let mut s = format!(
             "node_id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nregion = \"r{id}\"\nzone = \"z{id}\"\n\
+             insecure_plaintext = true\n\
              [raft]\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n",
             dir.join(format!("node{id}")).display()
         );
@@ -48,10 +49,15 @@ fn spawn(cfg: &Path) -> Child {
         .expect("start quorumca server")
 }
 
-async fn status_all(ports: &[u16]) -> Vec<Option<quorumca_consensus::pb::StatusResponse>> {
+/// Status from each port: plaintext Raft ports, or with `creds` the API
+/// ports of an mTLS cluster.
+async fn status_all(
+    ports: &[u16],
+    creds: Option<&Path>,
+) -> Vec<Option<quorumca_consensus::pb::StatusResponse>> {
     let mut out = Vec::new();
     for p in ports {
-        let s = match ClusterClient::connect(format!("http://127.0.0.1:{p}")).await {
+        let s = match support::channel(*p, creds).await.map(ClusterClient::new) {
             Ok(mut c) => c
                 .status(StatusRequest {})
                 .await
@@ -68,12 +74,13 @@ async fn status_all(ports: &[u16]) -> Vec<Option<quorumca_consensus::pb::StatusR
 /// same applied ledger hash.
 async fn wait_agreed(
     ports: &[u16],
+    creds: Option<&Path>,
     min_applied: u64,
     timeout: Duration,
 ) -> quorumca_consensus::pb::StatusResponse {
     let deadline = Instant::now() + timeout;
     loop {
-        let st = status_all(ports).await;
+        let st = status_all(ports, creds).await;
         if st.iter().all(|s| s.is_some()) {
             let st: Vec<_> = st.into_iter().flatten().collect();
             let same = st.iter().all(|s| {
@@ -101,7 +108,7 @@ async fn acknowledged_writes_survive_kill_9_of_every_process() {
     let ports = free_ports(3);
     let cfgs = write_configs(dir.path(), &ports);
     let mut children = Procs(cfgs.iter().map(|c| spawn(c)).collect());
-    wait_agreed(&ports, 0, Duration::from_secs(30)).await;
+    wait_agreed(&ports, None, 0, Duration::from_secs(30)).await;
 
     // Every ping is a Raft entry that extends the ledger's audit chain, so
     // the ledger hash covers every acknowledged one.
@@ -118,7 +125,7 @@ async fn acknowledged_writes_survive_kill_9_of_every_process() {
             .unwrap();
         acked += 1;
     }
-    let before = wait_agreed(&ports, 0, Duration::from_secs(10)).await;
+    let before = wait_agreed(&ports, None, 0, Duration::from_secs(10)).await;
 
     // SIGKILL: no shutdown path runs, nothing is flushed on the way out.
     children.kill_all();
@@ -126,7 +133,7 @@ async fn acknowledged_writes_survive_kill_9_of_every_process() {
     // Every node must come back to the acknowledged state from its own disk.
     // (A leader whose committed vote survived may resume its term without a
     // new election, so the applied index can be exactly the old one.)
-    let after = wait_agreed(&ports, before.applied_index, Duration::from_secs(30)).await;
+    let after = wait_agreed(&ports, None, before.applied_index, Duration::from_secs(30)).await;
     assert_eq!(
         after.ledger_hash, before.ledger_hash,
         "an acknowledged write was lost ({acked} acked)"
@@ -154,6 +161,9 @@ fn a_bad_config_is_refused_with_a_clear_error_and_touches_nothing() {
         (format!("node_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"{}\"\nregion = \"r\"\n", data.display()), "missing field `zone`"),
         (format!("node_id = 1\nlisten = \"nonsense\"\ndata_dir = \"{}\"\nregion = \"r\"\nzone = \"z\"\n", data.display()), "`listen` must be ip:port"),
         (format!("node_id = 3\nlisten = \"127.0.0.1:1\"\ndata_dir = \"{}\"\nregion = \"r\"\nzone = \"z\"\n[[peers]]\nnode_id = 1\naddr = \"127.0.0.1:1\"\nregion = \"r\"\nzone = \"z\"\n", data.display()), "not among the peers"),
+        // Safe default: no [tls] means no start, unless plaintext is asked for.
+        (format!("node_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"{}\"\nregion = \"r\"\nzone = \"z\"\n", data.display()), "no [tls] section"),
+        (format!("node_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"{}\"\nregion = \"r\"\nzone = \"z\"\n[tls]\nca_file = \"/nonexistent/ca.pem\"\ncert_file = \"c\"\nkey_file = \"k\"\n", data.display()), "[tls] ca_file: cannot read /nonexistent/ca.pem"),
     ];
     for (text, needle) in cases {
         let cfg = dir.path().join("node.toml");
@@ -197,6 +207,14 @@ async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
     let mut dev = Procs(vec![start()]);
     let env = wait_for_file(&data.join("env"), Duration::from_secs(60)).await;
     let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
+    // Everything speaks mTLS: status through the API ports, as the admin
+    // whose bundle dev wrote.
+    let api: Vec<u16> = ports.iter().map(|p| p + 100).collect();
+    let admin = data.join("admin");
+    assert_eq!(
+        support::env_value(&env, "QUORUMCA_CREDENTIALS"),
+        admin.display().to_string()
+    );
     // The env file points commands at the public API ports.
     let expected = ports
         .iter()
@@ -207,15 +225,13 @@ async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
         env.contains(&format!("export QUORUMCA_ENDPOINTS={expected}")),
         "{env}"
     );
-    let before = wait_agreed(&ports, 0, Duration::from_secs(30)).await;
+    let before = wait_agreed(&api, Some(&admin), 0, Duration::from_secs(30)).await;
     assert_eq!(before.members.len(), 3);
-    let mut client = ClusterClient::connect(format!("http://127.0.0.1:{}", ports[0]))
-        .await
-        .unwrap();
+    let mut client = ClusterClient::new(support::channel(api[0], Some(&admin)).await.unwrap());
     for _ in 0..5 {
         client.ping(PingRequest { payload: vec![1] }).await.unwrap();
     }
-    let before = wait_agreed(&ports, 0, Duration::from_secs(10)).await;
+    let before = wait_agreed(&api, Some(&admin), 0, Duration::from_secs(10)).await;
 
     // SIGTERM to `dev` stops every node and exits cleanly.
     let pid = dev.0[0].id() as i32;
@@ -226,7 +242,7 @@ async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
     .unwrap();
     let status = dev.0[0].wait().unwrap();
     assert!(status.success(), "dev exited with {status}");
-    let down = status_all(&ports).await;
+    let down = status_all(&api, Some(&admin)).await;
     assert!(
         down.iter().all(|s| s.is_none()),
         "nodes still answer after dev stopped"
@@ -236,14 +252,24 @@ async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
     std::fs::remove_file(data.join("env")).unwrap();
     let mut dev = Procs(vec![start()]);
     wait_for_file(&data.join("env"), Duration::from_secs(60)).await;
-    let after = wait_agreed(&ports, before.applied_index, Duration::from_secs(30)).await;
+    let after = wait_agreed(
+        &api,
+        Some(&admin),
+        before.applied_index,
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(after.applied_index >= before.applied_index);
     assert_eq!(after.members.len(), 3);
 
     // Even SIGKILL of `dev` leaves no nodes behind: they watch their parent.
     dev.kill_all();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while status_all(&ports).await.iter().any(|s| s.is_some()) {
+    while status_all(&api, Some(&admin))
+        .await
+        .iter()
+        .any(|s| s.is_some())
+    {
         assert!(
             Instant::now() < deadline,
             "nodes outlived a killed `quorumca dev`"

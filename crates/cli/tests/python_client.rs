@@ -2,6 +2,9 @@
 //! grpcio-tools issue, retry, revoke and fetch a CRL from a `quorumca dev`
 //! cluster; OpenSSL then checks what Python got.
 //!
+//! The Python side connects over mTLS with the admin bundle `quorumca dev`
+//! wrote, using nothing but grpcio's standard TLS credentials.
+//!
 //! Needs CPython 3 with pip (present on this kind of machine). grpcio and
 //! grpcio-tools are installed from PyPI into `target/py-venv` on first run;
 //! if that cannot be done the test fails and says why.
@@ -83,7 +86,8 @@ async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (_dev, base, _env) = start_dev(&dir.path().join("dev")).await;
+    let (_dev, base, env) = start_dev(&dir.path().join("dev")).await;
+    let creds = support::env_value(&env, "QUORUMCA_CREDENTIALS");
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = rcgen::CertificateParams::new(vec!["py.svc.dev.internal".to_string()])
@@ -101,6 +105,7 @@ async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
         .arg(&stubs)
         .arg(&endpoint)
         .arg(&csr_path)
+        .arg(&creds)
         .output()
         .unwrap();
     assert!(
@@ -122,6 +127,7 @@ async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
     let int = write_file(d, "int.pem", blocks[1]);
     let bundle = Command::new(BIN)
         .args(["bundle", "get", "-o", "pem", "--endpoints", &endpoint])
+        .args(["--credentials", &creds])
         .output()
         .unwrap();
     assert!(bundle.status.success());

@@ -102,6 +102,84 @@ pub struct ClientConfig {
     /// stays open before the node is tried again.
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// mTLS credentials; None dials plaintext (only clusters that run with
+    /// `insecure_plaintext` accept that).
+    pub credentials: Option<Credentials>,
+}
+
+/// A credential bundle: the cluster's roots and this client's certificate
+/// and key, PEM. `quorumca dev` writes one to `dev-data/admin/`.
+#[derive(Clone)]
+pub struct Credentials {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Reads `ca.pem`, `cert.pem` and `key.pem` from a bundle directory
+    /// (what `QUORUMCA_CREDENTIALS` names). A `chain.pem` (leaf first, then
+    /// intermediates), as `quorumca issue --out-dir` writes, is presented
+    /// instead of `cert.pem` when present: a leaf signed by an
+    /// intermediate needs it to chain to the roots.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, ClientError> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| {
+                ClientError::Endpoint(format!(
+                    "credential bundle {}: cannot read {name} ({e}); a bundle holds ca.pem, cert.pem and key.pem",
+                    dir.display()
+                ))
+            })
+        };
+        let cert = if dir.join("chain.pem").exists() {
+            "chain.pem"
+        } else {
+            "cert.pem"
+        };
+        Ok(Self {
+            ca_pem: read("ca.pem")?,
+            cert_pem: read(cert)?,
+            key_pem: read("key.pem")?,
+        })
+    }
+
+    /// The TLS settings for tonic: trust the cluster's roots, present this
+    /// certificate.
+    pub fn tls_config(&self) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &self.cert_pem,
+                &self.key_pem,
+            ))
+    }
+
+    /// A tonic endpoint for `addr` (host:port): https with these
+    /// credentials.
+    pub fn endpoint(&self, addr: &str) -> Result<tonic::transport::Endpoint, ClientError> {
+        tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .and_then(|e| e.tls_config(self.tls_config()))
+            .map_err(|e| ClientError::Endpoint(format!("{addr}: {e}")))
+    }
+}
+
+/// A tonic endpoint for `addr`, over mTLS when `credentials` are given.
+pub fn endpoint_for(
+    addr: &str,
+    credentials: Option<&Credentials>,
+) -> Result<tonic::transport::Endpoint, ClientError> {
+    match credentials {
+        Some(c) => c.endpoint(addr),
+        None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::Endpoint(format!("{addr}: {e}"))),
+    }
 }
 
 impl ClientConfig {
@@ -116,7 +194,13 @@ impl ClientConfig {
             backoff_max: Duration::from_secs(2),
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(5),
+            credentials: None,
         }
+    }
+
+    pub fn credentials(mut self, c: Credentials) -> Self {
+        self.credentials = Some(c);
+        self
     }
 
     pub fn local_region(mut self, region: impl Into<String>) -> Self {
@@ -211,12 +295,10 @@ impl Client {
         let nodes = eps
             .into_iter()
             .map(|endpoint| {
-                let channel =
-                    tonic::transport::Endpoint::from_shared(format!("http://{}", endpoint.addr))
-                        .map_err(|e| ClientError::Endpoint(format!("{}: {e}", endpoint.addr)))?
-                        .connect_timeout(cfg.connect_timeout)
-                        .tcp_nodelay(true)
-                        .connect_lazy();
+                let channel = endpoint_for(&endpoint.addr, cfg.credentials.as_ref())?
+                    .connect_timeout(cfg.connect_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
                 Ok(Node {
                     endpoint,
                     channel,
@@ -361,6 +443,19 @@ impl Client {
         }
         self.unary(req, |ch, r| async move {
             CertificateServiceClient::new(ch).issue(r).await
+        })
+        .await
+    }
+
+    /// Renews the certificate this client presents (its credentials must
+    /// be that certificate's chain and key): a new certificate with the
+    /// same names, namespace and profile. Retries are idempotent.
+    pub async fn renew(&self, mut req: pb::RenewRequest) -> Result<pb::IssueResponse, ClientError> {
+        if req.idempotency_key.is_empty() {
+            req.idempotency_key = new_idempotency_key();
+        }
+        self.unary(req, |ch, r| async move {
+            CertificateServiceClient::new(ch).renew(r).await
         })
         .await
     }

@@ -116,7 +116,7 @@ async fn send(pool: &PeerPool, target: u64, addr: &str, mut items: Vec<Item>, ti
             .forward(
                 target,
                 addr,
-                &ForwardRequest::Propose(item.proposal),
+                &ForwardRequest::Propose(Box::new(item.proposal)),
                 timeout,
             )
             .await;

@@ -58,6 +58,15 @@ pub struct ServerConfig {
     /// unparsed here: it belongs to quorumca-api, which validates it.
     #[serde(default)]
     pub api: Option<toml::Table>,
+    /// The `[tls]` section (this node's certificate and the cluster's
+    /// roots), also parsed by quorumca-api, which owns certificates.
+    #[serde(default)]
+    pub tls: Option<toml::Table>,
+    /// Run without `[tls]`: no encryption, no authentication, every API
+    /// caller is an admin. Only for throwaway clusters on one host; a node
+    /// without `[tls]` refuses to start unless this says so.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
 }
 
 fn default_propose_timeout_ms() -> u64 {
@@ -189,6 +198,7 @@ impl ServerConfig {
             zone: self.zone.clone(),
             raft: self.raft.clone(),
             propose_timeout: Duration::from_millis(self.propose_timeout_ms),
+            tls: None,
         }
     }
 

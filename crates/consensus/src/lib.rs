@@ -32,6 +32,7 @@ mod network;
 mod node;
 mod service;
 pub mod testing;
+mod tls;
 mod wire;
 
 /// Generated gRPC types for `proto/quorumca/v1`.
@@ -50,4 +51,5 @@ pub use error::ConsensusError;
 pub use node::{now_ms, Committed, Member, Node, NodeConfig, Raft, RaftSettings, Status};
 pub use quorumca_storage::{Archive, ArchivedRecord, NodeInfo, TypeConfig};
 pub use service::ClusterService;
+pub use tls::{ClusterGate, ClusterOp, NodeTls, PeerCheck};
 pub use wire::WIRE_VERSION;

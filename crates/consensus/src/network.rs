@@ -13,7 +13,7 @@ use openraft::raft::{
 };
 use openraft::RaftNetworkV2;
 use quorumca_storage::{NodeInfo, Snapshot, SnapshotData, TypeConfig, Vote};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::RaftMessage;
@@ -27,9 +27,18 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 #[derive(Clone, Default)]
 pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// None: plaintext (test clusters).
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerPool {
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Self {
+            channels: Default::default(),
+            tls,
+        }
+    }
+
     pub fn client(
         &self,
         addr: &str,
@@ -38,7 +47,12 @@ impl PeerPool {
         let channel = match map.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let c = Endpoint::from_shared(format!("http://{addr}"))?
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+                if let Some(tls) = &self.tls {
+                    e = e.tls_config(tls.clone())?;
+                }
+                let c = e
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(10))

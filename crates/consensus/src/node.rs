@@ -65,6 +65,10 @@ pub struct NodeConfig {
     /// How long a proposal (or linearizable read) may wait for a leader and
     /// a quorum before failing with UNAVAILABLE.
     pub propose_timeout: Duration,
+    /// mTLS between nodes; None for plaintext (in-process tests only: the
+    /// binary refuses to run a node without `[tls]` unless told it is
+    /// insecure on purpose).
+    pub tls: Option<crate::tls::NodeTls>,
 }
 
 /// A member of the cluster as seen in the committed membership.
@@ -165,7 +169,7 @@ impl Node {
         }
         .validate()
         .map_err(|e| ConsensusError::Config(e.to_string()))?;
-        let pool = PeerPool::default();
+        let pool = PeerPool::new(cfg.tls.as_ref().map(|t| t.client.clone()));
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config),
@@ -191,7 +195,12 @@ impl Node {
             log,
         });
         let (stop, stopped) = oneshot::channel();
-        let server = tokio::spawn(crate::service::serve(inner.clone(), listener, stopped));
+        let server = tokio::spawn(crate::service::serve(
+            inner.clone(),
+            listener,
+            cfg.tls.clone(),
+            stopped,
+        ));
         tracing::info!(node_id = cfg.node_id, %addr, "node started");
         Ok(Node {
             inner,
@@ -221,13 +230,16 @@ impl Node {
     }
 
     /// The Cluster gRPC service of this node, for mounting on another
-    /// listener (the public API port serves it beside the CA services).
+    /// listener (the public API port serves it beside the CA services),
+    /// behind `gate` (None: open, for plaintext test clusters).
     pub fn cluster_service(
         &self,
+        gate: Option<Arc<dyn crate::tls::ClusterGate>>,
     ) -> crate::pb::cluster_server::ClusterServer<crate::service::ClusterService> {
-        crate::pb::cluster_server::ClusterServer::new(crate::service::ClusterService(
-            self.inner.clone(),
-        ))
+        crate::pb::cluster_server::ClusterServer::new(crate::service::ClusterService {
+            inner: self.inner.clone(),
+            gate,
+        })
     }
 
     /// The leader this node knows of (local and cheap; may be stale for an
@@ -462,7 +474,10 @@ impl Inner {
     }
 
     pub(crate) async fn propose(&self, p: Proposal) -> Result<Committed, ConsensusError> {
-        match self.leader_call(ForwardRequest::Propose(p)).await? {
+        match self
+            .leader_call(ForwardRequest::Propose(Box::new(p)))
+            .await?
+        {
             ForwardResponse::Proposed { log_index, outcome } => {
                 Ok(Committed { log_index, outcome })
             }
@@ -525,7 +540,7 @@ impl Inner {
                     let sent = match &req {
                         ForwardRequest::Propose(p) => {
                             self.batcher
-                                .forward(id, &info.addr, p.clone(), remaining)
+                                .forward(id, &info.addr, (**p).clone(), remaining)
                                 .await
                         }
                         _ => self.pool.forward(id, &info.addr, &req, remaining).await,

@@ -16,13 +16,23 @@ use crate::node::{now_ms, Inner, Member};
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use crate::pb::{self, RaftMessage};
+use crate::tls::{peer_interceptor, ClusterGate, ClusterOp, NodeTls};
 use crate::wire::{self, decode, ForwardRequest, SnapshotTransfer};
+use tonic::service::interceptor::InterceptedService;
 
-pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener, stop: oneshot::Receiver<()>) {
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    tls: Option<NodeTls>,
+    stop: oneshot::Receiver<()>,
+) {
     let transport = RaftTransportServer::new(TransportService(inner.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let cluster = ClusterServer::new(ClusterService(inner.clone()));
+    let cluster = ClusterServer::new(ClusterService {
+        inner: inner.clone(),
+        gate: None,
+    });
     // tonic's own tcp_nodelay only applies to listeners it binds itself; on
     // our listener, set it per connection, or Nagle plus delayed ACKs add
     // ~40 ms to a fraction of Raft round trips.
@@ -36,13 +46,32 @@ pub(crate) async fn serve(inner: Arc<Inner>, listener: TcpListener, stop: onesho
             })
         },
     );
-    let result = tonic::transport::Server::builder()
-        .add_service(transport)
-        .add_service(cluster)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop.await;
-        })
-        .await;
+    let shutdown = async {
+        let _ = stop.await;
+    };
+    let result = match tls {
+        None => {
+            tonic::transport::Server::builder()
+                .add_service(transport)
+                .add_service(cluster)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        Some(tls) => {
+            // Only nodes get past the interceptor: on this port, the Cluster
+            // service too is for peers (operators use the API port).
+            let check = peer_interceptor(tls.is_peer.clone());
+            match tonic::transport::Server::builder().tls_config(tls.server.clone()) {
+                Ok(mut b) => {
+                    b.add_service(InterceptedService::new(transport, check.clone()))
+                        .add_service(InterceptedService::new(cluster, check))
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
     if let Err(e) = result {
         tracing::error!(error = %e, "gRPC server stopped");
     }
@@ -133,7 +162,28 @@ impl RaftTransport for TransportService {
 
 /// The Cluster service of one node; also mounted on the public API
 /// listener (see [`crate::Node::cluster_service`]).
-pub struct ClusterService(pub(crate) Arc<Inner>);
+pub struct ClusterService {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) gate: Option<Arc<dyn ClusterGate>>,
+}
+
+impl ClusterService {
+    fn check<T>(
+        &self,
+        req: &Request<T>,
+        op: ClusterOp,
+        method: &'static str,
+    ) -> Result<(), Status> {
+        match &self.gate {
+            None => Ok(()),
+            Some(g) => g.check(
+                req.peer_certs().as_deref().map(|v| v.as_slice()),
+                op,
+                method,
+            ),
+        }
+    }
+}
 
 fn member_pb(m: &Member) -> pb::Member {
     pb::Member {
@@ -149,9 +199,10 @@ fn member_pb(m: &Member) -> pb::Member {
 impl Cluster for ClusterService {
     async fn status(
         &self,
-        _: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let s = self.0.status();
+        self.check(&req, ClusterOp::Read, "Status")?;
+        let s = self.inner.status();
         Ok(Response::new(pb::StatusResponse {
             node_id: s.node_id,
             role: s.role,
@@ -171,6 +222,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
+        self.check(&req, ClusterOp::Read, "Ping")?;
         let payload = req.into_inner().payload;
         if payload.len() > 1024 {
             return Err(Status::invalid_argument(format!(
@@ -179,10 +231,10 @@ impl Cluster for ClusterService {
             )));
         }
         let p = Proposal::new(now_ms(), Command::Noop { payload });
-        let committed = self.0.propose(p).await?;
+        let committed = self.inner.propose(p).await?;
         Ok(Response::new(pb::PingResponse {
             log_index: committed.log_index,
-            leader_id: self.0.leader_id().unwrap_or(0),
+            leader_id: self.inner.leader_id().unwrap_or(0),
         }))
     }
 
@@ -190,6 +242,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.check(&req, ClusterOp::Change, "AddNode")?;
         let r = req.into_inner();
         let fwd = ForwardRequest::AddNode {
             node_id: r.node_id,
@@ -200,26 +253,28 @@ impl Cluster for ClusterService {
             },
             voter: r.voter,
         };
-        membership_reply(self.0.change_membership(fwd).await?)
+        membership_reply(self.inner.change_membership(fwd).await?)
     }
 
     async fn remove_node(
         &self,
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        self.check(&req, ClusterOp::Change, "RemoveNode")?;
         let fwd = ForwardRequest::RemoveNode {
             node_id: req.into_inner().node_id,
         };
-        membership_reply(self.0.change_membership(fwd).await?)
+        membership_reply(self.inner.change_membership(fwd).await?)
     }
 
     async fn transfer_leader(
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.check(&req, ClusterOp::Change, "TransferLeader")?;
         let to = req.into_inner().to_node_id;
         match self
-            .0
+            .inner
             .leader_call(ForwardRequest::TransferLeader { to })
             .await?
         {

@@ -52,6 +52,7 @@ impl TestCluster {
                 zone: format!("zone-{i}"),
                 raft: settings.clone(),
                 propose_timeout: Duration::from_secs(3),
+                tls: None,
             })
             .collect();
         let mut nodes = Vec::new();

@@ -77,7 +77,9 @@ pub struct SnapshotTransfer {
 /// Work a follower hands to the leader.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardRequest {
-    Propose(Proposal),
+    /// Boxed: a proposal is much larger than the other requests (serde
+    /// encodes a box as its content, so the wire format is unchanged).
+    Propose(Box<Proposal>),
     /// Asks the leader for a read index: the log index a linearizable read
     /// must wait for.
     ReadIndex,

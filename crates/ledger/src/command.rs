@@ -196,6 +196,69 @@ pub enum Command {
     },
     /// Makes an earlier version current again, as a new version.
     RollbackPolicy { to_version: u64, author: String },
+    /// Records that a caller was refused: denials are audit records, so a
+    /// probing or misconfigured client shows up in `quorumca audit query`.
+    RecordDenial {
+        identity: String,
+        action: String,
+        reason: String,
+    },
+    /// Files a change that policy says needs a second admin. Nothing takes
+    /// effect until [`Command::ApproveChange`] by someone else.
+    ProposeChange { change: Change, proposer: String },
+    /// A second admin approves a pending change, which then applies exactly
+    /// as if it had been proposed directly at this point in the log.
+    ApproveChange { id: u64, approver: String },
+}
+
+/// A change that can wait for approval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    ApplyPolicy {
+        text: String,
+        expected_version: Option<u64>,
+    },
+    RollbackPolicy {
+        to_version: u64,
+    },
+}
+
+impl Change {
+    pub fn describe(&self) -> String {
+        match self {
+            Change::ApplyPolicy { text, .. } => format!("apply a policy of {} bytes", text.len()),
+            Change::RollbackPolicy { to_version } => {
+                format!("roll the policy back to version {to_version}")
+            }
+        }
+    }
+}
+
+/// A change waiting for a second admin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChange {
+    pub id: u64,
+    pub change: Change,
+    pub proposer: String,
+    pub proposed_at_ms: u64,
+}
+
+/// One entry of the audit log: who did (or was refused) what, when. The
+/// ledger keeps the most recent entries; every applied proposal, audited
+/// or not, also extends the audit hash chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the audit hash chain (the proposal's number).
+    pub seq: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
+    /// True for refusals (authorisation denials and rejected commands).
+    pub denied: bool,
+    /// The chain head after this proposal: SHA-256(previous head ||
+    /// proposal), hex.
+    pub chain: String,
 }
 
 /// One entry of the replicated log: a command plus the proposer's wall
@@ -209,6 +272,9 @@ pub struct Proposal {
     /// A retried proposal with the same key returns the first outcome
     /// instead of applying twice.
     pub idempotency_key: Option<String>,
+    /// The authenticated identity that asked for this, for the audit log;
+    /// empty for the cluster's own housekeeping.
+    pub actor: String,
     pub command: Command,
 }
 
@@ -217,8 +283,14 @@ impl Proposal {
         Self {
             at_ms,
             idempotency_key: None,
+            actor: String::new(),
             command,
         }
+    }
+
+    pub fn by(mut self, actor: impl Into<String>) -> Self {
+        self.actor = actor.into();
+        self
     }
 
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
@@ -242,6 +314,9 @@ impl fmt::Display for Proposal {
             Command::RegisterIssuer(_) => "register-issuer",
             Command::ApplyPolicy { .. } => "apply-policy",
             Command::RollbackPolicy { .. } => "rollback-policy",
+            Command::RecordDenial { .. } => "record-denial",
+            Command::ProposeChange { .. } => "propose-change",
+            Command::ApproveChange { .. } => "approve-change",
         };
         write!(f, "{name}@{}", self.at_ms)?;
         if let Some(k) = &self.idempotency_key {
@@ -306,6 +381,11 @@ pub enum Outcome {
     PolicyApplied {
         version: u64,
     },
+    Audited,
+    /// The change waits for a second admin's approval.
+    ChangePending {
+        id: u64,
+    },
     Rejected(Rejection),
 }
 
@@ -340,6 +420,12 @@ pub enum Rejection {
     PolicyConflict { expected: u64, current: u64 },
     #[error("policy version {version} does not exist")]
     UnknownPolicyVersion { version: u64 },
+    #[error("no pending change {id}; list them with `quorumca approve --list`")]
+    UnknownChange { id: u64 },
+    #[error(
+        "change {id} was proposed by {proposer}, who cannot also approve it; a second admin must"
+    )]
+    SelfApproval { id: u64, proposer: String },
     #[error("invalid command: {reason}")]
     Invalid { reason: String },
 }

@@ -39,12 +39,13 @@ mod command;
 mod state;
 
 pub use command::{
-    BatchedRecord, Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal,
-    Rejection, RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    AuditEntry, BatchedRecord, Change, Command, IssuanceRecord, IssuerRecord, Outcome,
+    PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason, Serial, SerialLease,
+    MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 pub use state::{
     apply, CrlShard, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS,
-    MAX_LEASE_BLOCK,
+    MAX_AUDIT_ENTRIES, MAX_LEASE_BLOCK,
 };
 
 #[cfg(test)]

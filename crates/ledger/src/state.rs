@@ -1,19 +1,24 @@
 //! The replicated state and the one function that changes it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    BatchedRecord, Command, IssuanceRecord, IssuerRecord, Outcome, PolicyVersion, Proposal,
-    Rejection, RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    AuditEntry, BatchedRecord, Change, Command, IssuanceRecord, IssuerRecord, Outcome,
+    PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason, Serial, SerialLease,
+    MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 
 /// How long an idempotency key is remembered after first use. Long enough
 /// for any client retry loop; short enough that the map tracks recent
 /// traffic, not history.
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Audit entries the ledger keeps (the newest); older ones leave the hot
+/// state but stay covered by the hash chain head.
+pub const MAX_AUDIT_ENTRIES: usize = 100_000;
 
 /// Largest serial lease block; bounds how many sequence numbers one proposal
 /// can burn.
@@ -87,6 +92,12 @@ pub struct State {
     /// Head of the audit hash chain: SHA-256(previous head || proposal).
     audit_head: [u8; 32],
     audit_len: u64,
+    /// The newest audited proposals (policy, CA, revocations, approvals,
+    /// denials), oldest first.
+    audit_log: VecDeque<AuditEntry>,
+    /// Changes waiting for a second admin, by id.
+    pending: BTreeMap<u64, PendingChange>,
+    next_change_id: u64,
 }
 
 /// The serialised form of [`State`]: the primary data, in canonical order.
@@ -109,6 +120,9 @@ struct StateRef<'a> {
     policy_history: &'a [PolicyVersion],
     audit_head: [u8; 32],
     audit_len: u64,
+    audit_log: &'a VecDeque<AuditEntry>,
+    pending: &'a BTreeMap<u64, PendingChange>,
+    next_change_id: u64,
 }
 
 /// The owned mirror of [`StateRef`], for loading.
@@ -126,6 +140,9 @@ struct StateRepr {
     policy_history: Vec<PolicyVersion>,
     audit_head: [u8; 32],
     audit_len: u64,
+    audit_log: VecDeque<AuditEntry>,
+    pending: BTreeMap<u64, PendingChange>,
+    next_change_id: u64,
 }
 
 fn values_as_seq<S: serde::Serializer>(
@@ -154,6 +171,9 @@ impl Serialize for State {
             policy_history: &self.policy_history,
             audit_head: self.audit_head,
             audit_len: self.audit_len,
+            audit_log: &self.audit_log,
+            pending: &self.pending,
+            next_change_id: self.next_change_id,
         }
         .serialize(s)
     }
@@ -218,6 +238,9 @@ impl<'de> Deserialize<'de> for State {
             policy_history: r.policy_history,
             audit_head: r.audit_head,
             audit_len: r.audit_len,
+            audit_log: r.audit_log,
+            pending: r.pending,
+            next_change_id: r.next_change_id,
         })
     }
 }
@@ -334,6 +357,27 @@ impl State {
         self.audit_len
     }
 
+    /// Audit entries after `after_seq`, oldest first, that `keep` accepts;
+    /// at most `limit`.
+    pub fn audit_entries(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        keep: impl Fn(&AuditEntry) -> bool,
+    ) -> Vec<AuditEntry> {
+        let start = self.audit_log.partition_point(|e| e.seq <= after_seq);
+        self.audit_log
+            .range(start..)
+            .filter(|e| keep(e))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    pub fn pending_changes(&self) -> impl Iterator<Item = &PendingChange> {
+        self.pending.values()
+    }
+
     /// SHA-256 of the canonical encoding. Two nodes at the same applied
     /// index must report the same hash; the chaos checker relies on it.
     pub fn hash(&self) -> [u8; 32] {
@@ -395,7 +439,89 @@ pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
     if let (Some(key), Some(digest)) = (&proposal.idempotency_key, digest) {
         remember(state, key, digest, &outcome, proposal.at_ms);
     }
+    record_audit(state, proposal, &outcome);
     outcome
+}
+
+/// Files an audit entry for the commands people answer for; the
+/// high-volume machinery (issuance records, leases, CRL numbers, pruning)
+/// is covered by the hash chain only. Issuances are their own records.
+fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
+    let (action, detail, actor) = match &p.command {
+        Command::Revoke {
+            issuer,
+            serial,
+            reason,
+            ..
+        } => (
+            "revoke",
+            format!("issuer {issuer} serial {serial} reason {reason:?}"),
+            p.actor.clone(),
+        ),
+        Command::RevokeByKey {
+            spki_hash, reason, ..
+        } => (
+            "revoke-by-key",
+            format!("key sha256 {} reason {reason:?}", hex::encode(spki_hash)),
+            p.actor.clone(),
+        ),
+        Command::RegisterIssuer(rec) => (
+            "register-issuer",
+            format!("issuer {} parent {:?}", rec.id, rec.parent),
+            p.actor.clone(),
+        ),
+        Command::ApplyPolicy { text, author, .. } => (
+            "apply-policy",
+            format!("{} bytes", text.len()),
+            author.clone(),
+        ),
+        Command::RollbackPolicy { to_version, author } => (
+            "rollback-policy",
+            format!("to version {to_version}"),
+            author.clone(),
+        ),
+        Command::RecordDenial {
+            identity,
+            action,
+            reason,
+        } => ("denied", format!("{action}: {reason}"), identity.clone()),
+        Command::ProposeChange { change, proposer } => {
+            ("propose-change", change.describe(), proposer.clone())
+        }
+        Command::ApproveChange { id, approver } => {
+            ("approve-change", format!("change {id}"), approver.clone())
+        }
+        Command::SetNodeLabels {
+            node_id,
+            region,
+            zone,
+        } => (
+            "set-node-labels",
+            format!("node {node_id} region {region} zone {zone}"),
+            p.actor.clone(),
+        ),
+        _ => return,
+    };
+    let (denied, detail) = match outcome {
+        Outcome::Rejected(r) => (true, format!("{detail}; rejected: {r}")),
+        Outcome::ChangePending { id } => (false, format!("{detail}; pending as change {id}")),
+        Outcome::PolicyApplied { version } => {
+            (false, format!("{detail}; policy version {version}"))
+        }
+        _ => (matches!(p.command, Command::RecordDenial { .. }), detail),
+    };
+    if state.audit_log.len() >= MAX_AUDIT_ENTRIES {
+        state.audit_log.pop_front();
+    }
+    state.audit_log.push_back(AuditEntry {
+        seq: state.audit_len,
+        at_ms: p.at_ms,
+        actor,
+        action: action.into(),
+        detail,
+        denied,
+        chain: hex::encode(state.audit_head),
+    });
 }
 
 fn remember(state: &mut State, key: &str, digest: [u8; 32], outcome: &Outcome, at_ms: u64) {
@@ -686,6 +812,54 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 });
             };
             push_policy(state, old.text, author.clone(), Some(*to_version), at_ms)
+        }
+        Command::RecordDenial { .. } => Outcome::Audited,
+        Command::ProposeChange { change, proposer } => {
+            if proposer.is_empty() {
+                return invalid("a change needs its proposer's identity");
+            }
+            state.next_change_id += 1;
+            let id = state.next_change_id;
+            state.pending.insert(
+                id,
+                PendingChange {
+                    id,
+                    change: change.clone(),
+                    proposer: proposer.clone(),
+                    proposed_at_ms: at_ms,
+                },
+            );
+            Outcome::ChangePending { id }
+        }
+        Command::ApproveChange { id, approver } => {
+            let Some(pending) = state.pending.get(id) else {
+                return Outcome::Rejected(Rejection::UnknownChange { id: *id });
+            };
+            if pending.proposer == *approver {
+                return Outcome::Rejected(Rejection::SelfApproval {
+                    id: *id,
+                    proposer: pending.proposer.clone(),
+                });
+            }
+            let pending = state.pending.remove(id).expect("checked");
+            let author = format!("{} (approved by {approver})", pending.proposer);
+            let command = match pending.change {
+                Change::ApplyPolicy {
+                    text,
+                    expected_version,
+                } => Command::ApplyPolicy {
+                    text,
+                    author,
+                    expected_version,
+                },
+                Change::RollbackPolicy { to_version } => {
+                    Command::RollbackPolicy { to_version, author }
+                }
+            };
+            // A change that no longer applies (the policy moved on past
+            // its expected version) is consumed all the same: the proposer
+            // files a fresh one against what is current.
+            apply_command(state, &command, at_ms)
         }
     }
 }

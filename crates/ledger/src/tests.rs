@@ -738,3 +738,97 @@ fn revoke_by_key_revokes_every_live_certificate_with_that_key_once() {
         Outcome::Rejected(Rejection::Invalid { .. })
     ));
 }
+
+#[test]
+fn a_pending_change_needs_a_second_identity_and_everything_is_audited() {
+    use crate::{Change, MAX_AUDIT_ENTRIES};
+    let mut s = State::default();
+    let propose = Proposal::new(
+        10,
+        Command::ProposeChange {
+            change: Change::ApplyPolicy {
+                text: "v1".into(),
+                expected_version: Some(0),
+            },
+            proposer: "alice".into(),
+        },
+    );
+    assert_eq!(apply(&mut s, &propose), Outcome::ChangePending { id: 1 });
+    assert!(s.policy().is_none(), "nothing applies before approval");
+    let approve = |who: &str, id: u64| {
+        Proposal::new(
+            11,
+            Command::ApproveChange {
+                id,
+                approver: who.into(),
+            },
+        )
+    };
+    assert!(matches!(
+        apply(&mut s, &approve("alice", 1)),
+        Outcome::Rejected(Rejection::SelfApproval { id: 1, .. })
+    ));
+    assert!(matches!(
+        apply(&mut s, &approve("bob", 7)),
+        Outcome::Rejected(Rejection::UnknownChange { id: 7 })
+    ));
+    assert_eq!(s.pending_changes().count(), 1);
+    assert_eq!(
+        apply(&mut s, &approve("bob", 1)),
+        Outcome::PolicyApplied { version: 1 }
+    );
+    assert_eq!(s.policy().unwrap().author, "alice (approved by bob)");
+    assert_eq!(s.pending_changes().count(), 0);
+    assert!(matches!(
+        apply(&mut s, &approve("bob", 1)),
+        Outcome::Rejected(Rejection::UnknownChange { id: 1 })
+    ));
+    let denial = Proposal::new(
+        12,
+        Command::RecordDenial {
+            identity: "mallory".into(),
+            action: "issue in namespace \"payments\"".into(),
+            reason: "no grant".into(),
+        },
+    );
+    assert_eq!(apply(&mut s, &denial), Outcome::Audited);
+    let all = s.audit_entries(0, 100, |_| true);
+    let actions: Vec<(&str, &str, bool)> = all
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor.as_str(), e.denied))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("propose-change", "alice", false),
+            ("approve-change", "alice", true),
+            ("approve-change", "bob", true),
+            ("approve-change", "bob", false),
+            ("approve-change", "bob", true),
+            ("denied", "mallory", true),
+        ]
+    );
+    // Paging and filters; each entry carries the chain head after it.
+    assert_eq!(s.audit_entries(all[3].seq, 100, |_| true).len(), 2);
+    assert_eq!(s.audit_entries(0, 100, |e| e.actor == "mallory").len(), 1);
+    assert_eq!(all.last().unwrap().chain, hex::encode(s.audit_head()));
+    // The log survives a snapshot round trip and stays bounded.
+    assert_eq!(State::decode(&s.encode()).unwrap(), s);
+    for i in 0..(MAX_AUDIT_ENTRIES + 5) {
+        apply(
+            &mut s,
+            &Proposal::new(
+                13,
+                Command::RecordDenial {
+                    identity: format!("m{i}"),
+                    action: "x".into(),
+                    reason: "y".into(),
+                },
+            ),
+        );
+    }
+    assert_eq!(
+        s.audit_entries(0, usize::MAX, |_| true).len(),
+        MAX_AUDIT_ENTRIES
+    );
+}

@@ -2,19 +2,32 @@
 proto/ by grpcio-tools: issue from a CSR, revoke, fetch the CRL of the
 certificate's shard. Prints one JSON object for the Rust test to check.
 
-usage: issue_revoke_crl.py STUBS_DIR ENDPOINT CSR_FILE
+Connects over mTLS with a credential bundle (ca.pem, cert.pem, key.pem),
+as any gRPC client would.
+
+usage: issue_revoke_crl.py STUBS_DIR ENDPOINT CSR_FILE CREDENTIALS_DIR
 """
 import json
 import sys
 import time
 
-stubs, endpoint, csr_path = sys.argv[1:4]
+stubs, endpoint, csr_path, creds_dir = sys.argv[1:5]
 sys.path.insert(0, stubs)
 
 import grpc  # noqa: E402
 from quorumca.v1 import ca_pb2, ca_pb2_grpc  # noqa: E402
 
-channel = grpc.insecure_channel(endpoint)
+def read(name):
+    with open(f"{creds_dir}/{name}", "rb") as f:
+        return f.read()
+
+
+tls = grpc.ssl_channel_credentials(
+    root_certificates=read("ca.pem"),
+    private_key=read("key.pem"),
+    certificate_chain=read("cert.pem"),
+)
+channel = grpc.secure_channel(endpoint, tls)
 certs = ca_pb2_grpc.CertificateServiceStub(channel)
 authority = ca_pb2_grpc.AuthorityServiceStub(channel)
 

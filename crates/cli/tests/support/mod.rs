@@ -80,3 +80,25 @@ pub async fn start_dev(data: &Path) -> (Procs, u16, String) {
     let env = wait_for_file(&data.join("env"), Duration::from_secs(90)).await;
     (guard, base, env)
 }
+
+/// A channel to 127.0.0.1:`port`, over mTLS with the credential bundle in
+/// `creds` (plaintext without).
+pub async fn channel(
+    port: u16,
+    creds: Option<&Path>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let c = creds.map(|d| quorumca_client::Credentials::from_dir(d).expect("credential bundle"));
+    quorumca_client::endpoint_for(&format!("127.0.0.1:{port}"), c.as_ref())
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+}
+
+/// The value of `export NAME=...` in a `quorumca dev` env file.
+pub fn env_value(env: &str, name: &str) -> String {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+        .unwrap_or_else(|| panic!("env file has no {name}: {env}"))
+        .to_string()
+}

@@ -1,0 +1,195 @@
+//! Who is calling, and may they: the client certificate's identity, the
+//! roles policy grants it, and an audit record for every refusal.
+//!
+//! TLS has already verified the certificate chains to the cluster's roots
+//! (a caller without one never reaches a service); here the identity is
+//! read from it and checked against `[[grants]]` in the current policy,
+//! plus the break-glass admins named in node.toml.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quorumca_ca::{authorize, identity_of, Action, Policy, Rate};
+use quorumca_consensus::{now_ms, ClusterGate, ClusterOp};
+use quorumca_ledger::{Command, Proposal};
+use rustls_pki_types::CertificateDer;
+
+use crate::authority::Authority;
+use crate::error::AuthorityError;
+
+/// How callers are told apart.
+#[derive(Clone, Debug)]
+pub enum Access {
+    /// No TLS: every caller may do everything. Only for in-process tests
+    /// and clusters whose node.toml says `insecure_plaintext = true`.
+    Open,
+    /// mTLS: identities from client certificates, roles from policy.
+    Mtls {
+        /// Identities (or `prefix/*` patterns) that are admins whatever the
+        /// policy says, so the first policy can be applied and a broken
+        /// one repaired.
+        admins: Vec<String>,
+    },
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub identity: String,
+    /// The leaf certificate it presented (None with [`Access::Open`]).
+    pub cert_der: Option<Vec<u8>>,
+}
+
+/// Denials recorded per identity and second: a refused client in a retry
+/// loop must not turn into a flood of log entries. The refusals beyond it
+/// are still refused, and logged locally.
+const DENIAL_RECORDS: Rate = Rate {
+    per_second: 1.0,
+    burst: 5.0,
+};
+
+impl Authority {
+    /// The caller behind a request's TLS session.
+    pub fn caller(
+        &self,
+        peer_certs: Option<&[CertificateDer<'static>]>,
+        remote: Option<std::net::SocketAddr>,
+    ) -> Result<Caller, AuthorityError> {
+        match &self.cfg.access {
+            Access::Open => Ok(Caller {
+                identity: match remote {
+                    Some(a) => format!("unauthenticated@{a}"),
+                    None => "unauthenticated".into(),
+                },
+                cert_der: None,
+            }),
+            Access::Mtls { .. } => {
+                let leaf = peer_certs.and_then(|c| c.first()).ok_or_else(|| {
+                    AuthorityError::Unauthenticated(
+                        "no client certificate: connect with the credential bundle (QUORUMCA_CREDENTIALS or --credentials)".into(),
+                    )
+                })?;
+                let identity = identity_of(leaf.as_ref()).ok_or_else(|| {
+                    AuthorityError::Unauthenticated(
+                        "the client certificate has neither a spiffe:// URI SAN nor a common name"
+                            .into(),
+                    )
+                })?;
+                Ok(Caller {
+                    identity,
+                    cert_der: Some(leaf.as_ref().to_vec()),
+                })
+            }
+        }
+    }
+
+    /// An idempotency key in the caller's own space: another identity
+    /// reusing (or guessing) it neither collides with it nor gets its
+    /// certificate back. Unscoped without TLS, where identities are not
+    /// stable across connections.
+    pub fn scoped_key(&self, caller: &Caller, key: &str) -> String {
+        match self.cfg.access {
+            Access::Open => key.to_string(),
+            Access::Mtls { .. } => format!("{}#{key}", caller.identity),
+        }
+    }
+
+    /// The policy as this node has it, or an empty one before the first
+    /// is applied (break-glass admins still hold every right).
+    pub(crate) fn local_policy(&self) -> Arc<Policy> {
+        let version = self.node.read_local(|s| s.policy().map(|p| p.version));
+        let Some(version) = version else {
+            return Arc::new(Policy::default());
+        };
+        if let Some((v, p)) = self.policy.lock().expect("policy cache").as_ref() {
+            if *v == version {
+                return p.clone();
+            }
+        }
+        let text = self.node.read_local(|s| s.policy().map(|p| p.text.clone()));
+        match text.as_deref().map(Policy::from_toml) {
+            Some(Ok(p)) => {
+                let p = Arc::new(p);
+                *self.policy.lock().expect("policy cache") = Some((version, p.clone()));
+                p
+            }
+            // Validated before it was proposed; an unreadable policy grants
+            // nothing beyond the break-glass admins.
+            _ => Arc::new(Policy::default()),
+        }
+    }
+
+    /// Whether `caller` may do `action`; a refusal is audited.
+    pub fn authorize(&self, caller: &Caller, action: Action) -> Result<(), AuthorityError> {
+        let Access::Mtls { admins } = &self.cfg.access else {
+            return Ok(());
+        };
+        let policy = self.local_policy();
+        authorize(&policy, admins, &caller.identity, &action).map_err(|denied| {
+            self.audit_denial(&caller.identity, &denied.action, &denied.why);
+            AuthorityError::Denied(denied)
+        })
+    }
+
+    /// Records a refusal in the ledger's audit log, without making the
+    /// refused caller wait for it.
+    pub fn audit_denial(&self, identity: &str, action: &str, reason: &str) {
+        tracing::info!(identity, action, reason, "denied");
+        if let Access::Open = self.cfg.access {
+            return;
+        }
+        let key = format!("denials of {identity:?}");
+        if self
+            .limiter
+            .take(&[(key, DENIAL_RECORDS)], Instant::now())
+            .is_err()
+        {
+            return;
+        }
+        let p = Proposal::new(
+            now_ms(),
+            Command::RecordDenial {
+                identity: identity.into(),
+                action: action.into(),
+                reason: reason.into(),
+            },
+        )
+        .by(identity);
+        let node = self.node.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let r = tokio::time::timeout(Duration::from_secs(10), node.propose(p)).await;
+                if !matches!(r, Ok(Ok(_))) {
+                    tracing::warn!("a denial could not be written to the audit log");
+                }
+            });
+        }
+    }
+}
+
+/// The gate in front of the Cluster service on the API port.
+pub struct Gate(pub Arc<Authority>);
+
+impl ClusterGate for Gate {
+    fn check(
+        &self,
+        peer_certs: Option<&[CertificateDer<'static>]>,
+        op: ClusterOp,
+        method: &'static str,
+    ) -> Result<(), tonic::Status> {
+        let caller = self
+            .0
+            .caller(peer_certs, None)
+            .map_err(crate::grpc::to_status)?;
+        let action = match op {
+            ClusterOp::Read => Action::ReadCluster,
+            ClusterOp::Change => Action::ChangeCluster,
+        };
+        self.0.authorize(&caller, action).map_err(|e| {
+            let mut s = crate::grpc::to_status(e);
+            s.metadata_mut()
+                .insert("quorumca-method", method.parse().expect("ascii"));
+            s
+        })
+    }
+}

@@ -1,0 +1,142 @@
+//! The `[tls]` section of node.toml: this node's certificate and key, and
+//! the cluster's roots that every peer and client certificate must chain
+//! to. One certificate serves both listeners (Raft and API) and is the
+//! node's client identity when it dials peers.
+//!
+//! ```toml
+//! [tls]
+//! ca_file = "/etc/quorumca/tls/ca.pem"        # the cluster's root(s)
+//! cert_file = "/etc/quorumca/tls/node.pem"    # spiffe://<domain>/node/<id>
+//! key_file = "/etc/quorumca/tls/node.key"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use quorumca_ca::{identity_of, is_node_identity, node_identity, trust_domain};
+use quorumca_consensus::NodeTls;
+use serde::Deserialize;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// Why the TLS material cannot be used; each says which file and what to
+/// fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("[tls] {field}: cannot read {path}: {source}")]
+    Read {
+        field: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("[tls] {0}")]
+    Invalid(String),
+}
+
+/// The loaded TLS material of one node.
+#[derive(Clone)]
+pub struct NodeCredentials {
+    pub ca_pem: Vec<u8>,
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// `spiffe://<trust domain>/node/<id>`, read from the certificate.
+    pub identity: String,
+    pub trust_domain: String,
+}
+
+impl std::fmt::Debug for NodeCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCredentials")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        field,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl TlsConfig {
+    /// Reads the files and checks the certificate is node `node_id`'s.
+    pub fn load(&self, node_id: u64) -> Result<NodeCredentials, TlsError> {
+        let ca_pem = read("ca_file", &self.ca_file)?;
+        let cert_pem = read("cert_file", &self.cert_file)?;
+        let key_pem = read("key_file", &self.key_file)?;
+        if quorumca_ca::first_certificate_der(&ca_pem).is_err() {
+            return Err(TlsError::Invalid(format!(
+                "ca_file {} holds no PEM certificate",
+                self.ca_file.display()
+            )));
+        }
+        let der = quorumca_ca::first_certificate_der(&cert_pem).map_err(|e| {
+            TlsError::Invalid(format!("cert_file {}: {e}", self.cert_file.display()))
+        })?;
+        if !String::from_utf8_lossy(&key_pem).contains("PRIVATE KEY-----") {
+            return Err(TlsError::Invalid(format!(
+                "key_file {} holds no PEM private key",
+                self.key_file.display()
+            )));
+        }
+        let identity = identity_of(&der).unwrap_or_default();
+        let td = trust_domain(&identity).map(str::to_string);
+        match td {
+            Some(td) if identity == node_identity(&td, node_id) => Ok(NodeCredentials {
+                ca_pem,
+                cert_pem,
+                key_pem,
+                identity,
+                trust_domain: td,
+            }),
+            _ => Err(TlsError::Invalid(format!(
+                "cert_file {} names {identity:?}; node {node_id} needs a certificate for spiffe://<trust domain>/node/{node_id} (`quorumca dev` writes them; or `quorumca ca issue-identity`)",
+                self.cert_file.display()
+            ))),
+        }
+    }
+}
+
+impl NodeCredentials {
+    /// Server side: this node's certificate; client certificates required
+    /// and verified against the cluster's roots.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// Client side: the cluster's roots, this node's certificate as client
+    /// identity.
+    pub fn client_config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+
+    /// What the consensus layer needs: both configs, and the check that
+    /// admits only this trust domain's nodes to the Raft port.
+    pub fn node_tls(&self) -> NodeTls {
+        let td = self.trust_domain.clone();
+        NodeTls {
+            server: self.server_config(),
+            client: self.client_config(),
+            is_peer: Arc::new(move |chain| {
+                chain
+                    .first()
+                    .and_then(|c| identity_of(c.as_ref()))
+                    .is_some_and(|id| is_node_identity(&td, &id))
+            }),
+        }
+    }
+}

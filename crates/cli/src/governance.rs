@@ -1,0 +1,183 @@
+//! `quorumca approve` and `quorumca audit query`: the second pair of eyes
+//! on policy changes, and who did (or was refused) what.
+
+use clap::{Args, Subcommand};
+use quorumca_api::pb::audit_service_client::AuditServiceClient;
+use quorumca_api::pb::policy_service_client::PolicyServiceClient;
+use quorumca_api::pb::{ApproveChangeRequest, ListPendingChangesRequest, QueryAuditRequest};
+
+use crate::client::{channel, status_error};
+use crate::cluster::Conn;
+use crate::output::{json, table, Output};
+use crate::policy::when;
+
+/// Approve a pending change (as an admin other than its proposer), or
+/// list the pending ones.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  quorumca approve --list        # what waits, with diffs
+  quorumca approve 3             # approve change 3; it takes effect now")]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The change to approve.
+    #[arg(required_unless_present = "list")]
+    pub id: Option<u64>,
+    /// List pending changes instead.
+    #[arg(long, conflicts_with = "id")]
+    pub list: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Audit entries, oldest first: policy and CA changes, revocations,
+    /// approvals, and every refused call.
+    #[command(after_help = "Examples:
+  quorumca audit query --denied
+  quorumca audit query --actor spiffe://example.org/ns/payments/api --after 1200")]
+    Query {
+        #[command(flatten)]
+        conn: Conn,
+        /// Entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Only this identity's entries.
+        #[arg(long, default_value = "")]
+        actor: String,
+        /// Only refusals.
+        #[arg(long)]
+        denied: bool,
+    },
+}
+
+pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
+    let conn = &a.conn;
+    let mut c =
+        PolicyServiceClient::new(channel(&conn.endpoints, conn.credentials.as_deref()).await?);
+    let Some(id) = a.id.filter(|_| !a.list) else {
+        let r = c
+            .list_pending_changes(ListPendingChangesRequest {})
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        match conn.output {
+            Output::Json => {
+                let v: Vec<_> = r
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({"id": c.id, "proposer": c.proposer,
+                            "proposed_at_ms": c.proposed_at_ms, "description": c.description, "diff": c.diff})
+                    })
+                    .collect();
+                crate::out!("{}", json(&v));
+            }
+            Output::Table => {
+                if r.changes.is_empty() {
+                    crate::out!("no pending changes");
+                }
+                for ch in &r.changes {
+                    crate::out!(
+                        "change {}: {} (proposed by {} at {})",
+                        ch.id,
+                        ch.description,
+                        ch.proposer,
+                        when(ch.proposed_at_ms)
+                    );
+                    if !ch.diff.is_empty() {
+                        crate::out!("{}", ch.diff.trim_end());
+                    }
+                    crate::out!();
+                }
+            }
+        }
+        return Ok(());
+    };
+    let r = c
+        .approve_change(ApproveChangeRequest { id })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match conn.output {
+        Output::Json => crate::out!(
+            "{}",
+            json(&serde_json::json!({"id": id, "applied": r.applied, "version": r.version}))
+        ),
+        Output::Table => crate::out!(
+            "approved change {id}: policy version {} is now current",
+            r.version
+        ),
+    }
+    Ok(())
+}
+
+pub async fn audit(cmd: AuditCmd) -> anyhow::Result<()> {
+    let AuditCmd::Query {
+        conn,
+        after,
+        limit,
+        actor,
+        denied,
+    } = cmd;
+    let mut c =
+        AuditServiceClient::new(channel(&conn.endpoints, conn.credentials.as_deref()).await?);
+    let r = c
+        .query_audit(QueryAuditRequest {
+            after_seq: after,
+            limit,
+            actor,
+            denied_only: denied,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match conn.output {
+        Output::Json => {
+            let entries: Vec<_> = r
+                .entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({"seq": e.seq, "at_ms": e.at_ms, "actor": e.actor,
+                        "action": e.action, "detail": e.detail, "denied": e.denied, "chain": e.chain})
+                })
+                .collect();
+            crate::out!(
+                "{}",
+                json(
+                    &serde_json::json!({"entries": entries, "chain_head": r.chain_head, "chain_length": r.chain_length})
+                )
+            );
+        }
+        Output::Table => {
+            let rows: Vec<Vec<String>> = r
+                .entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.seq.to_string(),
+                        when(e.at_ms),
+                        e.actor.clone(),
+                        if e.denied { "DENIED" } else { "ok" }.into(),
+                        e.action.clone(),
+                        e.detail.clone(),
+                    ]
+                })
+                .collect();
+            crate::out!(
+                "{}",
+                table(
+                    &["SEQ", "WHEN", "ACTOR", "RESULT", "ACTION", "DETAIL"],
+                    &rows
+                )
+            );
+            crate::out!(
+                "\naudit chain: {} proposals, head {}",
+                r.chain_length,
+                r.chain_head
+            );
+        }
+    }
+    Ok(())
+}
