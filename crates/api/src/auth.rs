@@ -75,12 +75,35 @@ impl Authority {
                             .into(),
                     )
                 })?;
+                // TLS checked the chain and validity; revocation is ours to
+                // check. Certificates made outside the ledger (bootstrap
+                // identities) have no record and pass.
+                if self.revoked(leaf.as_ref()) {
+                    self.audit_denial(
+                        &identity,
+                        "authenticate",
+                        "the client certificate is revoked",
+                    );
+                    return Err(AuthorityError::Unauthenticated(format!(
+                        "the client certificate of {identity} is revoked; get a new one"
+                    )));
+                }
                 Ok(Caller {
                     identity,
                     cert_der: Some(leaf.as_ref().to_vec()),
                 })
             }
         }
+    }
+
+    /// Whether this node's ledger lists the certificate as revoked.
+    fn revoked(&self, der: &[u8]) -> bool {
+        let Ok((serial, _)) = quorumca_ca::certificate_serial_and_spki(der) else {
+            return false;
+        };
+        let serial = quorumca_ledger::Serial(serial);
+        self.node
+            .read_local(|s| s.issuers().any(|i| s.revocation(&i.id, &serial).is_some()))
     }
 
     /// An idempotency key in the caller's own space: another identity
@@ -125,7 +148,23 @@ impl Authority {
             return Ok(());
         };
         let policy = self.local_policy();
-        authorize(&policy, admins, &caller.identity, &action).map_err(|denied| {
+        let enrolled = self.node.read_local(|s| {
+            s.enrollment(&caller.identity).and_then(|e| {
+                Some(quorumca_ca::Grant {
+                    identity: e.identity.clone(),
+                    role: quorumca_ca::Role::parse(&e.role)?,
+                    namespaces: vec![e.namespace.clone()],
+                })
+            })
+        });
+        authorize(
+            &policy,
+            admins,
+            enrolled.as_ref(),
+            &caller.identity,
+            &action,
+        )
+        .map_err(|denied| {
             self.audit_denial(&caller.identity, &denied.action, &denied.why);
             AuthorityError::Denied(denied)
         })
@@ -134,11 +173,23 @@ impl Authority {
     /// Records a refusal in the ledger's audit log, without making the
     /// refused caller wait for it.
     pub fn audit_denial(&self, identity: &str, action: &str, reason: &str) {
+        self.audit_denial_as(
+            &format!("denials of {identity:?}"),
+            identity,
+            action,
+            reason,
+        )
+    }
+
+    /// Like [`Authority::audit_denial`], budgeted under `budget` (callers
+    /// without a stable identity, such as enrolments, share one budget, so
+    /// guessing tokens cannot flood the log).
+    pub(crate) fn audit_denial_as(&self, budget: &str, identity: &str, action: &str, reason: &str) {
         tracing::info!(identity, action, reason, "denied");
         if let Access::Open = self.cfg.access {
             return;
         }
-        let key = format!("denials of {identity:?}");
+        let key = budget.to_string();
         if self
             .limiter
             .take(&[(key, DENIAL_RECORDS)], Instant::now())

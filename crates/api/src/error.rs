@@ -66,6 +66,7 @@ impl AuthorityError {
             Self::Rejected(Rejection::UnknownCertificate { .. }) => StatusCode::NotFound,
             Self::Rejected(Rejection::SelfApproval { .. }) => StatusCode::PermissionDenied,
             Self::Rejected(Rejection::UnknownChange { .. }) => StatusCode::NotFound,
+            Self::Rejected(Rejection::TokenNotUsable) => StatusCode::PermissionDenied,
             Self::Rejected(_) => StatusCode::FailedPrecondition,
             Self::Consensus(ConsensusError::Unavailable { .. }) => StatusCode::Unavailable,
             Self::Consensus(ConsensusError::InvalidArgument(_)) => StatusCode::InvalidArgument,

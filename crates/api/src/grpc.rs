@@ -795,6 +795,48 @@ fn policy_reply(
 }
 
 #[tonic::async_trait]
+impl pb::token_service_server::TokenService for Services {
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = self.allow(&req, Action::CreateToken)?;
+        let r = req.into_inner();
+        let ttl = match r.ttl_seconds {
+            0 => crate::DEFAULT_TOKEN_TTL,
+            n => Duration::from_secs(n),
+        };
+        let role = (!r.role.is_empty()).then_some(r.role.as_str());
+        let (token, expires_at_ms) = self
+            .0
+            .create_token(&caller, &r.namespace, &r.profile, role, ttl)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token,
+            expires_at_ms,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::enrollment_service_server::EnrollmentService for Services {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::IssueResponse>, Status> {
+        let r = req.into_inner();
+        let lifetime = (r.lifetime_seconds > 0).then(|| Duration::from_secs(r.lifetime_seconds));
+        let issued = self
+            .0
+            .enroll(&r.token, r.csr, lifetime)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(issue_response(issued)))
+    }
+}
+
+#[tonic::async_trait]
 impl pb::audit_service_server::AuditService for Services {
     async fn query_audit(
         &self,

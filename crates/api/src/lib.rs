@@ -39,6 +39,7 @@ mod limits;
 pub mod server;
 pub mod testing;
 pub mod tls;
+mod tokens;
 
 /// The public API, generated from `proto/quorumca/v1/ca.proto`.
 pub mod pb {
@@ -57,3 +58,4 @@ pub use server::{
     derive_kek, serve, ApiConfig, ApiServer, Hierarchy, ServeError, UNSEAL_SECRET_ENV,
 };
 pub use tls::{NodeCredentials, TlsConfig, TlsError};
+pub use tokens::{DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};

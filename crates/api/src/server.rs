@@ -111,6 +111,11 @@ pub struct ApiConfig {
     pub root_cert_file: Option<PathBuf>,
     #[serde(default)]
     pub root_sealed_key_file: Option<PathBuf>,
+    /// The enrolment port: TLS without client certificates, serving only
+    /// join-token enrolment (EnrollmentService). Absent: no enrolment on
+    /// this node.
+    #[serde(default)]
+    pub enroll_listen: Option<String>,
 }
 
 /// Why the API side of a node cannot start. Each says what to fix.
@@ -138,6 +143,11 @@ impl ApiConfig {
     /// Checks every field before anything is bound or read.
     pub fn validate(&self) -> Result<(), ServeError> {
         let bad = |field, reason: String| Err(ServeError::Config { field, reason });
+        if let Some(v) = &self.enroll_listen {
+            if let Err(e) = v.parse::<SocketAddr>() {
+                return bad("enroll_listen", format!("must be ip:port, got {v:?} ({e})"));
+            }
+        }
         for (field, v) in [("listen", &self.listen), ("http_listen", &self.http_listen)] {
             if let Err(e) = v.parse::<SocketAddr>() {
                 return bad(field, format!("must be ip:port, got {v:?} ({e})"));
@@ -353,7 +363,11 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            pb::audit_service_server::AuditServiceServer::new(services)
+            pb::audit_service_server::AuditServiceServer::new(services.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            pb::token_service_server::TokenServiceServer::new(services.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(node.cluster_service(gate));
@@ -376,6 +390,35 @@ pub async fn serve(
             tracing::error!(error = %e, "public gRPC server stopped");
         }
     }));
+
+    if let Some(addr) = &cfg.enroll_listen {
+        let listener = bind(addr).await?;
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls.server_config_without_client_auth())
+                .map_err(|e| ServeError::Config {
+                    field: "enroll_listen",
+                    reason: format!("TLS: {e}"),
+                })?;
+        }
+        let enroll = builder.add_service(
+            pb::enrollment_service_server::EnrollmentServiceServer::new(services.clone())
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let mut s = stopped.clone();
+        servers.push(tokio::spawn(async move {
+            let r = enroll
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = s.wait_for(|v| *v).await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "enrolment server stopped");
+            }
+        }));
+    }
 
     let router = crate::http::router(authority.clone());
     let mut s = stopped.clone();

@@ -116,6 +116,13 @@ impl NodeCredentials {
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
     }
 
+    /// The enrolment port: this node's certificate, no client certificate
+    /// asked for (callers there have none yet; the join token is their
+    /// credential).
+    pub fn server_config_without_client_auth(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+
     /// Client side: the cluster's roots, this node's certificate as client
     /// identity.
     pub fn client_config(&self) -> ClientTlsConfig {

@@ -638,3 +638,41 @@ async fn a_caller_over_its_rate_limit_is_refused_before_anything_is_spent() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     auths[1].issue(as_who("greedy")).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_trust_bundle_sends_the_bundle_then_each_change() {
+    use quorumca_api::pb::authority_service_server::AuthorityService;
+    use quorumca_api::pb::GetTrustBundleRequest;
+    use tokio_stream::StreamExt;
+    let (_c, auths) = setup().await;
+    let svc = quorumca_api::grpc::Services(auths[2].clone());
+    let mut stream = svc
+        .watch_trust_bundle(tonic::Request::new(GetTrustBundleRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    async fn next(
+        s: &mut tokio_stream::wrappers::ReceiverStream<
+            Result<quorumca_api::pb::TrustBundle, tonic::Status>,
+        >,
+    ) -> quorumca_api::pb::TrustBundle {
+        tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("a bundle within 10 s")
+            .expect("stream open")
+            .expect("a bundle, not an error")
+    }
+    let first = next(&mut stream).await;
+    assert_eq!(first.version, 3, "root + eu + us");
+    assert!(first.roots_pem.contains("BEGIN CERTIFICATE"));
+    // A new region's intermediate, registered through node 1, reaches the
+    // watcher on node 3.
+    auths[0]
+        .bootstrap_hierarchy(&["eu".into(), "us".into(), "ap".into()])
+        .await
+        .unwrap();
+    let second = next(&mut stream).await;
+    assert_eq!(second.version, 4);
+    assert!(second.issuers.iter().any(|i| i.id == "ap"));
+    assert_eq!(second.roots_pem, first.roots_pem, "same root");
+}

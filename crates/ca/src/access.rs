@@ -181,17 +181,20 @@ fn allows(role: Role, namespaces: &[String], action: &Action) -> bool {
     }
 }
 
-/// The roles (with their namespaces) `identity` holds.
+/// The roles (with their namespaces) `identity` holds: break-glass admins,
+/// the policy's grants, and `enrolled` (a role a join token bound to this
+/// exact identity).
 pub fn roles_of<'p>(
     policy: &'p Policy,
     admins: &[String],
+    enrolled: Option<&'p Grant>,
     identity: &str,
 ) -> Vec<(Role, &'p [String])> {
     let mut out: Vec<(Role, &[String])> = Vec::new();
     if admins.iter().any(|a| identity_matches(a, identity)) {
         out.push((Role::Admin, &[]));
     }
-    for g in &policy.grants {
+    for g in policy.grants.iter().chain(enrolled) {
         if identity_matches(&g.identity, identity) {
             out.push((g.role, &g.namespaces));
         }
@@ -205,10 +208,11 @@ pub fn roles_of<'p>(
 pub fn authorize(
     policy: &Policy,
     admins: &[String],
+    enrolled: Option<&Grant>,
     identity: &str,
     action: &Action,
 ) -> Result<(), Denied> {
-    let roles = roles_of(policy, admins, identity);
+    let roles = roles_of(policy, admins, enrolled, identity);
     if roles.iter().any(|(r, ns)| allows(*r, ns, action)) {
         return Ok(());
     }
@@ -372,6 +376,7 @@ role = "operator"
         assert!(authorize(
             &p,
             &[],
+            None,
             id,
             &Action::Issue {
                 namespace: "payments"
@@ -381,6 +386,7 @@ role = "operator"
         let e = authorize(
             &p,
             &[],
+            None,
             id,
             &Action::Issue {
                 namespace: "search",
@@ -388,8 +394,15 @@ role = "operator"
         )
         .unwrap_err();
         assert!(e.to_string().contains("issuer of payments"), "{e}");
-        assert!(authorize(&p, &[], id, &Action::ChangePolicy).is_err());
-        assert!(authorize(&p, &[], id, &Action::ReadCertificates { namespace: None }).is_err());
+        assert!(authorize(&p, &[], None, id, &Action::ChangePolicy).is_err());
+        assert!(authorize(
+            &p,
+            &[],
+            None,
+            id,
+            &Action::ReadCertificates { namespace: None }
+        )
+        .is_err());
         // A prefix grant does not reach into a sibling path or up a level.
         for other in [
             "spiffe://td/ns/payments",
@@ -400,6 +413,7 @@ role = "operator"
                 authorize(
                     &p,
                     &[],
+                    None,
                     other,
                     &Action::Issue {
                         namespace: "payments"
@@ -421,7 +435,7 @@ role = "operator"
             Action::ReadCluster,
             Action::ReadCertificates { namespace: None },
         ] {
-            assert!(authorize(&p, &[], a, &ok).is_ok(), "{ok:?}");
+            assert!(authorize(&p, &[], None, a, &ok).is_ok(), "{ok:?}");
         }
         for no in [
             Action::Issue {
@@ -434,29 +448,30 @@ role = "operator"
             Action::ChangeCluster,
             Action::Approve,
         ] {
-            assert!(authorize(&p, &[], a, &no).is_err(), "{no:?}");
+            assert!(authorize(&p, &[], None, a, &no).is_err(), "{no:?}");
         }
         let o = "spiffe://td/ops/bob";
         assert!(authorize(
             &p,
             &[],
+            None,
             o,
             &Action::Revoke {
                 namespace: "search"
             }
         )
         .is_ok());
-        assert!(authorize(&p, &[], o, &Action::ChangeCluster).is_ok());
-        assert!(authorize(&p, &[], o, &Action::ChangePolicy).is_err());
-        assert!(authorize(&p, &[], o, &Action::ReadAudit).is_err());
+        assert!(authorize(&p, &[], None, o, &Action::ChangeCluster).is_ok());
+        assert!(authorize(&p, &[], None, o, &Action::ChangePolicy).is_err());
+        assert!(authorize(&p, &[], None, o, &Action::ReadAudit).is_err());
     }
 
     #[test]
     fn break_glass_admins_hold_everything_and_strangers_nothing() {
         let p = Policy::default();
         let admins = vec!["spiffe://td/admin/root".to_string()];
-        assert!(authorize(&p, &admins, &admins[0], &Action::ChangePolicy).is_ok());
-        let e = authorize(&p, &admins, "spiffe://td/x", &Action::ReadPolicy).unwrap_err();
+        assert!(authorize(&p, &admins, None, &admins[0], &Action::ChangePolicy).is_ok());
+        let e = authorize(&p, &admins, None, "spiffe://td/x", &Action::ReadPolicy).unwrap_err();
         assert!(e.why.contains("no grant"), "{e}");
     }
 

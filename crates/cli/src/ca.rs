@@ -111,6 +111,108 @@ pub enum CaCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Sign a TLS identity with the offline root: a node's certificate
+    /// (--server, spiffe://<domain>/node/<id>, its addresses as --ip/--dns)
+    /// or the first admin's. Writes cert.pem, key.pem (0600) and ca.pem to
+    /// --out-dir: the node's [tls] files, or a credential bundle.
+    #[command(after_help = "Examples:
+  quorumca ca issue-identity --root-dir ./root --passphrase-file pass.txt \\
+      --spiffe-id spiffe://example.org/node/1 --server --ip 10.0.0.1 --out-dir node1-tls
+  quorumca ca issue-identity --root-dir ./root --passphrase-file pass.txt \\
+      --spiffe-id spiffe://example.org/admin/alice --out-dir alice")]
+    IssueIdentity {
+        #[arg(long)]
+        root_dir: PathBuf,
+        #[arg(long, env = "QUORUMCA_ROOT_PASSPHRASE_FILE")]
+        passphrase_file: PathBuf,
+        #[arg(long)]
+        spiffe_id: String,
+        /// A node: the certificate also serves TLS.
+        #[arg(long)]
+        server: bool,
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        #[arg(long, default_value = "1y")]
+        validity: humantime::Duration,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+}
+
+/// Writes an identity signed by `root` to `dir`: cert.pem, key.pem (0600)
+/// and the root as ca.pem. Refuses to overwrite.
+pub(crate) fn write_identity(
+    dir: &Path,
+    root: &quorumca_ca::CaSigner,
+    spiffe_id: &str,
+    server: bool,
+    dns: Vec<String>,
+    ips: Vec<std::net::IpAddr>,
+    validity: Duration,
+) -> anyhow::Result<()> {
+    if quorumca_ca::trust_domain(spiffe_id).is_none() {
+        bail!("{spiffe_id:?} is not a SPIFFE ID (spiffe://<trust domain>/<path>)");
+    }
+    std::fs::create_dir_all(dir)?;
+    let rng = SystemRandom::new();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let t = now();
+    let der = quorumca_ca::sign_identity(
+        root,
+        &key,
+        &quorumca_ca::IdentitySpec {
+            spiffe_id: spiffe_id.into(),
+            dns,
+            ips,
+            server,
+            validity: Validity {
+                not_before: t - 60,
+                not_after: t + validity.as_secs() as i64,
+            },
+            serial: random_serial(&rng)?,
+        },
+    )?;
+    write_new(
+        &dir.join("cert.pem"),
+        quorumca_ca::pem_encode("CERTIFICATE", &der).as_bytes(),
+        0o644,
+    )?;
+    write_new(&dir.join("key.pem"), key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(&dir.join("ca.pem"), root.cert_pem().as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// The offline root, unsealed with its passphrase.
+fn load_root(root_dir: &Path, passphrase_file: &Path) -> anyhow::Result<quorumca_ca::CaSigner> {
+    let cert_der = {
+        let pem = std::fs::read_to_string(root_dir.join("root.pem"))
+            .with_context(|| format!("reading {}/root.pem", root_dir.display()))?;
+        let (_, doc) = der_from_pem(&pem)?;
+        doc
+    };
+    let file: RootKeyFile = serde_json::from_slice(
+        &std::fs::read(root_dir.join("root.key.json"))
+            .with_context(|| format!("reading {}/root.key.json", root_dir.display()))?,
+    )
+    .context("root.key.json is not a QuorumCA sealed key file")?;
+    if file.format != KEY_FILE_FORMAT {
+        bail!(
+            "root.key.json has format {:?}, expected {KEY_FILE_FORMAT}",
+            file.format
+        );
+    }
+    let pass = read_passphrase(passphrase_file)?;
+    let salt = hex::decode(&file.salt).context("root.key.json: bad salt")?;
+    let kek = Kek::derive(&pass, &salt, file.iterations)?;
+    let pkcs8 = quorumca_ca::unseal(&kek, &file.sealed, ROOT_CONTEXT).map_err(|e| match e {
+        quorumca_ca::SealError::WrongSecret { .. } => {
+            anyhow::anyhow!("wrong passphrase for this root key")
+        }
+        e => anyhow::anyhow!(e),
+    })?;
+    Ok(quorumca_ca::CaSigner::from_parts(&cert_der, &pkcs8)?)
 }
 
 /// root.key.json
@@ -282,6 +384,32 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        CaCmd::IssueIdentity {
+            root_dir,
+            passphrase_file,
+            spiffe_id,
+            server,
+            dns,
+            ip,
+            validity,
+            out_dir,
+        } => {
+            let root = load_root(&root_dir, &passphrase_file)?;
+            write_identity(
+                &out_dir,
+                &root,
+                &spiffe_id,
+                server,
+                dns,
+                ip,
+                validity.into(),
+            )?;
+            crate::out!(
+                "{spiffe_id}: {0}/cert.pem, {0}/key.pem (0600), {0}/ca.pem (the root)",
+                out_dir.display()
+            );
+            Ok(())
+        }
         CaCmd::SignIntermediate {
             root_dir,
             passphrase_file,
@@ -290,35 +418,7 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             validity,
             out,
         } => {
-            let cert_der = {
-                let pem = std::fs::read_to_string(root_dir.join("root.pem"))
-                    .with_context(|| format!("reading {}/root.pem", root_dir.display()))?;
-                let (_, doc) = der_from_pem(&pem)?;
-                doc
-            };
-            let file: RootKeyFile = serde_json::from_slice(
-                &std::fs::read(root_dir.join("root.key.json"))
-                    .with_context(|| format!("reading {}/root.key.json", root_dir.display()))?,
-            )
-            .context("root.key.json is not a QuorumCA sealed key file")?;
-            if file.format != KEY_FILE_FORMAT {
-                bail!(
-                    "root.key.json has format {:?}, expected {KEY_FILE_FORMAT}",
-                    file.format
-                );
-            }
-            let pass = read_passphrase(&passphrase_file)?;
-            let salt = hex::decode(&file.salt).context("root.key.json: bad salt")?;
-            let kek = Kek::derive(&pass, &salt, file.iterations)?;
-            let pkcs8 =
-                quorumca_ca::unseal(&kek, &file.sealed, ROOT_CONTEXT).map_err(|e| match e {
-                    quorumca_ca::SealError::WrongSecret { .. } => {
-                        anyhow::anyhow!("wrong passphrase for this root key")
-                    }
-                    e => anyhow::anyhow!(e),
-                })?;
-            let root = quorumca_ca::CaSigner::from_parts(&cert_der, &pkcs8)?;
-            drop(pkcs8);
+            let root = load_root(&root_dir, &passphrase_file)?;
             let csr_bytes =
                 std::fs::read(&csr).with_context(|| format!("reading {}", csr.display()))?;
             let csr = quorumca_ca::parse_csr(&csr_bytes)?;

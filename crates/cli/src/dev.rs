@@ -23,7 +23,8 @@ pub struct DevArgs {
     #[arg(long, default_value = "dev-data")]
     pub data_dir: PathBuf,
     /// Node N listens on 127.0.0.1:(base-port + N - 1) for Raft, +100 for
-    /// its public gRPC API and +200 for HTTP (CRLs, OCSP).
+    /// its public gRPC API, +200 for HTTP (CRLs, OCSP) and +300 for
+    /// join-token enrolment.
     #[arg(long, default_value_t = 7101)]
     pub base_port: u16,
     /// Give up if no leader is elected within this many seconds.
@@ -55,6 +56,7 @@ fn region_of(id: u64) -> (String, String) {
 /// Offsets from a node's Raft port to its public gRPC and HTTP ports.
 const API_PORT_OFFSET: u64 = 100;
 const HTTP_PORT_OFFSET: u64 = 200;
+const ENROLL_PORT_OFFSET: u64 = 300;
 
 fn port(layout_base: u16, id: u64, offset: u64) -> u64 {
     layout_base as u64 + id - 1 + offset
@@ -89,49 +91,6 @@ fn random_serial() -> anyhow::Result<Vec<u8>> {
         .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
     s[0] = (s[0] & 0x7f).max(1);
     Ok(s.to_vec())
-}
-
-/// Writes one identity (certificate, key, the root as ca.pem) to `dir`.
-fn write_identity(
-    dir: &Path,
-    root: &quorumca_ca::CaSigner,
-    spiffe_id: &str,
-    server: bool,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let now = quorumca_consensus::now_ms() as i64 / 1000;
-    let der = quorumca_ca::sign_identity(
-        root,
-        &key,
-        &quorumca_ca::IdentitySpec {
-            spiffe_id: spiffe_id.into(),
-            dns: if server {
-                vec!["localhost".into()]
-            } else {
-                vec![]
-            },
-            ips: if server {
-                vec![std::net::Ipv4Addr::LOCALHOST.into()]
-            } else {
-                vec![]
-            },
-            server,
-            validity: quorumca_ca::Validity {
-                not_before: now - 60,
-                not_after: now + 365 * 86_400,
-            },
-            serial: random_serial()?,
-        },
-    )?;
-    crate::ca::write_new(
-        &dir.join("cert.pem"),
-        quorumca_ca::pem_encode("CERTIFICATE", &der).as_bytes(),
-        0o644,
-    )?;
-    crate::ca::write_new(&dir.join("key.pem"), key.serialize_pem().as_bytes(), 0o600)?;
-    crate::ca::write_new(&dir.join("ca.pem"), root.cert_pem().as_bytes(), 0o644)?;
-    Ok(())
 }
 
 /// On first run: the cluster's root (its key sealed under the unseal
@@ -172,15 +131,27 @@ fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Result<()
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
     let sealed = quorumca_api::seal_for_ledger(&kek, quorumca_api::ROOT_ID, &pkcs8, nonce);
+    let year = Duration::from_secs(365 * 86_400);
     for id in 1..=nodes {
-        write_identity(
+        crate::ca::write_identity(
             &base.join(format!("node{id}")).join("tls"),
             &root,
             &quorumca_ca::node_identity(TRUST_DOMAIN, id),
             true,
+            vec!["localhost".into()],
+            vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            year,
         )?;
     }
-    write_identity(&base.join("admin"), &root, DEV_ADMIN, false)?;
+    crate::ca::write_identity(
+        &base.join("admin"),
+        &root,
+        DEV_ADMIN,
+        false,
+        vec![],
+        vec![],
+        year,
+    )?;
     crate::ca::write_new(&pki.join("root.sealed"), &sealed, 0o600)?;
     // Last: its presence says the PKI is complete.
     crate::ca::write_new(&pki.join("root.pem"), root.cert_pem().as_bytes(), 0o644)?;
@@ -205,11 +176,13 @@ fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
         "\n[api]\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\n\
          public_url = \"http://127.0.0.1:{}\"\nunseal_secret_file = \"{}\"\n\
          hierarchy = \"internal-root\"\n# Dev only: fast start. Production keeps the default.\nkdf_iterations = {DEV_KDF_ITERATIONS}\n\
+         enroll_listen = \"127.0.0.1:{}\"\n\
          admins = [\"{DEV_ADMIN}\"]\nroot_cert_file = \"{root}\"\nroot_sealed_key_file = \"{sealed}\"\n",
         port(layout.base_port, id, API_PORT_OFFSET),
         port(layout.base_port, id, HTTP_PORT_OFFSET),
         port(layout.base_port, 1, HTTP_PORT_OFFSET),
         data_dir.join("unseal.secret").display(),
+        port(layout.base_port, id, ENROLL_PORT_OFFSET),
         root = data_dir.join("pki/root.pem").display(),
         sealed = data_dir.join("pki/root.sealed").display(),
     ));
@@ -234,7 +207,7 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     let base = args.data_dir.clone();
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     let base = base.canonicalize()?;
-    if args.base_port as u64 + HTTP_PORT_OFFSET + args.nodes > 65_536 {
+    if args.base_port as u64 + ENROLL_PORT_OFFSET + args.nodes > 65_536 {
         bail!(
             "--base-port {} leaves no room for {} nodes",
             args.base_port,
@@ -265,7 +238,7 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
         }
     }
     for id in 1..=args.nodes {
-        for offset in [0, API_PORT_OFFSET, HTTP_PORT_OFFSET] {
+        for offset in [0, API_PORT_OFFSET, HTTP_PORT_OFFSET, ENROLL_PORT_OFFSET] {
             let p = port(args.base_port, id, offset);
             if std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_err() {
                 bail!("port {p} is in use (is another `quorumca dev` running?); pass --base-port");
@@ -347,10 +320,15 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     std::fs::write(
         &env_path,
         format!(
-            "# Source this file: . {}\nexport QUORUMCA_ENDPOINTS={}\nexport QUORUMCA_CREDENTIALS={}\n",
+            "# Source this file: . {}\nexport QUORUMCA_ENDPOINTS={}\nexport QUORUMCA_CREDENTIALS={}\nexport QUORUMCA_ENROLL_ENDPOINTS={}\n",
             env_path.display(),
             endpoints.join(","),
-            admin.display()
+            admin.display(),
+            nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", port(args.base_port, n.id, ENROLL_PORT_OFFSET)))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     )?;
     crate::out!(
@@ -361,10 +339,11 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     for n in &nodes {
         let (r, z) = region_of(n.id);
         crate::out!(
-            "  node {}  api {}  http 127.0.0.1:{}  raft {}  region {r}  zone {z}",
+            "  node {}  api {}  http 127.0.0.1:{}  enroll 127.0.0.1:{}  raft {}  region {r}  zone {z}",
             n.id,
             endpoints[n.id as usize - 1],
             port(args.base_port, n.id, HTTP_PORT_OFFSET),
+            port(args.base_port, n.id, ENROLL_PORT_OFFSET),
             n.addr,
         );
     }

@@ -11,7 +11,8 @@
 //! - `cluster ...`: operator commands against running nodes ([`cluster`]).
 //! - `issue`, `renew`, `revoke`, `crl`, `bundle` ([`certs`]) and `policy
 //!   ...` ([`policy`]): the CA through the public gRPC API.
-//! - `approve`, `audit query` ([`governance`]).
+//! - `approve`, `audit query` ([`governance`]); `token create`, `enroll`
+//!   ([`tokens`]).
 #![forbid(unsafe_code)]
 
 pub mod ca;
@@ -23,6 +24,7 @@ pub mod governance;
 pub mod output;
 pub mod policy;
 pub mod server;
+pub mod tokens;
 
 use std::path::PathBuf;
 
@@ -95,6 +97,11 @@ pub enum Cmd {
     Renew(certs::RenewArgs),
     /// Approve a change that waits for a second admin, or list them.
     Approve(governance::ApproveArgs),
+    /// Join tokens for new workloads.
+    #[command(subcommand)]
+    Token(tokens::TokenCmd),
+    /// Get a first certificate with a join token.
+    Enroll(tokens::EnrollArgs),
     /// Query the audit log.
     #[command(subcommand)]
     Audit(governance::AuditCmd),
@@ -129,5 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Renew(a) => certs::renew(a).await,
         Cmd::Approve(a) => governance::approve(a).await,
         Cmd::Audit(c) => governance::audit(c).await,
+        Cmd::Token(c) => tokens::token(c).await,
+        Cmd::Enroll(a) => tokens::enroll(a).await,
     }
 }

@@ -164,3 +164,111 @@ fn a_short_passphrase_is_refused() {
         "nothing is written for a refused passphrase"
     );
 }
+
+#[test]
+fn offline_root_issues_node_and_admin_identities_that_openssl_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let pass = dir.path().join("pass.txt");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let o = quorumca(&[
+        "ca",
+        "init-root",
+        "--out-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+    ]);
+    assert!(o.status.success(), "{}", failure(&o));
+    let node = dir.path().join("node1");
+    let o = quorumca(&[
+        "ca",
+        "issue-identity",
+        "--root-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+        "--spiffe-id",
+        "spiffe://example.org/node/1",
+        "--server",
+        "--ip",
+        "10.0.0.1",
+        "--out-dir",
+        s(&node),
+    ]);
+    assert!(o.status.success(), "{}", failure(&o));
+    let mode = std::fs::metadata(node.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    for purpose in ["sslserver", "sslclient"] {
+        let (ok, out) = openssl(&[
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            purpose,
+            "-CAfile",
+            s(&node.join("ca.pem")),
+            s(&node.join("cert.pem")),
+        ]);
+        assert!(ok, "{purpose}: {out}");
+    }
+    let (_, text) = openssl(&["x509", "-in", s(&node.join("cert.pem")), "-noout", "-text"]);
+    assert!(text.contains("URI:spiffe://example.org/node/1"), "{text}");
+    assert!(text.contains("IP Address:10.0.0.1"), "{text}");
+
+    // An admin identity is a client certificate only.
+    let admin = dir.path().join("alice");
+    let o = quorumca(&[
+        "ca",
+        "issue-identity",
+        "--root-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+        "--spiffe-id",
+        "spiffe://example.org/admin/alice",
+        "--out-dir",
+        s(&admin),
+    ]);
+    assert!(o.status.success(), "{}", failure(&o));
+    let cert = s(&admin.join("cert.pem")).to_string();
+    let ca = s(&admin.join("ca.pem")).to_string();
+    let (ok, out) = openssl(&["verify", "-purpose", "sslclient", "-CAfile", &ca, &cert]);
+    assert!(ok, "{out}");
+    let (ok, _) = openssl(&["verify", "-purpose", "sslserver", "-CAfile", &ca, &cert]);
+    assert!(!ok, "an admin certificate must not serve TLS");
+
+    // Not a SPIFFE ID, or the wrong passphrase: refused, nothing written.
+    let o = quorumca(&[
+        "ca",
+        "issue-identity",
+        "--root-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&pass),
+        "--spiffe-id",
+        "alice",
+        "--out-dir",
+        s(&dir.path().join("x")),
+    ]);
+    assert!(failure(&o).contains("not a SPIFFE ID"), "{}", failure(&o));
+    let wrong = dir.path().join("wrong.txt");
+    std::fs::write(&wrong, "not the right passphrase at all").unwrap();
+    let o = quorumca(&[
+        "ca",
+        "issue-identity",
+        "--root-dir",
+        s(&root),
+        "--passphrase-file",
+        s(&wrong),
+        "--spiffe-id",
+        "spiffe://example.org/admin/eve",
+        "--out-dir",
+        s(&dir.path().join("y")),
+    ]);
+    assert!(failure(&o).contains("wrong passphrase"), "{}", failure(&o));
+    assert!(!dir.path().join("x").exists() && !dir.path().join("y").exists());
+}

@@ -209,6 +209,39 @@ pub enum Command {
     /// A second admin approves a pending change, which then applies exactly
     /// as if it had been proposed directly at this point in the log.
     ApproveChange { id: u64, approver: String },
+    /// Files a join token (only its hash: the ledger never holds the
+    /// secret).
+    CreateToken(JoinToken),
+    /// Uses a join token up, once: `identity` (the enrolled workload's) is
+    /// bound to the token's role from now on.
+    RedeemToken {
+        token_hash: [u8; 32],
+        identity: String,
+    },
+}
+
+/// A short-lived, single-use secret that lets a new workload get its first
+/// certificate in one namespace, and optionally a role there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    /// SHA-256 of the secret.
+    pub token_hash: [u8; 32],
+    pub namespace: String,
+    pub profile: String,
+    /// A role the enrolled identity holds in `namespace` (only "issuer"
+    /// today), or None for a plain workload that only renews.
+    pub role: Option<String>,
+    pub expires_at_ms: u64,
+    pub created_by: String,
+}
+
+/// An identity that enrolled with a token carrying a role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub identity: String,
+    pub role: String,
+    pub namespace: String,
+    pub enrolled_at_ms: u64,
 }
 
 /// A change that can wait for approval.
@@ -317,6 +350,8 @@ impl fmt::Display for Proposal {
             Command::RecordDenial { .. } => "record-denial",
             Command::ProposeChange { .. } => "propose-change",
             Command::ApproveChange { .. } => "approve-change",
+            Command::CreateToken(_) => "create-token",
+            Command::RedeemToken { .. } => "redeem-token",
         };
         write!(f, "{name}@{}", self.at_ms)?;
         if let Some(k) = &self.idempotency_key {
@@ -386,6 +421,9 @@ pub enum Outcome {
     ChangePending {
         id: u64,
     },
+    TokenCreated,
+    /// The token was valid and is now used up; enrol under these terms.
+    TokenRedeemed(JoinToken),
     Rejected(Rejection),
 }
 
@@ -426,6 +464,8 @@ pub enum Rejection {
         "change {id} was proposed by {proposer}, who cannot also approve it; a second admin must"
     )]
     SelfApproval { id: u64, proposer: String },
+    #[error("the join token is unknown, already used, or expired; ask an admin for a new one (`quorumca token create`)")]
+    TokenNotUsable,
     #[error("invalid command: {reason}")]
     Invalid { reason: String },
 }

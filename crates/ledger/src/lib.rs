@@ -39,9 +39,9 @@ mod command;
 mod state;
 
 pub use command::{
-    AuditEntry, BatchedRecord, Change, Command, IssuanceRecord, IssuerRecord, Outcome,
-    PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason, Serial, SerialLease,
-    MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    AuditEntry, BatchedRecord, Change, Command, Enrollment, IssuanceRecord, IssuerRecord,
+    JoinToken, Outcome, PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason,
+    Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 pub use state::{
     apply, CrlShard, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS,

@@ -6,9 +6,9 @@ use ring::digest::{Context, SHA256};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{
-    AuditEntry, BatchedRecord, Change, Command, IssuanceRecord, IssuerRecord, Outcome,
-    PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason, Serial, SerialLease,
-    MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    AuditEntry, BatchedRecord, Change, Command, Enrollment, IssuanceRecord, IssuerRecord,
+    JoinToken, Outcome, PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason,
+    Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
 };
 
 /// How long an idempotency key is remembered after first use. Long enough
@@ -98,6 +98,10 @@ pub struct State {
     /// Changes waiting for a second admin, by id.
     pending: BTreeMap<u64, PendingChange>,
     next_change_id: u64,
+    /// Unused join tokens by hash (expired ones leave as time passes).
+    tokens: BTreeMap<[u8; 32], JoinToken>,
+    /// Roles bound to identities by redeemed tokens.
+    enrollments: BTreeMap<String, Enrollment>,
 }
 
 /// The serialised form of [`State`]: the primary data, in canonical order.
@@ -123,6 +127,8 @@ struct StateRef<'a> {
     audit_log: &'a VecDeque<AuditEntry>,
     pending: &'a BTreeMap<u64, PendingChange>,
     next_change_id: u64,
+    tokens: &'a BTreeMap<[u8; 32], JoinToken>,
+    enrollments: &'a BTreeMap<String, Enrollment>,
 }
 
 /// The owned mirror of [`StateRef`], for loading.
@@ -143,6 +149,8 @@ struct StateRepr {
     audit_log: VecDeque<AuditEntry>,
     pending: BTreeMap<u64, PendingChange>,
     next_change_id: u64,
+    tokens: BTreeMap<[u8; 32], JoinToken>,
+    enrollments: BTreeMap<String, Enrollment>,
 }
 
 fn values_as_seq<S: serde::Serializer>(
@@ -174,6 +182,8 @@ impl Serialize for State {
             audit_log: &self.audit_log,
             pending: &self.pending,
             next_change_id: self.next_change_id,
+            tokens: &self.tokens,
+            enrollments: &self.enrollments,
         }
         .serialize(s)
     }
@@ -241,6 +251,8 @@ impl<'de> Deserialize<'de> for State {
             audit_log: r.audit_log,
             pending: r.pending,
             next_change_id: r.next_change_id,
+            tokens: r.tokens,
+            enrollments: r.enrollments,
         })
     }
 }
@@ -378,6 +390,18 @@ impl State {
         self.pending.values()
     }
 
+    /// The role a redeemed join token bound to `identity`, if any.
+    pub fn enrollment(&self, identity: &str) -> Option<&Enrollment> {
+        self.enrollments.get(identity)
+    }
+
+    /// An unused join token, if it exists and is unexpired at `now_ms`.
+    pub fn token(&self, token_hash: &[u8; 32], now_ms: u64) -> Option<&JoinToken> {
+        self.tokens
+            .get(token_hash)
+            .filter(|t| t.expires_at_ms > now_ms)
+    }
+
     /// SHA-256 of the canonical encoding. Two nodes at the same applied
     /// index must report the same hash; the chaos checker relies on it.
     pub fn hash(&self) -> [u8; 32] {
@@ -491,6 +515,26 @@ fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
         Command::ApproveChange { id, approver } => {
             ("approve-change", format!("change {id}"), approver.clone())
         }
+        Command::CreateToken(t) => (
+            "create-token",
+            format!(
+                "namespace {} profile {} role {:?} expires {} ms, token sha256 {}",
+                t.namespace,
+                t.profile,
+                t.role,
+                t.expires_at_ms,
+                &hex::encode(t.token_hash)[..16]
+            ),
+            t.created_by.clone(),
+        ),
+        Command::RedeemToken {
+            token_hash,
+            identity,
+        } => (
+            "redeem-token",
+            format!("token sha256 {}", &hex::encode(token_hash)[..16]),
+            identity.clone(),
+        ),
         Command::SetNodeLabels {
             node_id,
             region,
@@ -814,6 +858,43 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
             push_policy(state, old.text, author.clone(), Some(*to_version), at_ms)
         }
         Command::RecordDenial { .. } => Outcome::Audited,
+        Command::CreateToken(t) => {
+            if t.namespace.is_empty() || t.expires_at_ms <= at_ms {
+                return invalid("a join token needs a namespace and an expiry in the future");
+            }
+            // Expired tokens go whenever a new one is filed: the map stays
+            // the size of what is usable.
+            state.tokens.retain(|_, old| old.expires_at_ms > at_ms);
+            if state.tokens.contains_key(&t.token_hash) {
+                return invalid("a token with this hash exists");
+            }
+            state.tokens.insert(t.token_hash, t.clone());
+            Outcome::TokenCreated
+        }
+        Command::RedeemToken {
+            token_hash,
+            identity,
+        } => {
+            let usable = state
+                .tokens
+                .get(token_hash)
+                .is_some_and(|t| t.expires_at_ms > at_ms);
+            let Some(t) = state.tokens.remove(token_hash).filter(|_| usable) else {
+                return Outcome::Rejected(Rejection::TokenNotUsable);
+            };
+            if let Some(role) = &t.role {
+                state.enrollments.insert(
+                    identity.clone(),
+                    Enrollment {
+                        identity: identity.clone(),
+                        role: role.clone(),
+                        namespace: t.namespace.clone(),
+                        enrolled_at_ms: at_ms,
+                    },
+                );
+            }
+            Outcome::TokenRedeemed(t)
+        }
         Command::ProposeChange { change, proposer } => {
             if proposer.is_empty() {
                 return invalid("a change needs its proposer's identity");

@@ -832,3 +832,62 @@ fn a_pending_change_needs_a_second_identity_and_everything_is_audited() {
         MAX_AUDIT_ENTRIES
     );
 }
+
+#[test]
+fn join_tokens_are_single_use_expire_and_bind_their_role() {
+    use crate::JoinToken;
+    let mut s = State::default();
+    let token = |hash: u8, expires_at_ms: u64, role: Option<&str>| JoinToken {
+        token_hash: [hash; 32],
+        namespace: "payments".into(),
+        profile: "web".into(),
+        role: role.map(String::from),
+        expires_at_ms,
+        created_by: "admin".into(),
+    };
+    let create = |t: JoinToken| Proposal::new(100, Command::CreateToken(t));
+    let redeem = |hash: u8, at: u64, who: &str| {
+        Proposal::new(
+            at,
+            Command::RedeemToken {
+                token_hash: [hash; 32],
+                identity: who.into(),
+            },
+        )
+    };
+    assert_eq!(
+        apply(&mut s, &create(token(1, 1_000, Some("issuer")))),
+        Outcome::TokenCreated
+    );
+    assert_eq!(
+        apply(&mut s, &create(token(2, 500, None))),
+        Outcome::TokenCreated
+    );
+    assert!(matches!(
+        apply(&mut s, &create(token(3, 50, None))),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    assert!(s.token(&[1; 32], 200).is_some());
+    assert!(s.enrollment("w1").is_none());
+    assert_eq!(
+        apply(&mut s, &redeem(1, 200, "w1")),
+        Outcome::TokenRedeemed(token(1, 1_000, Some("issuer")))
+    );
+    assert_eq!(s.enrollment("w1").unwrap().namespace, "payments");
+    // Used up: a second redemption, by anyone, fails.
+    assert_eq!(
+        apply(&mut s, &redeem(1, 201, "w2")),
+        Outcome::Rejected(Rejection::TokenNotUsable)
+    );
+    // Expired: refused, and gone.
+    assert_eq!(
+        apply(&mut s, &redeem(2, 600, "w3")),
+        Outcome::Rejected(Rejection::TokenNotUsable)
+    );
+    assert!(s.token(&[2; 32], 0).is_none());
+    assert!(s.enrollment("w3").is_none());
+    assert_eq!(State::decode(&s.encode()).unwrap(), s);
+    let log = s.audit_entries(0, 10, |_| true);
+    assert_eq!(log.iter().filter(|e| e.action == "redeem-token").count(), 3);
+    assert_eq!(log.iter().filter(|e| e.denied).count(), 3);
+}

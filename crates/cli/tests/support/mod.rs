@@ -38,7 +38,7 @@ pub fn free_base_port() -> u16 {
     for _ in 0..200 {
         let p = free_ports(1)[0];
         if p < 65_000
-            && [0, 100, 200].iter().all(|off| {
+            && [0, 100, 200, 300].iter().all(|off| {
                 (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + off + i)).is_ok())
             })
         {

@@ -1,0 +1,176 @@
+//! Join tokens: how a workload with no certificate yet gets its first one.
+//!
+//! An admin creates a token bound to a namespace, a profile and optionally
+//! a role; the ledger keeps only its hash. The workload presents it once,
+//! with a CSR, on the enrolment port (the only listener that admits
+//! callers without a client certificate). From then on it renews with the
+//! certificate it got.
+
+use std::time::Duration;
+
+use quorumca_consensus::now_ms;
+use quorumca_ledger::{Command, JoinToken, Outcome, Proposal, Rejection};
+
+use crate::auth::Caller;
+use crate::authority::{rejected, Authority, IssueRequest, Issued};
+use crate::error::AuthorityError;
+
+/// Default and longest token validity.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Prefix of every token, so one found in a log or a paste is recognisable
+/// (and greppable by secret scanners).
+const TOKEN_PREFIX: &str = "qca_jt_";
+
+/// One audit budget for every refused enrolment: the callers have no
+/// identity, and a token guesser must not flood the log.
+const ENROLMENT_DENIALS: &str = "denials of enrolments";
+
+fn token_hash(token: &str) -> [u8; 32] {
+    ring::digest::digest(&ring::digest::SHA256, token.trim().as_bytes())
+        .as_ref()
+        .try_into()
+        .expect("32 bytes")
+}
+
+impl Authority {
+    /// Creates a join token; returns the secret (shown once) and when it
+    /// expires.
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        profile: &str,
+        role: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(String, u64), AuthorityError> {
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(AuthorityError::InvalidArgument(format!(
+                "a token lives at most {MAX_TOKEN_TTL:?}, got {ttl:?}"
+            )));
+        }
+        if let Some(r) = role {
+            if r != "issuer" {
+                return Err(AuthorityError::InvalidArgument(format!(
+                    "a token can carry the issuer role or none, not {r:?}; grant other roles in the policy"
+                )));
+            }
+        }
+        let policy = self.local_policy();
+        let ns = policy.namespaces.get(namespace).ok_or_else(|| {
+            AuthorityError::Policy(quorumca_ca::PolicyError::UnknownNamespace(namespace.into()))
+        })?;
+        let profile = if profile.is_empty() {
+            ns.profiles.first().cloned().unwrap_or_default()
+        } else if ns.profiles.iter().any(|p| p == profile) {
+            profile.to_string()
+        } else {
+            return Err(AuthorityError::Policy(
+                quorumca_ca::PolicyError::ProfileNotAllowed {
+                    namespace: namespace.into(),
+                    profile: profile.into(),
+                },
+            ));
+        };
+        let secret: [u8; 32] = self.random()?;
+        let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+        let expires_at_ms = now_ms() + ttl.as_millis() as u64;
+        let p = Proposal::new(
+            now_ms(),
+            Command::CreateToken(JoinToken {
+                token_hash: token_hash(&token),
+                namespace: namespace.into(),
+                profile,
+                role: role.map(String::from),
+                expires_at_ms,
+                created_by: caller.identity.clone(),
+            }),
+        )
+        .by(&caller.identity);
+        match self.propose(p).await?.0 {
+            Outcome::TokenCreated => Ok((token, expires_at_ms)),
+            o => Err(rejected(o)),
+        }
+    }
+
+    /// Redeems `token` for a first certificate. The CSR is checked against
+    /// the token's namespace before the token is used up, so a mistake in
+    /// the CSR does not burn it.
+    pub async fn enroll(
+        &self,
+        token: &str,
+        csr: Vec<u8>,
+        lifetime: Option<Duration>,
+    ) -> Result<Issued, AuthorityError> {
+        let hash = token_hash(token);
+        let label = format!("join token {}", &hex::encode(hash)[..16]);
+        let now = now_ms();
+        let found = self
+            .node
+            .read_linearizable(move |s| s.token(&hash, now).cloned())
+            .await?;
+        let Some(t) = found else {
+            self.audit_denial_as(
+                ENROLMENT_DENIALS,
+                &label,
+                "enroll",
+                "unknown, used or expired token",
+            );
+            return Err(AuthorityError::Rejected(Rejection::TokenNotUsable));
+        };
+        let verified = quorumca_ca::parse_csr(&csr)?;
+        let policy = self.local_policy();
+        policy.decide(
+            &t.namespace,
+            &t.profile,
+            &verified,
+            lifetime,
+            now as i64 / 1000,
+        )?;
+        let identity = verified
+            .names
+            .uris
+            .iter()
+            .find(|u| u.starts_with("spiffe://"))
+            .cloned();
+        let identity = match (&t.role, identity) {
+            (_, Some(id)) => id,
+            (None, None) => label.clone(),
+            (Some(role), None) => {
+                return Err(AuthorityError::InvalidArgument(format!(
+                    "this token carries the {role} role, which is bound to the identity in the CSR: add a spiffe:// URI SAN"
+                )))
+            }
+        };
+        let p = Proposal::new(
+            now_ms(),
+            Command::RedeemToken {
+                token_hash: hash,
+                identity: identity.clone(),
+            },
+        )
+        .by(&identity);
+        match self.propose(p).await?.0 {
+            Outcome::TokenRedeemed(_) => {}
+            o => {
+                self.audit_denial_as(
+                    ENROLMENT_DENIALS,
+                    &label,
+                    "enroll",
+                    "token used up meanwhile",
+                );
+                return Err(rejected(o));
+            }
+        }
+        self.issue(IssueRequest {
+            csr,
+            namespace: t.namespace,
+            profile: t.profile,
+            lifetime,
+            requester: identity,
+            idempotency_key: None,
+        })
+        .await
+    }
+}

@@ -1,0 +1,200 @@
+//! `quorumca token create` (admins) and `quorumca enroll` (a new workload
+//! with a token and no certificate yet).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use quorumca_api::pb::enrollment_service_client::EnrollmentServiceClient;
+use quorumca_api::pb::token_service_client::TokenServiceClient;
+use quorumca_api::pb::{CreateTokenRequest, EnrollRequest};
+
+use crate::client::{channel, status_error};
+use crate::cluster::Conn;
+use crate::output::{json, Output};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a single-use join token for one namespace: whoever presents
+    /// it (once, before it expires) gets a first certificate there.
+    #[command(after_help = "Examples:
+  quorumca token create --namespace payments --ttl 10m
+  quorumca token create --namespace payments --role issuer   # may issue in payments too")]
+    Create {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        namespace: String,
+        /// Default: the namespace's first profile.
+        #[arg(long, default_value = "")]
+        profile: String,
+        /// `issuer`: the enrolled identity may also issue in the namespace.
+        #[arg(long)]
+        role: Option<String>,
+        /// How long the token stays usable (at most 24h).
+        #[arg(long, default_value = "15m")]
+        ttl: humantime::Duration,
+    },
+}
+
+/// Get a first certificate with a join token, on a node's enrolment port.
+/// Generates the key here; writes a credential bundle (key.pem, cert.pem,
+/// chain.pem, ca.pem) for QUORUMCA_CREDENTIALS and `quorumca renew`.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:
+  quorumca enroll --token qca_jt_... --ca-file ca.pem \\
+      --uri spiffe://example.org/ns/payments/api --dns api.payments.svc --out-dir ./creds")]
+pub struct EnrollArgs {
+    /// Enrolment addresses (host:port), comma separated. `quorumca dev`
+    /// writes them to dev-data/env.
+    #[arg(
+        long,
+        env = "QUORUMCA_ENROLL_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub endpoints: Vec<String>,
+    /// The token (`quorumca token create` printed it). Prefer
+    /// QUORUMCA_JOIN_TOKEN over the flag: command lines are visible to
+    /// other users of the machine.
+    #[arg(long, env = "QUORUMCA_JOIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The cluster's roots (PEM), to authenticate the node: get them from
+    /// whoever gave you the token.
+    #[arg(long)]
+    pub ca_file: PathBuf,
+    #[arg(long)]
+    pub dns: Vec<String>,
+    #[arg(long)]
+    pub ip: Vec<std::net::IpAddr>,
+    /// URI SANs; a token with a role binds it to the spiffe:// one.
+    #[arg(long)]
+    pub uri: Vec<String>,
+    #[arg(long)]
+    pub out_dir: PathBuf,
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    let TokenCmd::Create {
+        conn,
+        namespace,
+        profile,
+        role,
+        ttl,
+    } = cmd;
+    let mut c =
+        TokenServiceClient::new(channel(&conn.endpoints, conn.credentials.as_deref()).await?);
+    let r = c
+        .create_token(CreateTokenRequest {
+            namespace: namespace.clone(),
+            profile,
+            role: role.unwrap_or_default(),
+            ttl_seconds: ttl.as_secs(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match conn.output {
+        Output::Json => crate::out!(
+            "{}",
+            json(
+                &serde_json::json!({"token": r.token, "expires_at_ms": r.expires_at_ms, "namespace": namespace})
+            )
+        ),
+        Output::Table => {
+            crate::out!("{}", r.token);
+            eprintln!(
+                "single use, for namespace {namespace}, until {}. Hand it over with the cluster's roots (`quorumca bundle get -o pem`); it is not shown again.",
+                crate::policy::when(r.expires_at_ms)
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
+    let ca_pem =
+        std::fs::read(&a.ca_file).with_context(|| format!("reading {}", a.ca_file.display()))?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::default();
+    for d in &a.dns {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::DnsName(d.clone().try_into()?));
+    }
+    for ip in &a.ip {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
+    }
+    for u in &a.uri {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(u.clone().try_into()?));
+    }
+    if params.subject_alt_names.is_empty() {
+        anyhow::bail!("name the certificate: --dns, --ip or --uri");
+    }
+    let csr = params.serialize_request(&key)?;
+    // Server-authenticated TLS only: we have no certificate yet.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem));
+    let mut last = None;
+    let mut answer = None;
+    for e in &a.endpoints {
+        let ep = tonic::transport::Endpoint::from_shared(format!("https://{e}"))?
+            .tls_config(tls.clone())?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .timeout(std::time::Duration::from_secs(20));
+        match ep.connect().await {
+            Ok(ch) => {
+                answer = Some(
+                    EnrollmentServiceClient::new(ch)
+                        .enroll(EnrollRequest {
+                            token: a.token.clone(),
+                            csr: csr.der().to_vec(),
+                            lifetime_seconds: 0,
+                        })
+                        .await
+                        .map_err(status_error)
+                        .context("enrolling")?
+                        .into_inner(),
+                );
+                break;
+            }
+            Err(err) => last = Some(format!("{e}: {err}")),
+        }
+    }
+    let r = answer.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no enrolment endpoint answered ({})",
+            last.unwrap_or_default()
+        )
+    })?;
+    std::fs::create_dir_all(&a.out_dir)?;
+    crate::ca::write_new(
+        &a.out_dir.join("key.pem"),
+        key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
+    std::fs::write(a.out_dir.join("cert.pem"), &r.certificate_pem)?;
+    std::fs::write(a.out_dir.join("chain.pem"), &r.chain_pem)?;
+    std::fs::write(a.out_dir.join("ca.pem"), &ca_pem)?;
+    match a.output {
+        Output::Json => crate::out!(
+            "{}",
+            json(&serde_json::json!({"issuer": r.issuer, "serial": r.serial,
+                "not_after": r.not_after, "dir": a.out_dir}))
+        ),
+        Output::Table => crate::out!(
+            "enrolled: serial {} of {}; credential bundle in {} (renew with `quorumca renew --dir {}`)",
+            r.serial,
+            r.issuer,
+            a.out_dir.display(),
+            a.out_dir.display()
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,573 @@
+//! Access control over mTLS against a real 3-node `quorumca dev` cluster,
+//! through the `quorumca` CLI as operators and workloads would use it:
+//! roles from policy grants, namespace isolation, audited denials, an
+//! auditor that reads but cannot issue, a two-person policy change, renewal
+//! with the presented certificate, and callers refused during the TLS
+//! handshake (no client certificate, or one from another CA).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use quorumca_api::pb::audit_service_client::AuditServiceClient;
+use quorumca_api::pb::QueryAuditRequest;
+use quorumca_consensus::pb::cluster_client::ClusterClient;
+use quorumca_consensus::pb::StatusRequest;
+use support::{env_value, start_dev, BIN};
+
+const TD: &str = "spiffe://dev.internal";
+
+const POLICY: &str = r#"
+[profiles.service]
+key_algorithms = ["ecdsa-p256"]
+default_lifetime = "24h"
+max_lifetime = "72h"
+usages = ["server", "client"]
+
+[namespaces.payments]
+profiles = ["service"]
+dns = ["*.payments.svc.dev.internal"]
+uris = ["spiffe://dev.internal/ns/payments/*"]
+
+[namespaces.search]
+profiles = ["service"]
+dns = ["*.search.svc.dev.internal"]
+uris = ["spiffe://dev.internal/ns/search/*"]
+
+[namespaces.people]
+profiles = ["service"]
+uris = ["spiffe://dev.internal/people/*"]
+
+[[grants]]
+identity = "spiffe://dev.internal/ns/payments/*"
+role = "issuer"
+namespaces = ["payments"]
+
+[[grants]]
+identity = "spiffe://dev.internal/people/auditor"
+role = "auditor"
+
+[[grants]]
+identity = "spiffe://dev.internal/people/alice"
+role = "admin"
+
+[approvals]
+policy = true
+"#;
+
+struct Cli {
+    endpoints: String,
+}
+
+impl Cli {
+    fn run(&self, creds: &Path, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("QUORUMCA_ENDPOINTS", &self.endpoints)
+            .env("QUORUMCA_CREDENTIALS", creds)
+            .env("USER", "tester")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run quorumca")
+    }
+
+    fn ok(&self, creds: &Path, args: &[&str]) -> String {
+        let out = self.run(creds, args);
+        assert!(
+            out.status.success(),
+            "quorumca {args:?} as {} failed: {}",
+            creds.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Expects a refusal with this gRPC code; returns stderr.
+    fn refused(&self, creds: &Path, args: &[&str], code: &str) -> String {
+        let out = self.run(creds, args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success(),
+            "quorumca {args:?} as {} should have been refused",
+            creds.display()
+        );
+        assert!(err.contains(code), "expected {code} from {args:?}: {err}");
+        err
+    }
+
+    fn json(&self, creds: &Path, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(creds, &a)).unwrap()
+    }
+}
+
+fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A CA and a client certificate that have nothing to do with the cluster,
+/// claiming an admin's identity.
+fn foreign_bundle(dir: &Path, cluster_roots: &Path) -> PathBuf {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf.subject_alt_names = vec![rcgen::SanType::URI(
+        format!("{TD}/people/alice").try_into().unwrap(),
+    )];
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let d = dir.join("foreign");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("cert.pem"), cert.pem() + &ca_cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::copy(cluster_roots, d.join("ca.pem")).unwrap();
+    d
+}
+
+/// How many refusals the audit log holds.
+async fn denials(port: u16, auditor: &Path) -> usize {
+    let ch = support::channel(port, Some(auditor)).await.unwrap();
+    AuditServiceClient::new(ch)
+        .query_audit(QueryAuditRequest {
+            after_seq: 0,
+            limit: 1000,
+            actor: String::new(),
+            denied_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_namespaces_audit_and_two_person_changes_over_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_dev, base, env) = start_dev(&d.join("dev")).await;
+    let cli = Cli {
+        endpoints: env_value(&env, "QUORUMCA_ENDPOINTS"),
+    };
+    let admin = PathBuf::from(env_value(&env, "QUORUMCA_CREDENTIALS"));
+    let api = base + 100;
+
+    // The dev admin (break-glass in node.toml) applies a policy with grants
+    // and issues identities; each --out-dir is a credential bundle.
+    let policy = d.join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    cli.ok(&admin, &["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let bundle = |name: &str, ns: &str, uri: &str, dns: Option<&str>| {
+        let out = d.join(name);
+        let mut args = vec![
+            "issue",
+            "--namespace",
+            ns,
+            "--uri",
+            uri,
+            "--out-dir",
+            out.to_str().unwrap(),
+        ];
+        if let Some(dns) = dns {
+            args.extend(["--dns", dns]);
+        }
+        cli.ok(&admin, &args);
+        out
+    };
+    let payments = bundle(
+        "payments",
+        "payments",
+        &format!("{TD}/ns/payments/api"),
+        Some("api.payments.svc.dev.internal"),
+    );
+    let auditor = bundle("auditor", "people", &format!("{TD}/people/auditor"), None);
+    let alice = bundle("alice", "people", &format!("{TD}/people/alice"), None);
+
+    // An issuer of payments issues there, and nowhere else.
+    let issued = cli.json(
+        &payments,
+        &[
+            "issue",
+            "--namespace",
+            "payments",
+            "--dns",
+            "web.payments.svc.dev.internal",
+        ],
+    );
+    assert_eq!(issued["issuer"], "dev-a");
+    let e = cli.refused(
+        &payments,
+        &[
+            "issue",
+            "--namespace",
+            "search",
+            "--dns",
+            "web.search.svc.dev.internal",
+        ],
+        "PermissionDenied",
+    );
+    assert!(e.contains("issuer of payments"), "{e}");
+    let e = cli.refused(
+        &payments,
+        &[
+            "issue",
+            "--namespace",
+            "payments",
+            "--dns",
+            "web.search.svc.dev.internal",
+        ],
+        "PermissionDenied",
+    );
+    assert!(e.contains("outside namespace \"payments\""), "{e}");
+    cli.refused(&payments, &["audit", "query"], "PermissionDenied");
+    cli.refused(
+        &payments,
+        &["policy", "apply", "-f", policy.to_str().unwrap()],
+        "PermissionDenied",
+    );
+
+    // The auditor reads everything, changes nothing; it sees every refusal
+    // of the payments identity in the audit log.
+    let who = format!("{TD}/ns/payments/api");
+    eventually(Duration::from_secs(10), "denials in the audit log", || {
+        let a = cli.json(&auditor, &["audit", "query", "--denied", "--actor", &who]);
+        a["entries"].as_array().unwrap().len() >= 4
+    });
+    let a = cli.json(&auditor, &["audit", "query", "--denied", "--actor", &who]);
+    let details: Vec<String> = a["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["action"], e["detail"]))
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("issue in namespace \\\"search\\\"")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("web.search.svc.dev.internal")),
+        "{details:?}"
+    );
+    let listed = cli.json(&auditor, &["cert", "list", "--namespace", "payments"]);
+    assert!(listed.as_array().unwrap().len() >= 2, "{listed}");
+    cli.ok(&auditor, &["policy", "show"]);
+    cli.ok(&auditor, &["cluster", "status"]);
+    cli.refused(
+        &auditor,
+        &[
+            "issue",
+            "--namespace",
+            "people",
+            "--uri",
+            &format!("{TD}/people/x"),
+        ],
+        "PermissionDenied",
+    );
+    cli.refused(
+        &auditor,
+        &[
+            "revoke",
+            "--issuer",
+            "dev-a",
+            "--serial",
+            issued["serial"].as_str().unwrap(),
+        ],
+        "PermissionDenied",
+    );
+    cli.refused(
+        &auditor,
+        &["cluster", "transfer-leader", "--to", "2"],
+        "PermissionDenied",
+    );
+
+    // Two-person rule: alice's change waits; she cannot approve it herself;
+    // the second admin's approval applies it.
+    let version = |c: &Path| {
+        cli.json(c, &["policy", "show"])["version"]
+            .as_u64()
+            .unwrap()
+    };
+    let v1 = version(&admin);
+    let policy2 = d.join("policy2.toml");
+    std::fs::write(
+        &policy2,
+        format!("{POLICY}\n[namespaces.billing]\nprofiles = [\"service\"]\ndns = [\"*.billing.svc.dev.internal\"]\n"),
+    )
+    .unwrap();
+    let r = cli.json(
+        &alice,
+        &["policy", "apply", "-f", policy2.to_str().unwrap()],
+    );
+    assert_eq!(r["applied"], false, "{r}");
+    let change = r["pending_change"].as_u64().unwrap();
+    assert!(change > 0, "{r}");
+    assert_eq!(version(&admin), v1, "a pending change changes nothing");
+    let pending = cli.ok(&auditor, &["approve", "--list"]);
+    assert!(pending.contains(&format!("change {change}")), "{pending}");
+    assert!(pending.contains("+[namespaces.billing]"), "{pending}");
+    let e = cli.refused(
+        &alice,
+        &["approve", &change.to_string()],
+        "PermissionDenied",
+    );
+    assert!(e.contains("cannot also approve"), "{e}");
+    cli.refused(
+        &auditor,
+        &["approve", &change.to_string()],
+        "PermissionDenied",
+    );
+    assert_eq!(version(&admin), v1);
+    let r = cli.json(&admin, &["approve", &change.to_string()]);
+    assert_eq!(r["applied"], true, "{r}");
+    assert_eq!(version(&auditor), v1 + 1);
+    let shown = cli.json(&auditor, &["policy", "show"]);
+    assert!(
+        shown["author"]
+            .as_str()
+            .unwrap()
+            .contains("approved by spiffe://dev.internal/admin/dev"),
+        "{shown}"
+    );
+    assert!(cli
+        .ok(&auditor, &["approve", "--list"])
+        .contains("no pending changes"));
+
+    // Renewal with the certificate itself: same names, new key and serial;
+    // a revoked certificate cannot renew.
+    let before = std::fs::read_to_string(payments.join("cert.pem")).unwrap();
+    let r = cli.json(&payments, &["renew", "--dir", payments.to_str().unwrap()]);
+    let after = std::fs::read_to_string(payments.join("cert.pem")).unwrap();
+    assert_ne!(before, after);
+    let serial = r["serial"].as_str().unwrap().to_string();
+    cli.ok(
+        &payments,
+        &[
+            "revoke",
+            "--issuer",
+            "dev-a",
+            "--serial",
+            &serial,
+            "--reason",
+            "superseded",
+        ],
+    );
+    // A revoked certificate authenticates nothing any more, renewal
+    // included.
+    let e = cli.refused(
+        &payments,
+        &["renew", "--dir", payments.to_str().unwrap()],
+        "Unauthenticated",
+    );
+    assert!(e.contains("revoked"), "{e}");
+    let e = cli.refused(
+        &payments,
+        &[
+            "issue",
+            "--namespace",
+            "payments",
+            "--dns",
+            "x.payments.svc.dev.internal",
+        ],
+        "Unauthenticated",
+    );
+    assert!(e.contains("revoked"), "{e}");
+
+    // Join tokens: a workload with no certificate enrols on the enrolment
+    // port (TLS without client certificates) and gets a bundle. Without a
+    // role it may renew but not issue; a token with the issuer role binds
+    // it to the CSR's identity. A token works once; a CSR the namespace
+    // refuses does not use it up.
+    let enroll = |token: &str, uri: &str, dns: &str, out: &Path| {
+        Command::new(BIN)
+            .args([
+                "enroll",
+                "--ca-file",
+                admin.join("ca.pem").to_str().unwrap(),
+            ])
+            .args([
+                "--uri",
+                uri,
+                "--dns",
+                dns,
+                "--out-dir",
+                out.to_str().unwrap(),
+            ])
+            .env(
+                "QUORUMCA_ENROLL_ENDPOINTS",
+                env_value(&env, "QUORUMCA_ENROLL_ENDPOINTS"),
+            )
+            .env("QUORUMCA_JOIN_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let token = |role: Option<&str>| {
+        let mut args = vec!["token", "create", "--namespace", "search", "--ttl", "5m"];
+        if let Some(r) = role {
+            args.extend(["--role", r]);
+        }
+        cli.json(&admin, &args)["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    cli.refused(
+        &auditor,
+        &["token", "create", "--namespace", "search"],
+        "PermissionDenied",
+    );
+    let plain = token(None);
+    let out = enroll(
+        &plain,
+        &format!("{TD}/ns/search/indexer"),
+        "indexer.payments.svc.dev.internal",
+        &d.join("wrong"),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside namespace \"search\""));
+    let indexer = d.join("indexer");
+    let out = enroll(
+        &plain,
+        &format!("{TD}/ns/search/indexer"),
+        "indexer.search.svc.dev.internal",
+        &indexer,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = enroll(
+        &plain,
+        &format!("{TD}/ns/search/other"),
+        "other.search.svc.dev.internal",
+        &d.join("again"),
+    );
+    assert!(!out.status.success(), "a token works once");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
+    cli.refused(
+        &indexer,
+        &[
+            "issue",
+            "--namespace",
+            "search",
+            "--dns",
+            "x.search.svc.dev.internal",
+        ],
+        "PermissionDenied",
+    );
+    cli.ok(&indexer, &["renew", "--dir", indexer.to_str().unwrap()]);
+    let batch = d.join("batch");
+    let out = enroll(
+        &token(Some("issuer")),
+        &format!("{TD}/ns/search/batch"),
+        "batch.search.svc.dev.internal",
+        &batch,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli.ok(
+        &batch,
+        &[
+            "issue",
+            "--namespace",
+            "search",
+            "--dns",
+            "y.search.svc.dev.internal",
+        ],
+    );
+    cli.refused(
+        &batch,
+        &[
+            "issue",
+            "--namespace",
+            "payments",
+            "--dns",
+            "y.payments.svc.dev.internal",
+        ],
+        "PermissionDenied",
+    );
+
+    // Refused during the handshake, before any service runs: no client
+    // certificate, or one from another CA claiming alice's identity.
+    // Nothing reaches the audit log for them.
+    let denied_before = denials(api, &auditor).await;
+    let roots = admin.join("ca.pem");
+    let anon = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{api}"))
+        .unwrap()
+        .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(std::fs::read(&roots).unwrap()),
+        ))
+        .unwrap();
+    let foreign = foreign_bundle(d, &roots);
+    for (who, result) in [
+        (
+            "no client certificate",
+            match anon.connect().await {
+                Ok(ch) => ClusterClient::new(ch)
+                    .status(StatusRequest {})
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            },
+        ),
+        (
+            "a certificate from another CA",
+            match support::channel(api, Some(&foreign)).await {
+                Ok(ch) => ClusterClient::new(ch)
+                    .status(StatusRequest {})
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+            },
+        ),
+    ] {
+        let s = result.expect_err(who);
+        assert!(
+            !matches!(
+                s.code(),
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+            ),
+            "{who}: refused by a service, not by TLS: {s:?}"
+        );
+        eprintln!("{who}: {s:?}");
+    }
+    let out = cli.refused(&foreign, &["policy", "show"], "error");
+    assert!(!out.contains("PermissionDenied"), "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        denials(api, &auditor).await,
+        denied_before,
+        "TLS refusals never reach a service, so nothing is audited"
+    );
+
+    // The Raft port admits nodes only, even the admin is turned away.
+    let ch = support::channel(base, Some(&admin)).await.unwrap();
+    let s = ClusterClient::new(ch)
+        .status(StatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("cluster nodes only"), "{s:?}");
+}
