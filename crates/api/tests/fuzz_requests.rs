@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use quorumca_api::grpc::Services;
 use quorumca_api::pb;
+use quorumca_api::pb::audit_service_server::AuditService;
 use quorumca_api::pb::authority_service_server::AuthorityService;
 use quorumca_api::pb::certificate_service_server::CertificateService;
+use quorumca_api::pb::enrollment_service_server::EnrollmentService;
 use quorumca_api::pb::policy_service_server::PolicyService;
+use quorumca_api::pb::token_service_server::TokenService;
 use quorumca_api::testing::{authorities, test_csr};
 use quorumca_consensus::testing::{fast_settings, TestCluster};
 use rand::{Rng, SeedableRng};
@@ -134,9 +137,53 @@ async fn malformed_requests_get_actionable_statuses_and_change_nothing() {
                 "get_crl {case}: {s:?}"
             );
         }
-        if case % 10 == 0 {
+        // Enrolment with a made-up token and CSR: refused, never used.
+        let enroll = pb::EnrollRequest {
+            token: random_string(&mut rng, 80),
+            csr: (0..rng.gen_range(0..500)).map(|_| rng.gen()).collect(),
+            lifetime_seconds: rng.gen(),
+        };
+        let s = svc.enroll(Request::new(enroll)).await.unwrap_err();
+        assert_eq!(s.code(), Code::PermissionDenied, "enroll {case}: {s:?}");
+        // Renew without mTLS has no certificate to renew.
+        let renew = pb::RenewRequest {
+            csr: valid.clone(),
+            lifetime_seconds: rng.gen(),
+            idempotency_key: random_string(&mut rng, 10),
+        };
+        let s = svc.renew(Request::new(renew)).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "renew {case}: {s:?}");
+        let token = pb::CreateTokenRequest {
+            namespace: if rng.gen_bool(0.3) {
+                "payments".into()
+            } else {
+                random_string(&mut rng, 20)
+            },
+            profile: random_string(&mut rng, 8),
+            role: random_string(&mut rng, 8),
+            ttl_seconds: rng.gen(),
+        };
+        if let Err(s) = svc.create_token(Request::new(token)).await {
+            assert!(acceptable.contains(&s.code()), "create_token {case}: {s:?}");
+        }
+        let audit = pb::QueryAuditRequest {
+            after_seq: rng.gen(),
+            limit: rng.gen(),
+            actor: random_string(&mut rng, 30),
+            denied_only: rng.gen(),
+        };
+        if let Err(s) = svc.query_audit(Request::new(audit)).await {
+            assert!(acceptable.contains(&s.code()), "query_audit {case}: {s:?}");
+        }
+        let approve = pb::ApproveChangeRequest { id: rng.gen() };
+        let s = svc.approve_change(Request::new(approve)).await.unwrap_err();
+        assert_eq!(s.code(), Code::NotFound, "approve {case}: {s:?}");
+        let text = random_string(&mut rng, 300);
+        // An empty or comment-only text is a valid (empty) policy; only
+        // invalid ones are the point here.
+        if case % 10 == 0 && quorumca_ca::Policy::from_toml(&text).is_err() {
             let p = pb::ApplyPolicyRequest {
-                text: random_string(&mut rng, 300),
+                text,
                 expected_version: 0,
                 dry_run: rng.gen(),
                 author: random_string(&mut rng, 10),

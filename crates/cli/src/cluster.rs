@@ -39,6 +39,7 @@ pub enum ClusterCmd {
     /// Commit a no-op through Raft: proves the cluster can commit now.
     Ping(Conn),
     /// Add a node (as a learner, then a voter unless --learner).
+    #[command(alias = "add")]
     AddNode {
         #[command(flatten)]
         conn: Conn,
@@ -67,6 +68,7 @@ pub enum ClusterCmd {
         to: u64,
     },
     /// Remove a node from the cluster.
+    #[command(alias = "remove")]
     RemoveNode {
         #[command(flatten)]
         conn: Conn,

@@ -94,11 +94,13 @@ fn random_serial() -> anyhow::Result<Vec<u8>> {
 }
 
 /// On first run: the cluster's root (its key sealed under the unseal
-/// secret, for the bootstrapping node to register), a TLS certificate per
-/// node and the admin credential bundle, all from that root. The nodes
+/// secret with [`DEV_KDF_ITERATIONS`], for the bootstrapping node to
+/// register), a TLS certificate per node (`<base>/node<N>/tls`, identity
+/// `spiffe://dev.internal/node/<N>`, for 127.0.0.1) and the admin
+/// credential bundle (`<base>/admin`), all from that root. The nodes
 /// speak mTLS from their first start, and the CA the cluster runs is the
 /// one their certificates chain to.
-fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Result<()> {
+pub fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Result<()> {
     let pki = base.join("pki");
     if pki.join("root.pem").exists() {
         return Ok(());
@@ -159,7 +161,7 @@ fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Result<()
 }
 
 /// Dev only: a fast start. Production keeps the default.
-const DEV_KDF_ITERATIONS: u32 = 10_000;
+pub const DEV_KDF_ITERATIONS: u32 = 10_000;
 
 fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
     let addr = |n: u64| format!("127.0.0.1:{}", port(layout.base_port, n, 0));

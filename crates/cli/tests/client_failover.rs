@@ -2,7 +2,8 @@
 //! the client talks to is killed with SIGKILL in the middle of a run of
 //! Issue calls. Every call must still complete (failover, retries with the
 //! same idempotency key), and the ledger must hold exactly one record per
-//! call: no retry issued twice.
+//! call: no retry issued twice. Over mTLS, with the PKI `quorumca dev`
+//! makes.
 
 mod support;
 
@@ -24,6 +25,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+/// The admin credential bundle of this test's cluster.
+static ADMIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
 struct Ports {
     raft: u16,
     api: u16,
@@ -33,20 +37,26 @@ struct Ports {
 fn write_configs(dir: &Path, ports: &[Ports]) -> Vec<std::path::PathBuf> {
     let secret = dir.join("unseal.secret");
     std::fs::write(&secret, "failover test secret, 32+ bytes long\n").unwrap();
+    // The same PKI `quorumca dev` makes: everything below speaks mTLS.
+    quorumca_cli::dev::prepare_pki(dir, ports.len() as u64, &secret).unwrap();
     let mut paths = Vec::new();
     for (i, p) in ports.iter().enumerate() {
         let id = i + 1;
         let mut s = format!(
             "node_id = {id}\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nregion = \"r{id}\"\nzone = \"z{id}\"\n\
-             insecure_plaintext = true\n\
              [raft]\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
              [api]\nlisten = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\npublic_url = \"http://ca.test\"\n\
-             unseal_secret_file = \"{}\"\nhierarchy = \"internal-root\"\nkdf_iterations = 1000\n",
+             unseal_secret_file = \"{}\"\nhierarchy = \"internal-root\"\nkdf_iterations = {kdf}\n\
+             admins = [\"{admin}\"]\nroot_cert_file = \"{d}/pki/root.pem\"\nroot_sealed_key_file = \"{d}/pki/root.sealed\"\n\
+             [tls]\nca_file = \"{d}/pki/root.pem\"\ncert_file = \"{d}/node{id}/tls/cert.pem\"\nkey_file = \"{d}/node{id}/tls/key.pem\"\n",
             p.raft,
             dir.join(format!("node{id}")).display(),
             p.api,
             p.http,
-            secret.display()
+            secret.display(),
+            kdf = quorumca_cli::dev::DEV_KDF_ITERATIONS,
+            admin = quorumca_cli::dev::DEV_ADMIN,
+            d = dir.display(),
         );
         for (j, q) in ports.iter().enumerate() {
             s.push_str(&format!(
@@ -76,9 +86,7 @@ fn spawn(cfg: &Path) -> Child {
 }
 
 async fn channel(port: u16) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-        .connect()
-        .await
+    support::channel(port, Some(ADMIN.get().expect("PKI written"))).await
 }
 
 /// Polls grpc.health.v1 for CertificateService until it reports `want`
@@ -132,9 +140,7 @@ async fn reflected_services(api_port: u16) -> Vec<String> {
 }
 
 async fn live_certificates(api_port: u16) -> Option<u64> {
-    let mut c = ClusterClient::connect(format!("http://127.0.0.1:{api_port}"))
-        .await
-        .ok()?;
+    let mut c = ClusterClient::new(channel(api_port).await.ok()?);
     Some(
         c.status(StatusRequest {})
             .await
@@ -156,6 +162,7 @@ async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
         })
         .collect();
     let cfgs = write_configs(dir.path(), &ports);
+    ADMIN.set(dir.path().join("admin")).unwrap();
     let mut procs = Procs(cfgs.iter().map(|c| spawn(c)).collect());
 
     let mut cfg = ClientConfig::new(
@@ -166,6 +173,8 @@ async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
             .collect(),
     );
     cfg.backoff_base = Duration::from_millis(20);
+    cfg.credentials =
+        Some(quorumca_client::Credentials::from_dir(&dir.path().join("admin")).unwrap());
     cfg.attempt_timeout = Duration::from_secs(5);
     let client = Arc::new(Client::new(cfg).unwrap());
 
@@ -180,9 +189,7 @@ async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
         assert!(Instant::now() < deadline, "hierarchy not created");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut policy = PolicyServiceClient::connect(format!("http://127.0.0.1:{}", ports[0].api))
-        .await
-        .unwrap();
+    let mut policy = PolicyServiceClient::new(channel(ports[0].api).await.unwrap());
     policy
         .apply_policy(ApplyPolicyRequest {
             text: TEST_POLICY.into(),

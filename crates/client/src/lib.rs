@@ -12,19 +12,27 @@
 //!   breaker** per endpoint: after consecutive failures a node is skipped
 //!   for a cool-down, then tried again.
 //! - **Deadlines**: each attempt and each call as a whole are bounded.
-//! - **Idempotent retries**: every `issue` and `revoke` carries an
+//! - **Idempotent retries**: every `issue`, `renew` and `revoke` carries an
 //!   idempotency key (generated when the caller gives none), so a retry
 //!   after a lost answer gets the first answer back and never issues twice.
+//!   The cluster scopes keys to the caller's identity.
+//! - **mTLS**: [`Credentials`] (a bundle directory: `ca.pem`, `cert.pem` or
+//!   `chain.pem`, `key.pem`) authenticate the client; the cluster maps its
+//!   identity to roles.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), quorumca_client::ClientError> {
-//! use quorumca_client::{Client, ClientConfig, Endpoint};
+//! use quorumca_client::{Client, ClientConfig, Credentials, Endpoint};
 //! use quorumca_api::pb::IssueRequest;
 //!
-//! let client = Client::new(ClientConfig::new(vec![
-//!     Endpoint::parse("eu-west=10.0.0.1:7201")?,
-//!     Endpoint::parse("us-east=10.1.0.1:7201")?,
-//! ]).local_region("eu-west"))?;
+//! let client = Client::new(
+//!     ClientConfig::new(vec![
+//!         Endpoint::parse("eu-west=10.0.0.1:7201")?,
+//!         Endpoint::parse("us-east=10.1.0.1:7201")?,
+//!     ])
+//!     .local_region("eu-west")
+//!     .credentials(Credentials::from_dir(std::path::Path::new("/etc/myapp/quorumca"))?),
+//! )?;
 //! let issued = client
 //!     .issue(IssueRequest {
 //!         csr: std::fs::read("req.pem").unwrap(),
