@@ -584,6 +584,7 @@ impl Authority {
         idempotency_key: Option<String>,
     ) -> Result<Issued, AuthorityError> {
         let denied = |why: &str| {
+            self.audit_denial(&caller.identity, "renew", why);
             AuthorityError::Denied(quorumca_ca::Denied {
                 identity: caller.identity.clone(),
                 action: "renew".into(),

@@ -221,6 +221,14 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
         base_port: args.base_port,
     };
     let layout_path = base.join("dev.toml");
+    // Node configs are written only after the PKI is complete, so configs
+    // without a PKI mean a data dir from before mTLS.
+    if base.join("node1/node.toml").exists() && !base.join("pki/root.pem").exists() {
+        bail!(
+            "{} was made by an older quorumca (no mTLS PKI, older log format); remove it or use a fresh --data-dir",
+            base.display()
+        );
+    }
     if let Ok(text) = std::fs::read_to_string(&layout_path) {
         let old: DevLayout = toml::from_str(&text).with_context(|| {
             format!(
