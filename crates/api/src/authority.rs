@@ -311,6 +311,25 @@ impl Authority {
         root_der: &[u8],
         sealed_key: &[u8],
     ) -> Result<(), AuthorityError> {
+        for rec in self
+            .check_install(region, cert_der, root_der, sealed_key)
+            .await?
+        {
+            self.register_issuer(rec).await?;
+        }
+        Ok(())
+    }
+
+    /// The checks of [`Authority::install_intermediate`]; returns what to
+    /// register, in order (the root first when the cluster has none), so
+    /// the registration can also wait for a second admin.
+    pub async fn check_install(
+        &self,
+        region: &str,
+        cert_der: &[u8],
+        root_der: &[u8],
+        sealed_key: &[u8],
+    ) -> Result<Vec<IssuerRecord>, AuthorityError> {
         check_issuer_id(region)?;
         let sealed = decode_sealed(sealed_key)?;
         let pkcs8 = quorumca_ca::unseal(self.kek()?, &sealed, region.as_bytes())?;
@@ -320,6 +339,7 @@ impl Authority {
             .node
             .read_linearizable(|s| s.issuer(ROOT_ID).map(|r| r.cert_der.clone()))
             .await?;
+        let mut out = Vec::new();
         match existing_root {
             Some(der) if der != root_der => {
                 return Err(AuthorityError::InvalidArgument(
@@ -330,7 +350,7 @@ impl Authority {
             Some(_) => {}
             None => {
                 let root = quorumca_ca::certificate_not_after(root_der)?;
-                self.register_issuer(IssuerRecord {
+                out.push(IssuerRecord {
                     id: ROOT_ID.into(),
                     region: None,
                     cert_der: root_der.to_vec(),
@@ -338,31 +358,29 @@ impl Authority {
                     parent: None,
                     not_after_ms: root as u64 * 1000,
                     crl_shards: 1,
-                })
-                .await?;
+                });
             }
         }
-        let p = Proposal::new(
-            now_ms(),
-            Command::RegisterIssuer(IssuerRecord {
+        if self.node.read_local(|s| s.issuer(region).is_some()) {
+            return Err(AuthorityError::Rejected(Rejection::IssuerExists {
                 id: region.into(),
-                region: Some(region.into()),
-                cert_der: cert_der.to_vec(),
-                sealed_key: Some(sealed_key.to_vec()),
-                parent: Some(ROOT_ID.into()),
-                not_after_ms: info.not_after as u64 * 1000,
-                crl_shards: self.cfg.crl_shards.max(1),
-            }),
-        );
-        match self.propose(p).await?.0 {
-            Outcome::IssuerRegistered { .. } => Ok(()),
-            o => Err(rejected(o)),
+            }));
         }
+        out.push(IssuerRecord {
+            id: region.into(),
+            region: Some(region.into()),
+            cert_der: cert_der.to_vec(),
+            sealed_key: Some(sealed_key.to_vec()),
+            parent: Some(ROOT_ID.into()),
+            not_after_ms: info.not_after as u64 * 1000,
+            crl_shards: self.cfg.crl_shards.max(1),
+        });
+        Ok(out)
     }
 
     /// Registers an issuer; losing a race to another node that registered
     /// the same id first is fine.
-    async fn register_issuer(&self, rec: IssuerRecord) -> Result<(), AuthorityError> {
+    pub(crate) async fn register_issuer(&self, rec: IssuerRecord) -> Result<(), AuthorityError> {
         match self
             .propose(
                 Proposal::new(now_ms(), Command::RegisterIssuer(rec))

@@ -423,15 +423,33 @@ impl pb::authority_service_server::AuthorityService for Services {
         &self,
         req: Request<pb::InstallIntermediateRequest>,
     ) -> Result<Response<pb::InstallIntermediateResponse>, Status> {
-        self.allow(&req, Action::ChangeCa)?;
+        let caller = self.allow(&req, Action::ChangeCa)?;
         let r = req.into_inner();
         let cert = cert_der_of(&r.certificate_pem, "certificate_pem").map_err(to_status)?;
         let root = cert_der_of(&r.root_pem, "root_pem").map_err(to_status)?;
-        self.0
-            .install_intermediate(&r.region, &cert, &root, &r.sealed_key)
+        // Checked now, whether it applies now or after approval.
+        let records = self
+            .0
+            .check_install(&r.region, &cert, &root, &r.sealed_key)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(pb::InstallIntermediateResponse {}))
+        if !self.0.local_policy().approvals.ca {
+            for rec in records {
+                self.0.register_issuer(rec).await.map_err(to_status)?;
+            }
+            return Ok(Response::new(pb::InstallIntermediateResponse {
+                pending_change: 0,
+            }));
+        }
+        match self
+            .propose_change(&caller, Change::RegisterIssuers(records))
+            .await?
+        {
+            Outcome::ChangePending { id } => Ok(Response::new(pb::InstallIntermediateResponse {
+                pending_change: id,
+            })),
+            o => Err(to_status(rejected(o))),
+        }
     }
 
     async fn get_trust_bundle(
@@ -717,7 +735,7 @@ impl pb::policy_service_server::PolicyService for Services {
                     Change::ApplyPolicy { text, .. } => Policy::from_toml(text)
                         .map(|p| Policy::diff(&current, &p))
                         .unwrap_or_default(),
-                    Change::RollbackPolicy { .. } => String::new(),
+                    Change::RollbackPolicy { .. } | Change::RegisterIssuers(_) => String::new(),
                 },
             })
             .collect();
@@ -780,6 +798,13 @@ fn policy_reply(
     match outcome {
         Outcome::PolicyApplied { version } => Ok(Response::new(pb::ApplyPolicyResponse {
             version,
+            diff,
+            applied: true,
+            pending_change: 0,
+        })),
+        // An approved CA change.
+        Outcome::IssuerRegistered { .. } => Ok(Response::new(pb::ApplyPolicyResponse {
+            version: 0,
             diff,
             applied: true,
             pending_change: 0,

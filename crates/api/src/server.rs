@@ -483,11 +483,12 @@ async fn bootstrap(a: &Authority, regions: &[String], stopped: &mut watch::Recei
 }
 
 /// The gRPC service names health is reported for.
-pub const HEALTH_SERVICES: [&str; 5] = [
+pub const HEALTH_SERVICES: [&str; 6] = [
     "quorumca.v1.CertificateService",
     "quorumca.v1.AuthorityService",
     "quorumca.v1.PolicyService",
     "quorumca.v1.AuditService",
+    "quorumca.v1.TokenService",
     "quorumca.v1.Cluster",
 ];
 

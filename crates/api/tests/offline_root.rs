@@ -147,3 +147,95 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
     let built = auths[2].refresh_crls().await.unwrap();
     assert_eq!(built, 4, "the 4 shards of eu");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_ca_approvals_an_install_waits_for_a_second_admin() {
+    use quorumca_api::pb;
+    use quorumca_api::pb::authority_service_server::AuthorityService;
+    use quorumca_api::pb::policy_service_server::PolicyService;
+    use quorumca_ledger::{Command, Outcome, Proposal};
+    let mut c = TestCluster::start(3, fast_settings()).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+    let auths: Vec<Arc<Authority>> = c
+        .nodes
+        .iter_mut()
+        .enumerate()
+        .map(|(i, slot)| {
+            Arc::new(Authority::new(
+                Arc::new(slot.take().unwrap()),
+                Some(test_kek(TEST_SECRET)),
+                test_config(i as u64 + 1),
+            ))
+        })
+        .collect();
+    auths[0]
+        .apply_policy(
+            &format!("{TEST_POLICY}\n[approvals]\nca = true\n"),
+            "test",
+            Some(0),
+        )
+        .await
+        .unwrap();
+    let root = offline_root("Offline Root");
+    let now = now_ms() as i64 / 1000;
+    let (csr_pem, sealed) = auths[1].prepare_intermediate("eu").unwrap();
+    let csr = parse_csr(csr_pem.as_bytes()).unwrap();
+    let int = sign_intermediate_csr(
+        &root,
+        &csr,
+        "QuorumCA eu",
+        Validity {
+            not_before: now - 60,
+            not_after: now + 86_400 * 30,
+        },
+        &[0x10],
+    )
+    .unwrap();
+    let svc = quorumca_api::grpc::Services(auths[0].clone());
+    let r = svc
+        .install_intermediate(tonic::Request::new(pb::InstallIntermediateRequest {
+            region: "eu".into(),
+            certificate_pem: pem_encode("CERTIFICATE", &int),
+            root_pem: root.cert_pem(),
+            sealed_key: sealed.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = r.pending_change;
+    assert!(id > 0, "checked and filed, not installed");
+    let count = |a: &Authority| a.node().read_local(|s| s.issuers().count());
+    assert_eq!(count(&auths[0]), 0);
+    // The same caller cannot approve its own change.
+    let e = svc
+        .approve_change(tonic::Request::new(pb::ApproveChangeRequest { id }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert_eq!(count(&auths[0]), 0);
+    // A second admin's approval registers root and intermediate together.
+    let p = Proposal::new(
+        now_ms(),
+        Command::ApproveChange {
+            id,
+            approver: "second admin".into(),
+        },
+    );
+    let done = auths[2].node().propose(p).await.unwrap();
+    assert_eq!(done.outcome, Outcome::IssuerRegistered { id: "eu".into() });
+    auths[2].node().read_linearizable(|_| ()).await.unwrap();
+    assert_eq!(count(&auths[2]), 2);
+    // Node 1 signs for region eu: it issues under the approved intermediate.
+    let eu = auths[0]
+        .issue(IssueRequest {
+            csr: test_csr("b.payments.svc.cluster.local"),
+            namespace: "payments".into(),
+            profile: "web".into(),
+            lifetime: None,
+            requester: "t".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(eu.issuer, "eu");
+}

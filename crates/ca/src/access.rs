@@ -17,6 +17,7 @@
 //!
 //! [approvals]
 //! policy = true        # a policy change waits for a second admin
+//! ca = true            # so does installing an intermediate
 //! ```
 //!
 //! Decisions are pure: [`authorize`] takes the policy, the identities that
@@ -82,6 +83,9 @@ pub struct Approvals {
     /// Policy applies and rollbacks.
     #[serde(default)]
     pub policy: bool,
+    /// Changes to the CA hierarchy (installing an intermediate).
+    #[serde(default)]
+    pub ca: bool,
 }
 
 impl Approvals {

@@ -322,15 +322,24 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             let mut c = AuthorityServiceClient::new(
                 crate::client::channel(&conn.endpoints, conn.credentials.as_deref()).await?,
             );
-            c.install_intermediate(InstallIntermediateRequest {
-                region: region.clone(),
-                certificate_pem: String::from_utf8_lossy(&read(&cert)?).into_owned(),
-                root_pem: String::from_utf8_lossy(&read(&root)?).into_owned(),
-                sealed_key: read(&sealed_key)?,
-            })
-            .await
-            .map_err(crate::client::status_error)
-            .context("installing the intermediate")?;
+            let r = c
+                .install_intermediate(InstallIntermediateRequest {
+                    region: region.clone(),
+                    certificate_pem: String::from_utf8_lossy(&read(&cert)?).into_owned(),
+                    root_pem: String::from_utf8_lossy(&read(&root)?).into_owned(),
+                    sealed_key: read(&sealed_key)?,
+                })
+                .await
+                .map_err(crate::client::status_error)
+                .context("installing the intermediate")?
+                .into_inner();
+            if r.pending_change > 0 {
+                crate::out!(
+                    "checked, not installed yet: the policy requires a second admin. Pending as change {0}; another admin runs `quorumca approve {0}`",
+                    r.pending_change
+                );
+                return Ok(());
+            }
             crate::out!(
                 "intermediate {region} installed; nodes of region {region} now issue under it"
             );

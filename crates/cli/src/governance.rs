@@ -105,10 +105,11 @@ pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
             "{}",
             json(&serde_json::json!({"id": id, "applied": r.applied, "version": r.version}))
         ),
-        Output::Table => crate::out!(
+        Output::Table if r.version > 0 => crate::out!(
             "approved change {id}: policy version {} is now current",
             r.version
         ),
+        Output::Table => crate::out!("approved change {id}: applied"),
     }
     Ok(())
 }

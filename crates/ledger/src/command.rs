@@ -254,6 +254,10 @@ pub enum Change {
     RollbackPolicy {
         to_version: u64,
     },
+    /// Adds issuers to the hierarchy, in order (an intermediate signed by
+    /// an offline root, and that root if the cluster has none yet). An
+    /// existing root of the same id is not an error.
+    RegisterIssuers(Vec<IssuerRecord>),
 }
 
 impl Change {
@@ -263,6 +267,13 @@ impl Change {
             Change::RollbackPolicy { to_version } => {
                 format!("roll the policy back to version {to_version}")
             }
+            Change::RegisterIssuers(recs) => format!(
+                "register issuer(s) {}",
+                recs.iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }

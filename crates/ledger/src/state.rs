@@ -925,6 +925,19 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
             let pending = state.pending.remove(id).expect("checked");
             let author = format!("{} (approved by {approver})", pending.proposer);
             let command = match pending.change {
+                Change::RegisterIssuers(recs) => {
+                    let mut last = String::new();
+                    for rec in recs {
+                        last = rec.id.clone();
+                        let is_root = rec.parent.is_none();
+                        match apply_command(state, &Command::RegisterIssuer(rec), at_ms) {
+                            Outcome::IssuerRegistered { .. } => {}
+                            Outcome::Rejected(Rejection::IssuerExists { .. }) if is_root => {}
+                            other => return other,
+                        }
+                    }
+                    return Outcome::IssuerRegistered { id: last };
+                }
                 Change::ApplyPolicy {
                     text,
                     expected_version,
