@@ -118,28 +118,14 @@ impl Authority {
     }
 
     /// The policy as this node has it, or an empty one before the first
-    /// is applied (break-glass admins still hold every right).
+    /// is applied (break-glass admins still hold every right). A policy
+    /// that does not parse (it was validated before it was proposed)
+    /// grants nothing beyond them either.
     pub(crate) fn local_policy(&self) -> Arc<Policy> {
-        let version = self.node.read_local(|s| s.policy().map(|p| p.version));
-        let Some(version) = version else {
-            return Arc::new(Policy::default());
-        };
-        if let Some((v, p)) = self.policy.lock().expect("policy cache").as_ref() {
-            if *v == version {
-                return p.clone();
-            }
-        }
-        let text = self.node.read_local(|s| s.policy().map(|p| p.text.clone()));
-        match text.as_deref().map(Policy::from_toml) {
-            Some(Ok(p)) => {
-                let p = Arc::new(p);
-                *self.policy.lock().expect("policy cache") = Some((version, p.clone()));
-                p
-            }
-            // Validated before it was proposed; an unreadable policy grants
-            // nothing beyond the break-glass admins.
-            _ => Arc::new(Policy::default()),
-        }
+        self.cached_policy()
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| Arc::new(Policy::default()))
     }
 
     /// Whether `caller` may do `action`; a refusal is audited.

@@ -424,28 +424,39 @@ impl Authority {
         }
     }
 
+    /// The policy for issuing: as this node has it, or, if it has none
+    /// yet, after catching up with the leader (it may simply lag a policy
+    /// just applied).
     async fn current_policy(&self) -> Result<Arc<Policy>, AuthorityError> {
-        let mut version = self.node.read_local(|s| s.policy().map(|p| p.version));
-        if version.is_none() {
-            // This node may simply lag a just-applied policy: ask the leader.
-            version = self
-                .node
-                .read_linearizable(|s| s.policy().map(|p| p.version))
-                .await?;
+        if let Some(p) = self.cached_policy()? {
+            return Ok(p);
         }
-        let version = version.ok_or(AuthorityError::NoPolicy)?;
-        if let Some((v, p)) = self.policy.lock().expect("policy cache").as_ref() {
+        self.node.read_linearizable(|_| ()).await?;
+        self.cached_policy()?.ok_or(AuthorityError::NoPolicy)
+    }
+
+    /// The local ledger's policy, parsed once per version (parsing TOML on
+    /// every call would cost more than a signature). None before the first
+    /// policy.
+    pub(crate) fn cached_policy(&self) -> Result<Option<Arc<Policy>>, AuthorityError> {
+        let Some(version) = self.node.read_local(|s| s.policy().map(|p| p.version)) else {
+            return Ok(None);
+        };
+        let mut cache = self.policy.lock().expect("policy cache");
+        if let Some((v, p)) = cache.as_ref() {
             if *v == version {
-                return Ok(p.clone());
+                return Ok(Some(p.clone()));
             }
         }
-        let (v, text) = self
+        let Some((version, text)) = self
             .node
             .read_local(|s| s.policy().map(|p| (p.version, p.text.clone())))
-            .ok_or(AuthorityError::NoPolicy)?;
+        else {
+            return Ok(None);
+        };
         let parsed = Arc::new(Policy::from_toml(&text)?);
-        *self.policy.lock().expect("policy cache") = Some((v, parsed.clone()));
-        Ok(parsed)
+        *cache = Some((version, parsed.clone()));
+        Ok(Some(parsed))
     }
 
     /// The signer of `issuer_id`, unsealed on first use and cached. The

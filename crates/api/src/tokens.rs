@@ -96,7 +96,9 @@ impl Authority {
 
     /// Redeems `token` for a first certificate. The CSR is checked against
     /// the token's namespace before the token is used up, so a mistake in
-    /// the CSR does not burn it.
+    /// the CSR does not burn it. A retry after a lost answer (same token,
+    /// same key) gets the certificate the first attempt recorded: the
+    /// token's hash is the issuance's idempotency key.
     pub async fn enroll(
         &self,
         token: &str,
@@ -105,6 +107,40 @@ impl Authority {
     ) -> Result<Issued, AuthorityError> {
         let hash = token_hash(token);
         let label = format!("join token {}", &hex::encode(hash)[..16]);
+        let key = format!("enroll#{}", hex::encode(hash));
+        let answered = self
+            .node
+            .read_linearizable({
+                let key = key.clone();
+                move |s| s.idempotent_outcome(&key).is_some()
+            })
+            .await?;
+        if answered {
+            // Only the replay path of issue runs: it answers with the
+            // recorded certificate; another key means the token is spent.
+            return self
+                .issue(IssueRequest {
+                    csr,
+                    namespace: String::new(),
+                    profile: String::new(),
+                    lifetime,
+                    requester: label.clone(),
+                    idempotency_key: Some(key),
+                })
+                .await
+                .map_err(|e| match e {
+                    AuthorityError::Rejected(Rejection::IdempotencyKeyConflict { .. }) => {
+                        self.audit_denial_as(
+                            ENROLMENT_DENIALS,
+                            &label,
+                            "enroll",
+                            "token already used",
+                        );
+                        AuthorityError::Rejected(Rejection::TokenNotUsable)
+                    }
+                    e => e,
+                });
+        }
         let now = now_ms();
         let found = self
             .node
@@ -169,7 +205,7 @@ impl Authority {
             profile: t.profile,
             lifetime,
             requester: identity,
-            idempotency_key: None,
+            idempotency_key: Some(key),
         })
         .await
     }

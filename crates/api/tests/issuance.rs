@@ -625,14 +625,23 @@ async fn a_caller_over_its_rate_limit_is_refused_before_anything_is_spent() {
     for _ in 0..3 {
         auths[1].issue(as_who("greedy")).await.unwrap();
     }
-    let before = auths[1].node().read_local(|s| s.record_count());
+    // Through the leader: a follower may not have applied the last record
+    // yet when its issue call returns.
+    let count = || async {
+        auths[1]
+            .node()
+            .read_linearizable(|s| s.record_count())
+            .await
+            .unwrap()
+    };
+    let before = count().await;
     let e = auths[1].issue(as_who("greedy")).await.unwrap_err();
     assert_eq!(e.code(), quorumca_api::StatusCode::ResourceExhausted, "{e}");
     assert!(
         e.to_string().contains("greedy") && e.to_string().contains("retry in"),
         "{e}"
     );
-    assert_eq!(auths[1].node().read_local(|s| s.record_count()), before);
+    assert_eq!(count().await, before);
     // Others are not affected; the greedy caller recovers after a moment.
     auths[1].issue(as_who("patient")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -675,4 +684,50 @@ async fn watch_trust_bundle_sends_the_bundle_then_each_change() {
     assert_eq!(second.version, 4);
     assert!(second.issuers.iter().any(|i| i.id == "ap"));
     assert_eq!(second.roots_pem, first.roots_pem, "same root");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_token_enrols_once_and_a_retry_gets_the_same_certificate() {
+    let (_c, auths) = setup().await;
+    let admin = quorumca_api::Caller {
+        identity: "admin".into(),
+        cert_der: None,
+    };
+    let (token, _) = auths[0]
+        .create_token(&admin, "payments", "", None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(token.starts_with("qca_jt_"));
+    // A CSR the namespace refuses leaves the token usable.
+    let e = auths[1]
+        .enroll(&token, csr("x.search.example"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), quorumca_api::StatusCode::PermissionDenied, "{e}");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let req = rcgen::CertificateParams::new(vec!["new.payments.svc.cluster.local".to_string()])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let first = auths[1].enroll(&token, req.clone(), None).await.unwrap();
+    // The answer was lost; the same request again, on another node.
+    let again = auths[2].enroll(&token, req, None).await.unwrap();
+    assert_eq!(again.serial, first.serial);
+    assert!(again.replayed);
+    // Another key with the spent token: refused.
+    let e = auths[2]
+        .enroll(&token, csr("other.payments.svc.cluster.local"), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already used"), "{e}");
+    let e = auths[0]
+        .enroll("qca_jt_guess", csr("g.payments.svc.cluster.local"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("unknown, already used, or expired"),
+        "{e}"
+    );
 }
