@@ -12,6 +12,8 @@
 //!   cluster, beside the one-core crypto limit.
 //! - `growth`: CRL build time and size against revoked entries; ledger
 //!   apply, snapshot, restart and memory against live records.
+//! - `compare`: one run beside cfssl and etcd on this machine, QuorumCA
+//!   through its public gRPC API over mTLS.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +118,59 @@ where
         p99_ms: total.value_at_quantile(0.99) as f64 / 1000.0,
         max_ms: total.max() as f64 / 1000.0,
     }
+}
+
+/// The raw crypto limit: CSR verify + ECDSA P-256 leaf sign per second on
+/// this thread (one core), as many as fit in `secs`.
+pub fn crypto_limit(secs: u64) -> f64 {
+    use quorumca_ca::{LeafSpec, Usage, Validity};
+    let root = quorumca_ca::self_signed_root(
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+        "Bench Root",
+        Validity {
+            not_before: 0,
+            not_after: 4_000_000_000,
+        },
+        &[1],
+    )
+    .unwrap();
+    let int = quorumca_ca::sign_intermediate(
+        &root,
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+        "Bench Int",
+        Validity {
+            not_before: 0,
+            not_after: 4_000_000_000,
+        },
+        &[2],
+    )
+    .unwrap();
+    let csr = quorumca_api::testing::test_csr("bench.payments.svc.cluster.local");
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        let v = quorumca_ca::parse_csr(&csr).unwrap();
+        // A positive 16-byte serial with no leading zero octet.
+        let mut serial = vec![0x40];
+        serial.extend_from_slice(&n.to_be_bytes());
+        serial.extend_from_slice(&[0x11; 7]);
+        let spec = LeafSpec {
+            serial,
+            validity: Validity {
+                not_before: 1_800_000_000,
+                not_after: 1_800_086_400,
+            },
+            dns: v.names.dns.clone(),
+            ips: vec![],
+            uris: vec![],
+            usages: vec![Usage::ServerAuth],
+            crl_url: Some("http://ca.test/crl/eu/0.crl".into()),
+            ocsp_url: Some("http://ca.test/ocsp/eu".into()),
+        };
+        quorumca_ca::sign_leaf(&int, &v, &spec).unwrap();
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Resident set size of this process in bytes, from /proc.

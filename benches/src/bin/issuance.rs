@@ -5,13 +5,12 @@
 //! cargo run --release -p quorumca-benches --bin issuance -- --help
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use quorumca_api::testing::{authorities, test_csr};
 use quorumca_api::IssueRequest;
-use quorumca_benches::{run_closed_loop, table, Budget};
-use quorumca_ca::{LeafSpec, Usage, Validity};
+use quorumca_benches::{crypto_limit, run_closed_loop, table, Budget};
 use quorumca_consensus::testing::TestCluster;
 use quorumca_consensus::RaftSettings;
 
@@ -31,57 +30,6 @@ struct Args {
     /// Seconds for the single-core crypto measurement.
     #[arg(long, default_value_t = 5)]
     crypto_seconds: u64,
-}
-
-/// CSR verify + sign on this thread, as many as fit in `secs`.
-fn crypto_limit(secs: u64) -> f64 {
-    let root = quorumca_ca::self_signed_root(
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
-        "Bench Root",
-        Validity {
-            not_before: 0,
-            not_after: 4_000_000_000,
-        },
-        &[1],
-    )
-    .unwrap();
-    let int = quorumca_ca::sign_intermediate(
-        &root,
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
-        "Bench Int",
-        Validity {
-            not_before: 0,
-            not_after: 4_000_000_000,
-        },
-        &[2],
-    )
-    .unwrap();
-    let csr = test_csr("bench.payments.svc.cluster.local");
-    let started = Instant::now();
-    let mut n = 0u64;
-    while started.elapsed() < Duration::from_secs(secs) {
-        let v = quorumca_ca::parse_csr(&csr).unwrap();
-        // A positive 16-byte serial with no leading zero octet.
-        let mut serial = vec![0x40];
-        serial.extend_from_slice(&n.to_be_bytes());
-        serial.extend_from_slice(&[0x11; 7]);
-        let spec = LeafSpec {
-            serial,
-            validity: Validity {
-                not_before: 1_800_000_000,
-                not_after: 1_800_086_400,
-            },
-            dns: v.names.dns.clone(),
-            ips: vec![],
-            uris: vec![],
-            usages: vec![Usage::ServerAuth],
-            crl_url: Some("http://ca.test/crl/eu/0.crl".into()),
-            ocsp_url: Some("http://ca.test/ocsp/eu".into()),
-        };
-        quorumca_ca::sign_leaf(&int, &v, &spec).unwrap();
-        n += 1;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 #[tokio::main]

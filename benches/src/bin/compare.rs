@@ -1,0 +1,541 @@
+//! QuorumCA beside what users would pick instead, in one run on this
+//! machine, with the same CSRs and the same concurrency:
+//!
+//! 1. the raw crypto limit (CSR verify + ECDSA P-256 sign, one core);
+//! 2. cfssl `serve` (Debian golang-cfssl) signing with an ECDSA P-256 CA;
+//! 3. a 3-member etcd (Debian etcd-server): durable puts of small values;
+//! 4. QuorumCA, 1 node and 3 nodes, durable, through its public gRPC API
+//!    over mTLS: issuance and raw proposals (`Cluster.Ping`).
+//!
+//! Every system runs on loopback in this machine's two cores with its load
+//! generator in this process; the HTTP ones (cfssl, etcd's JSON gateway)
+//! are driven by blocking clients on a thread per connection, QuorumCA by
+//! async gRPC clients.
+//!
+//! Missing Debian packages are installed with apt-get (root). Every process
+//! it starts is killed when it ends, also on error.
+//!
+//! cargo run --release -p quorumca-benches --bin compare -- --help
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use clap::Parser;
+use quorumca_benches::{crypto_limit, run_closed_loop, table, Budget, LevelResult};
+use quorumca_consensus::RaftSettings;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Concurrent clients for every system.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds for the crypto limit.
+    #[arg(long, default_value_t = 5)]
+    crypto_seconds: u64,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Child processes, killed and reaped when dropped.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Installs Debian packages whose binaries are missing.
+fn ensure_installed(binary: &str, package: &str) -> anyhow::Result<()> {
+    let present = |b: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {b}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present(binary) {
+        return Ok(());
+    }
+    eprintln!("installing {package} (apt-get)...");
+    for args in [
+        vec!["update", "-qq"],
+        vec!["install", "-y", "-qq", "--no-install-recommends", package],
+    ] {
+        let out = Command::new("apt-get")
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .context("running apt-get (needs root and Debian package access)")?;
+        if !out.status.success() {
+            bail!(
+                "apt-get {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    if !present(binary) {
+        bail!("{package} is installed but `{binary}` is not on PATH");
+    }
+    Ok(())
+}
+
+/// Polls `url` until it answers (any HTTP status) or `timeout` passes.
+fn wait_http(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match ureq::get(url).timeout(Duration::from_secs(1)).call() {
+            Ok(_) | Err(ureq::Error::Status(..)) => return Ok(()),
+            Err(e) if Instant::now() > deadline => bail!("{url} never answered: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn budget(args: &Args) -> Budget {
+    Budget {
+        duration: Duration::from_secs(args.duration),
+        max_ops: u64::MAX,
+    }
+}
+
+/// A closed loop of blocking HTTP POSTs, one agent per worker.
+async fn http_loop(
+    args: &Args,
+    urls: Vec<String>,
+    body: Arc<dyn Fn(u64) -> String + Send + Sync>,
+    ok: fn(&str) -> bool,
+) -> LevelResult {
+    let agents: Arc<Vec<ureq::Agent>> = Arc::new(
+        (0..args.concurrency)
+            .map(|_| {
+                ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+            })
+            .collect(),
+    );
+    let urls = Arc::new(urls);
+    let op = Arc::new(move |w: usize, n: u64| {
+        let (agents, urls, body) = (agents.clone(), urls.clone(), body.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let url = &urls[w % urls.len()];
+                match agents[w]
+                    .post(url)
+                    .set("Content-Type", "application/json")
+                    .send_string(&body(n))
+                {
+                    Ok(r) => r.into_string().is_ok_and(|t| ok(&t)),
+                    Err(_) => false,
+                }
+            })
+            .await
+            .unwrap_or(false)
+        }
+    });
+    run_closed_loop(args.concurrency, budget(args), op).await
+}
+
+/// cfssl serve with an ECDSA P-256 CA, signing the same CSRs.
+async fn cfssl(args: &Args, dir: &Path, csrs: &Arc<Vec<String>>) -> anyhow::Result<LevelResult> {
+    ensure_installed("cfssl", "golang-cfssl")?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cfssl bench CA");
+    let ca = params.self_signed(&key)?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("ca-key.pem"), key.serialize_pem())?;
+    let port = free_port()?;
+    let _p = Procs(vec![Command::new("cfssl")
+        .args(["serve", "-address", "127.0.0.1", "-port", &port.to_string()])
+        .arg(format!("-ca={}", dir.join("ca.pem").display()))
+        .arg(format!("-ca-key={}", dir.join("ca-key.pem").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting cfssl serve")?]);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_http(
+        &format!("{base}/api/v1/cfssl/scaninfo"),
+        Duration::from_secs(10),
+    )?;
+    let url = format!("{base}/api/v1/cfssl/sign");
+    // One request first: a setup problem should say so, not show as 0/s.
+    let probe = serde_json::json!({ "certificate_request": csrs[0] }).to_string();
+    let r = ureq::post(&url)
+        .send_string(&probe)
+        .map_err(|e| anyhow::anyhow!("cfssl sign: {e}"))?
+        .into_string()?;
+    if !cfssl_ok(&r) {
+        bail!("cfssl sign failed: {r}");
+    }
+    let csrs = csrs.clone();
+    let body = Arc::new(move |n: u64| {
+        serde_json::json!({ "certificate_request": csrs[n as usize % csrs.len()] }).to_string()
+    });
+    Ok(http_loop(args, vec![url], body, cfssl_ok).await)
+}
+
+fn cfssl_ok(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body)
+        .is_ok_and(|v| v["success"] == true && v["result"]["certificate"].is_string())
+}
+
+/// A 3-member etcd, each with its own data dir (fsync on by default);
+/// 64-byte values through the v3 JSON gateway, spread over the members.
+async fn etcd(args: &Args, dir: &Path) -> anyhow::Result<LevelResult> {
+    ensure_installed("etcd", "etcd-server")?;
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("e{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut procs = Procs(Vec::new());
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        procs.0.push(
+            Command::new("etcd")
+                .args(["--name", &format!("e{i}")])
+                .arg(format!(
+                    "--data-dir={}",
+                    dir.join(format!("e{i}")).display()
+                ))
+                .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
+                ))
+                .arg(format!("--initial-cluster={cluster}"))
+                .args(["--initial-cluster-state", "new", "--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting etcd")?,
+        );
+    }
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|(c, _)| format!("http://127.0.0.1:{c}/v3/kv/put"))
+        .collect();
+    // Ready when a put through every member succeeds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    for url in &urls {
+        loop {
+            let body = serde_json::json!({"key": b64(b"ready"), "value": b64(b"1")}).to_string();
+            let accepted = ureq::post(url)
+                .send_string(&body)
+                .ok()
+                .and_then(|r| r.into_string().ok())
+                .is_some_and(|t| etcd_ok(&t));
+            if accepted {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("etcd at {url} never accepted a put");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let value = b64(&[7u8; 64]);
+    let body = Arc::new(move |n: u64| {
+        serde_json::json!({"key": b64(format!("bench/{n}").as_bytes()), "value": value}).to_string()
+    });
+    let r = http_loop(args, urls, body, etcd_ok).await;
+    drop(procs);
+    Ok(r)
+}
+
+fn etcd_ok(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["header"].is_object())
+}
+
+/// QuorumCA as its users meet it: `nodes` durable nodes (in this
+/// process) serving the public gRPC API over mTLS on loopback, with the PKI
+/// `quorumca dev` makes; issuance spread over every node through
+/// `CertificateService.Issue`, then raw proposals through `Cluster.Ping`
+/// (a 64-byte no-op committed through Raft, the equivalent of a put).
+async fn quorumca(
+    args: &Args,
+    dir: &Path,
+    nodes: u64,
+    csrs: &Arc<Vec<String>>,
+) -> anyhow::Result<(LevelResult, LevelResult)> {
+    use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
+    use quorumca_api::pb::policy_service_client::PolicyServiceClient;
+    use quorumca_consensus::pb::cluster_client::ClusterClient;
+    let dir = dir.join(format!("quorumca-{nodes}"));
+    std::fs::create_dir_all(&dir)?;
+    let secret = dir.join("unseal.secret");
+    std::fs::write(&secret, "compare bench unseal secret, 32+ bytes\n")?;
+    quorumca_cli::dev::prepare_pki(&dir, nodes, &secret)?;
+    let regions = ["dev-a", "dev-b", "dev-c"];
+    let region = |id: u64| regions[((id - 1) % 3) as usize].to_string();
+    let ports: Vec<u16> = (0..nodes)
+        .map(|_| free_port())
+        .collect::<anyhow::Result<_>>()?;
+    let mut members = std::collections::BTreeMap::new();
+    for id in 1..=nodes {
+        members.insert(
+            id,
+            quorumca_consensus::NodeInfo {
+                addr: format!("127.0.0.1:{}", ports[id as usize - 1]),
+                region: region(id),
+                zone: format!("{}-1", region(id)),
+            },
+        );
+    }
+    let mut running = Vec::new();
+    for id in 1..=nodes {
+        let creds = quorumca_api::TlsConfig {
+            ca_file: dir.join("pki/root.pem"),
+            cert_file: dir.join(format!("node{id}/tls/cert.pem")),
+            key_file: dir.join(format!("node{id}/tls/key.pem")),
+        }
+        .load(id)?;
+        let node = Arc::new(
+            quorumca_consensus::Node::start(quorumca_consensus::NodeConfig {
+                node_id: id,
+                listen: format!("127.0.0.1:{}", ports[id as usize - 1]).parse()?,
+                advertise: None,
+                data_dir: dir.join(format!("node{id}/data")),
+                region: region(id),
+                zone: format!("{}-1", region(id)),
+                raft: RaftSettings::default(),
+                propose_timeout: Duration::from_secs(5),
+                tls: Some(creds.node_tls()),
+            })
+            .await?,
+        );
+        if id == 1 {
+            node.initialize(members.clone()).await?;
+        }
+        let api: quorumca_api::ApiConfig = toml::from_str(&format!(
+            "listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\npublic_url = \"http://ca.bench\"\n\
+             unseal_secret_file = \"{}\"\nhierarchy = \"internal-root\"\nkdf_iterations = {}\n\
+             admins = [\"{}\"]\nroot_cert_file = \"{}\"\nroot_sealed_key_file = \"{}\"\n",
+            secret.display(),
+            quorumca_cli::dev::DEV_KDF_ITERATIONS,
+            quorumca_cli::dev::DEV_ADMIN,
+            dir.join("pki/root.pem").display(),
+            dir.join("pki/root.sealed").display(),
+        ))?;
+        let regions_to_create = (id == 1).then(|| {
+            let mut r: Vec<String> = (1..=nodes).map(region).collect();
+            r.sort();
+            r.dedup();
+            r
+        });
+        let server = quorumca_api::serve(
+            node.clone(),
+            &api,
+            &region(id),
+            regions_to_create,
+            Some(&creds),
+        )
+        .await?;
+        running.push((node, server));
+    }
+    let admin = quorumca_client::Credentials::from_dir(&dir.join("admin"))?;
+    let mut channels = Vec::new();
+    for (_, server) in &running {
+        channels.push(
+            admin
+                .endpoint(&server.grpc_addr.to_string())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    // The hierarchy is made by node 1 once it leads; then a policy.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut policy = PolicyServiceClient::new(channels[0].clone());
+    loop {
+        let r = policy
+            .apply_policy(quorumca_api::pb::ApplyPolicyRequest {
+                text: quorumca_api::testing::TEST_POLICY.into(),
+                expected_version: 0,
+                dry_run: false,
+                author: "compare".into(),
+            })
+            .await;
+        let ready = running
+            .iter()
+            .all(|(n, _)| n.read_local(|s| s.issuers().count() as u64 > nodes.min(3)));
+        if r.is_ok() && ready {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("QuorumCA ({nodes} nodes) not ready: {r:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let channels = Arc::new(channels);
+    let (ch, csrs) = (channels.clone(), csrs.clone());
+    let op = Arc::new(move |w: usize, n: u64| {
+        let mut c = CertificateServiceClient::new(ch[w % ch.len()].clone());
+        let csr = csrs[n as usize % csrs.len()].clone().into_bytes();
+        async move {
+            c.issue(quorumca_api::pb::IssueRequest {
+                csr,
+                namespace: "payments".into(),
+                profile: "web".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+        }
+    });
+    let issuance = run_closed_loop(args.concurrency, budget(args), op).await;
+    let ch = channels.clone();
+    let op = Arc::new(move |w: usize, _n: u64| {
+        let mut c = ClusterClient::new(ch[w % ch.len()].clone());
+        async move {
+            c.ping(quorumca_consensus::pb::PingRequest {
+                payload: vec![7; 64],
+            })
+            .await
+            .is_ok()
+        }
+    });
+    let proposals = run_closed_loop(args.concurrency, budget(args), op).await;
+    for (node, server) in running {
+        server.shutdown().await;
+        node.shutdown().await;
+    }
+    Ok((issuance, proposals))
+}
+
+fn row(name: &str, r: &LevelResult) -> Vec<String> {
+    vec![
+        name.to_string(),
+        format!("{:.0}", r.per_second),
+        format!("{:.2}", r.p50_ms),
+        format!("{:.2}", r.p99_ms),
+        r.errors.to_string(),
+    ]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let csrs: Arc<Vec<String>> = Arc::new(
+        (0..16)
+            .map(|i| {
+                let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                let p = rcgen::CertificateParams::new(vec![format!(
+                    "svc{i}.payments.svc.cluster.local"
+                )])?;
+                Ok(p.serialize_request(&key)?.pem()?)
+            })
+            .collect::<anyhow::Result<_>>()?,
+    );
+
+    eprintln!("[1/4] crypto limit, one core ({} s)", args.crypto_seconds);
+    let limit = crypto_limit(args.crypto_seconds);
+    eprintln!("      {limit:.0}/s");
+    eprintln!(
+        "[2/4] cfssl serve, {} clients, {} s",
+        args.concurrency, args.duration
+    );
+    let cf = cfssl(&args, dir.path(), &csrs).await?;
+    eprintln!("      {:.0}/s p99 {:.2} ms", cf.per_second, cf.p99_ms);
+    eprintln!(
+        "[3/4] etcd, 3 members, {} clients, {} s",
+        args.concurrency, args.duration
+    );
+    let et = etcd(&args, dir.path()).await?;
+    eprintln!("      {:.0}/s p99 {:.2} ms", et.per_second, et.p99_ms);
+    eprintln!(
+        "[4/4] QuorumCA, 1 and 3 nodes, {} clients, {} s each",
+        args.concurrency, args.duration
+    );
+    let (q1_issue, q1_prop) = quorumca(&args, dir.path(), 1, &csrs).await?;
+    let (q3_issue, q3_prop) = quorumca(&args, dir.path(), 3, &csrs).await?;
+    eprintln!(
+        "      3 nodes: {:.0} certs/s, {:.0} proposals/s",
+        q3_issue.per_second, q3_prop.per_second
+    );
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "-".into()
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "concurrency": args.concurrency,
+                "seconds_per_measurement": args.duration,
+                "crypto_limit_per_second": limit,
+                "cfssl_sign": cf, "etcd_put_3_members": et,
+                "quorumca_1_node_issue": q1_issue, "quorumca_1_node_proposals": q1_prop,
+                "quorumca_3_nodes_issue": q3_issue, "quorumca_3_nodes_proposals": q3_prop,
+            }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} clients, {} s per measurement, durable everywhere, this machine; took {:.0} s\n",
+        args.concurrency,
+        args.duration,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{}",
+        table(
+            &["SYSTEM", "OPS/S", "P50 MS", "P99 MS", "ERRORS"],
+            &[
+                vec![
+                    "crypto limit (one core)".into(),
+                    format!("{limit:.0}"),
+                    "-".into(),
+                    "-".into(),
+                    "-".into()
+                ],
+                row("cfssl serve: sign", &cf),
+                row("etcd 3 members: put", &et),
+                row("QuorumCA 1 node: issue", &q1_issue),
+                row("QuorumCA 3 nodes: issue", &q3_issue),
+                row("QuorumCA 1 node: proposal", &q1_prop),
+                row("QuorumCA 3 nodes: proposal", &q3_prop),
+            ]
+        )
+    );
+    println!(
+        "\nQuorumCA 3-node issuance / cfssl: {}   proposals / etcd puts: {}   issuance / crypto limit: {}",
+        ratio(q3_issue.per_second, cf.per_second),
+        ratio(q3_prop.per_second, et.per_second),
+        ratio(q3_issue.per_second, limit)
+    );
+    Ok(())
+}
