@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorumca_ca::{authorize, identity_of, Action, Policy, Rate};
+use quorumca_ca::{authorize, presented_cert, Action, Policy, Rate};
 use quorumca_consensus::{now_ms, ClusterGate, ClusterOp};
 use quorumca_ledger::{Command, Proposal};
 use rustls_pki_types::CertificateDer;
@@ -69,16 +69,17 @@ impl Authority {
                         "no client certificate: connect with the credential bundle (QUORUMCA_CREDENTIALS or --credentials)".into(),
                     )
                 })?;
-                let identity = identity_of(leaf.as_ref()).ok_or_else(|| {
+                let presented = presented_cert(leaf.as_ref()).ok_or_else(|| {
                     AuthorityError::Unauthenticated(
                         "the client certificate has neither a spiffe:// URI SAN nor a common name"
                             .into(),
                     )
                 })?;
+                let identity = presented.identity;
                 // TLS checked the chain and validity; revocation is ours to
                 // check. Certificates made outside the ledger (bootstrap
                 // identities) have no record and pass.
-                if self.revoked(leaf.as_ref()) {
+                if self.revoked(presented.serial) {
                     self.audit_denial(
                         &identity,
                         "authenticate",
@@ -96,11 +97,9 @@ impl Authority {
         }
     }
 
-    /// Whether this node's ledger lists the certificate as revoked.
-    fn revoked(&self, der: &[u8]) -> bool {
-        let Ok((serial, _)) = quorumca_ca::certificate_serial_and_spki(der) else {
-            return false;
-        };
+    /// Whether this node's ledger lists a certificate with this serial as
+    /// revoked.
+    fn revoked(&self, serial: Vec<u8>) -> bool {
         let serial = quorumca_ledger::Serial(serial);
         self.node
             .read_local(|s| s.issuers().any(|i| s.revocation(&i.id, &serial).is_some()))

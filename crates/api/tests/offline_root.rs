@@ -27,8 +27,8 @@ fn offline_root(name: &str) -> quorumca_ca::CaSigner {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issues() {
+/// A 3-node cluster with an authority per node and no hierarchy yet.
+async fn empty_cluster() -> (TestCluster, Vec<Arc<Authority>>) {
     let mut c = TestCluster::start(3, fast_settings()).await;
     c.wait_leader(Duration::from_secs(10)).await;
     let auths: Vec<Arc<Authority>> = c
@@ -43,6 +43,12 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
             ))
         })
         .collect();
+    (c, auths)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issues() {
+    let (_c, auths) = empty_cluster().await;
     let root = offline_root("Offline Root");
     let now = now_ms() as i64 / 1000;
     let validity = Validity {
@@ -154,20 +160,7 @@ async fn with_ca_approvals_an_install_waits_for_a_second_admin() {
     use quorumca_api::pb::authority_service_server::AuthorityService;
     use quorumca_api::pb::policy_service_server::PolicyService;
     use quorumca_ledger::{Command, Outcome, Proposal};
-    let mut c = TestCluster::start(3, fast_settings()).await;
-    c.wait_leader(Duration::from_secs(10)).await;
-    let auths: Vec<Arc<Authority>> = c
-        .nodes
-        .iter_mut()
-        .enumerate()
-        .map(|(i, slot)| {
-            Arc::new(Authority::new(
-                Arc::new(slot.take().unwrap()),
-                Some(test_kek(TEST_SECRET)),
-                test_config(i as u64 + 1),
-            ))
-        })
-        .collect();
+    let (_c, auths) = empty_cluster().await;
     auths[0]
         .apply_policy(
             &format!("{TEST_POLICY}\n[approvals]\nca = true\n"),

@@ -280,41 +280,51 @@ pub(crate) fn validate_grants(policy: &Policy) -> Result<(), String> {
     Ok(())
 }
 
-/// The identity a client certificate carries: its first `spiffe://` URI
-/// SAN, else its subject common name. None when the certificate does not
-/// parse or names neither.
-pub fn identity_of(cert_der: &[u8]) -> Option<String> {
+/// What the API needs from a client certificate, read in one parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresentedCert {
+    /// Its first `spiffe://` URI SAN, else its subject common name.
+    pub identity: String,
+    /// The serial as the ledger keys records (DER INTEGER content).
+    pub serial: Vec<u8>,
+}
+
+/// Reads a client certificate's identity and serial. None when the
+/// certificate does not parse or names neither a SPIFFE ID nor a CN.
+pub fn presented_cert(cert_der: &[u8]) -> Option<PresentedCert> {
     use der::Decode;
-    use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
     let cert = x509_cert::Certificate::from_der(cert_der).ok()?;
-    let tbs = &cert.tbs_certificate;
-    for e in tbs.extensions.iter().flatten() {
-        if e.extn_id == const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME {
-            let san = SubjectAltName::from_der(e.extn_value.as_bytes()).ok()?;
-            for n in san.0 {
-                if let GeneralName::UniformResourceIdentifier(u) = n {
-                    if u.as_str().starts_with("spiffe://") {
-                        return Some(u.as_str().to_string());
-                    }
-                }
-            }
-        }
-    }
-    for rdn in tbs.subject.0.iter() {
-        for atv in rdn.0.iter() {
-            if atv.oid == const_oid::db::rfc4519::CN {
-                let s = der::asn1::Utf8StringRef::try_from(&atv.value)
-                    .map(|s| s.as_str().to_string())
-                    .or_else(|_| {
-                        der::asn1::PrintableStringRef::try_from(&atv.value)
-                            .map(|s| s.as_str().to_string())
-                    })
-                    .ok()?;
-                return Some(s);
-            }
-        }
-    }
-    None
+    let names = crate::chain::names_of(&cert).ok()?;
+    let identity = names
+        .uris
+        .into_iter()
+        .find(|u| u.starts_with("spiffe://"))
+        .or_else(|| common_name(&cert))?;
+    Some(PresentedCert {
+        identity,
+        serial: cert.tbs_certificate.serial_number.as_bytes().to_vec(),
+    })
+}
+
+/// The identity a client certificate carries (see [`presented_cert`]).
+pub fn identity_of(cert_der: &[u8]) -> Option<String> {
+    presented_cert(cert_der).map(|p| p.identity)
+}
+
+fn common_name(cert: &x509_cert::Certificate) -> Option<String> {
+    let atv = cert
+        .tbs_certificate
+        .subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|atv| atv.oid == const_oid::db::rfc4519::CN)?;
+    der::asn1::Utf8StringRef::try_from(&atv.value)
+        .map(|s| s.as_str().to_string())
+        .or_else(|_| {
+            der::asn1::PrintableStringRef::try_from(&atv.value).map(|s| s.as_str().to_string())
+        })
+        .ok()
 }
 
 /// The trust domain of a SPIFFE ID (`spiffe://<domain>/...`).

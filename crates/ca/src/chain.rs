@@ -211,9 +211,13 @@ pub fn certificate_serial_and_spki(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Sig
 /// The DNS, IP and URI subjectAltNames of a certificate: what a renewal
 /// asks for again.
 pub fn certificate_names(der: &[u8]) -> Result<crate::csr::RequestedNames, SignError> {
-    use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
     let cert =
         Certificate::from_der(der).map_err(|e| bad(format!("certificate does not parse: {e}")))?;
+    names_of(&cert)
+}
+
+pub(crate) fn names_of(cert: &Certificate) -> Result<crate::csr::RequestedNames, SignError> {
+    use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName};
     let mut out = crate::csr::RequestedNames::default();
     for e in cert.tbs_certificate.extensions.iter().flatten() {
         if e.extn_id != const_oid::db::rfc5280::ID_CE_SUBJECT_ALT_NAME {

@@ -39,8 +39,8 @@ mod seal;
 mod sign;
 
 pub use access::{
-    authorize, identity_matches, identity_of, is_node_identity, node_identity, roles_of,
-    trust_domain, Action, Approvals, Denied, Grant, Role,
+    authorize, identity_matches, identity_of, is_node_identity, node_identity, presented_cert,
+    roles_of, trust_domain, Action, Approvals, Denied, Grant, PresentedCert, Role,
 };
 pub use chain::{
     certificate_names, certificate_not_after, certificate_serial_and_spki, check_intermediate,

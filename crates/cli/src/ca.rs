@@ -246,7 +246,7 @@ fn read_passphrase(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(p)
 }
 
-fn random<const N: usize>(rng: &SystemRandom) -> anyhow::Result<[u8; N]> {
+pub(crate) fn random<const N: usize>(rng: &SystemRandom) -> anyhow::Result<[u8; N]> {
     let mut b = [0u8; N];
     rng.fill(&mut b)
         .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
@@ -254,7 +254,7 @@ fn random<const N: usize>(rng: &SystemRandom) -> anyhow::Result<[u8; N]> {
 }
 
 /// A positive 16-byte serial: 128 random bits with the top bit cleared.
-fn random_serial(rng: &SystemRandom) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn random_serial(rng: &SystemRandom) -> anyhow::Result<Vec<u8>> {
     let mut s: [u8; 16] = random(rng)?;
     s[0] &= 0x7f;
     if s[0] == 0 {
@@ -286,9 +286,7 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             region,
             out_dir,
         } => {
-            let mut c = AuthorityServiceClient::new(
-                crate::client::channel(&conn.endpoints, conn.credentials.as_deref()).await?,
-            );
+            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
             let r = c
                 .prepare_intermediate(PrepareIntermediateRequest {
                     region: region.clone(),
@@ -319,9 +317,7 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
         } => {
             let read =
                 |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-            let mut c = AuthorityServiceClient::new(
-                crate::client::channel(&conn.endpoints, conn.credentials.as_deref()).await?,
-            );
+            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
             let r = c
                 .install_intermediate(InstallIntermediateRequest {
                     region: region.clone(),

@@ -24,19 +24,8 @@ pub enum CertOutput {
 
 #[derive(Debug, Args)]
 pub struct CertConn {
-    /// Node API addresses (host:port), comma separated; the first that
-    /// answers is used. `quorumca dev` writes them to dev-data/env.
-    #[arg(
-        long,
-        env = "QUORUMCA_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub endpoints: Vec<String>,
-    /// Credential bundle directory (ca.pem, cert.pem, key.pem) for mTLS.
-    /// `quorumca dev` writes an admin bundle to dev-data/admin.
-    #[arg(long, env = "QUORUMCA_CREDENTIALS")]
-    pub credentials: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub target: crate::client::Target,
     #[arg(long, short, value_enum, default_value_t)]
     pub output: CertOutput,
 }
@@ -247,14 +236,23 @@ fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
 /// The client library over the given endpoints (`host:port` or
 /// `region=host:port`): failover, backoff and idempotent retries.
 fn ca_client(conn: &CertConn) -> anyhow::Result<quorumca_client::Client> {
-    let eps = conn
-        .endpoints
+    let credentials = crate::client::credentials(conn.target.credentials.as_deref())?;
+    client_for(&conn.target.endpoints, credentials)
+}
+
+/// The client library over `endpoints`, as whoever `credentials` name;
+/// `QUORUMCA_REGION`'s nodes first.
+fn client_for(
+    endpoints: &[String],
+    credentials: Option<quorumca_client::Credentials>,
+) -> anyhow::Result<quorumca_client::Client> {
+    let eps = endpoints
         .iter()
         .map(|e| quorumca_client::Endpoint::parse(e))
         .collect::<Result<Vec<_>, _>>()?;
     let mut cfg = quorumca_client::ClientConfig::new(eps);
     cfg.local_region = std::env::var("QUORUMCA_REGION").ok();
-    cfg.credentials = crate::client::credentials(conn.credentials.as_deref())?;
+    cfg.credentials = credentials;
     Ok(quorumca_client::Client::new(cfg)?)
 }
 
@@ -290,37 +288,9 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
                     "give --csr FILE, or at least one --dns/--ip/--uri name to generate a key for"
                 );
             }
-            let alg = match a.key_type.unwrap_or(KeyType::EcdsaP256) {
-                KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-                KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-                KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-            };
-            let key = rcgen::KeyPair::generate_for(alg)?;
-            let mut params = rcgen::CertificateParams::default();
-            for d in &a.dns {
-                params.subject_alt_names.push(rcgen::SanType::DnsName(
-                    d.clone()
-                        .try_into()
-                        .with_context(|| format!("--dns {d:?}"))?,
-                ));
-            }
-            for ip in &a.ip {
-                params
-                    .subject_alt_names
-                    .push(rcgen::SanType::IpAddress(*ip));
-            }
-            for u in &a.uri {
-                params.subject_alt_names.push(rcgen::SanType::URI(
-                    u.clone()
-                        .try_into()
-                        .with_context(|| format!("--uri {u:?}"))?,
-                ));
-            }
-            let csr = params.serialize_request(&key)?;
-            (
-                csr.der().to_vec(),
-                Some(zeroize::Zeroizing::new(key.serialize_pem())),
-            )
+            let key = generate_key(a.key_type.unwrap_or(KeyType::EcdsaP256))?;
+            let csr = csr_for(&key, &a.dns, &a.ip, &a.uri)?;
+            (csr, Some(zeroize::Zeroizing::new(key.serialize_pem())))
         }
     };
     let client = ca_client(&a.conn)?;
@@ -398,7 +368,37 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn generate_key(t: KeyType) -> anyhow::Result<rcgen::KeyPair> {
+/// A CSR for `key` asking for exactly these names.
+pub(crate) fn csr_for(
+    key: &rcgen::KeyPair,
+    dns: &[String],
+    ips: &[IpAddr],
+    uris: &[String],
+) -> anyhow::Result<Vec<u8>> {
+    let mut params = rcgen::CertificateParams::default();
+    for d in dns {
+        params.subject_alt_names.push(rcgen::SanType::DnsName(
+            d.clone()
+                .try_into()
+                .with_context(|| format!("--dns {d:?}"))?,
+        ));
+    }
+    for ip in ips {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
+    }
+    for u in uris {
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            u.clone()
+                .try_into()
+                .with_context(|| format!("--uri {u:?}"))?,
+        ));
+    }
+    Ok(params.serialize_request(key)?.der().to_vec())
+}
+
+pub(crate) fn generate_key(t: KeyType) -> anyhow::Result<rcgen::KeyPair> {
     Ok(rcgen::KeyPair::generate_for(match t {
         KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
@@ -442,36 +442,15 @@ pub async fn renew(a: RenewArgs) -> anyhow::Result<()> {
     let names = quorumca_ca::certificate_names(&leaf)
         .with_context(|| format!("reading the names of {}/chain.pem", a.dir.display()))?;
     let key = generate_key(a.key_type)?;
-    let mut params = rcgen::CertificateParams::default();
-    for d in names.dns {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::DnsName(d.try_into()?));
-    }
-    for ip in names.ips {
-        params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
-    }
-    for u in names.uris {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::URI(u.try_into()?));
-    }
-    let csr = params.serialize_request(&key)?;
-    let eps = a
-        .endpoints
-        .iter()
-        .map(|e| quorumca_client::Endpoint::parse(e))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut cfg = quorumca_client::ClientConfig::new(eps);
-    cfg.local_region = std::env::var("QUORUMCA_REGION").ok();
-    cfg.credentials = Some(quorumca_client::Credentials {
+    let csr = csr_for(&key, &names.dns, &names.ips, &names.uris)?;
+    let credentials = quorumca_client::Credentials {
         ca_pem,
         cert_pem: chain_pem,
         key_pem,
-    });
-    let r = quorumca_client::Client::new(cfg)?
+    };
+    let r = client_for(&a.endpoints, Some(credentials))?
         .renew(pb::RenewRequest {
-            csr: csr.der().to_vec(),
+            csr,
             lifetime_seconds: a.lifetime.map(|d| d.as_secs()).unwrap_or(0),
             idempotency_key: quorumca_client::new_idempotency_key(),
         })

@@ -6,6 +6,33 @@ use std::time::Duration;
 use anyhow::bail;
 use tonic::transport::Channel;
 
+/// Which cluster to talk to and as whom: the flags every command that
+/// talks to a cluster shares.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Node addresses (host:port), comma separated. The first that answers
+    /// is used.
+    #[arg(
+        long,
+        env = "QUORUMCA_ENDPOINTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub endpoints: Vec<String>,
+    /// Credential bundle directory (ca.pem, cert.pem, key.pem) for mTLS.
+    /// `quorumca dev` writes an admin bundle to dev-data/admin.
+    #[arg(long, env = "QUORUMCA_CREDENTIALS")]
+    pub credentials: Option<std::path::PathBuf>,
+}
+
+impl Target {
+    /// A channel to the first endpoint that answers, over mTLS when
+    /// credentials are given.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        channel(&self.endpoints, self.credentials.as_deref()).await
+    }
+}
+
 /// The credential bundle in `dir`, if one is given.
 pub fn credentials(
     dir: Option<&std::path::Path>,

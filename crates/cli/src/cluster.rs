@@ -12,19 +12,8 @@ use crate::output::{json, table, Output};
 
 #[derive(Debug, Args)]
 pub struct Conn {
-    /// Node addresses (host:port), comma separated. The first that answers
-    /// is used.
-    #[arg(
-        long,
-        env = "QUORUMCA_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub endpoints: Vec<String>,
-    /// Credential bundle directory (ca.pem, cert.pem, key.pem) for mTLS.
-    /// `quorumca dev` writes an admin bundle to dev-data/admin.
-    #[arg(long, env = "QUORUMCA_CREDENTIALS")]
-    pub credentials: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub target: crate::client::Target,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
@@ -143,9 +132,12 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Status(conn) => {
             let mut out = Vec::new();
-            for e in &conn.endpoints {
-                let s = match first_reachable(std::slice::from_ref(e), conn.credentials.as_deref())
-                    .await
+            for e in &conn.target.endpoints {
+                let s = match first_reachable(
+                    std::slice::from_ref(e),
+                    conn.target.credentials.as_deref(),
+                )
+                .await
                 {
                     Ok(mut c) => c
                         .status(StatusRequest {})
@@ -225,7 +217,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::Ping(conn) => {
-            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
+            let mut c = ClusterClient::new(conn.target.channel().await?);
             let started = std::time::Instant::now();
             let r = c
                 .ping(PingRequest {
@@ -258,7 +250,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             zone,
             learner,
         } => {
-            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
+            let mut c = ClusterClient::new(conn.target.channel().await?);
             let r = c
                 .add_node(AddNodeRequest {
                     node_id: id,
@@ -275,7 +267,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::Members(conn) => {
-            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
+            let mut c = ClusterClient::new(conn.target.channel().await?);
             let s = c
                 .status(StatusRequest {})
                 .await
@@ -285,7 +277,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::TransferLeader { conn, to } => {
-            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
+            let mut c = ClusterClient::new(conn.target.channel().await?);
             let r = c
                 .transfer_leader(pb::TransferLeaderRequest { to_node_id: to })
                 .await
@@ -302,7 +294,7 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::RemoveNode { conn, id } => {
-            let mut c = first_reachable(&conn.endpoints, conn.credentials.as_deref()).await?;
+            let mut c = ClusterClient::new(conn.target.channel().await?);
             let r = c
                 .remove_node(RemoveNodeRequest { node_id: id })
                 .await

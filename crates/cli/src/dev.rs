@@ -85,14 +85,6 @@ pub const TRUST_DOMAIN: &str = "dev.internal";
 /// nodes name it as their break-glass admin.
 pub const DEV_ADMIN: &str = "spiffe://dev.internal/admin/dev";
 
-fn random_serial() -> anyhow::Result<Vec<u8>> {
-    let mut s = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut s)
-        .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
-    s[0] = (s[0] & 0x7f).max(1);
-    Ok(s.to_vec())
-}
-
 /// On first run: the cluster's root (its key sealed under the unseal
 /// secret with [`DEV_KDF_ITERATIONS`], for the bootstrapping node to
 /// register), a TLS certificate per node (`<base>/node<N>/tls`, identity
@@ -117,6 +109,7 @@ pub fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Resul
     std::fs::create_dir_all(&pki)?;
     let secret = std::fs::read(secret_path)?;
     let kek = quorumca_api::derive_kek(secret.trim_ascii(), DEV_KDF_ITERATIONS)?;
+    let rng = ring::rand::SystemRandom::new();
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
     let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
     let now = quorumca_consensus::now_ms() as i64 / 1000;
@@ -127,11 +120,9 @@ pub fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Resul
             not_before: now - 60,
             not_after: now + 10 * 365 * 86_400,
         },
-        &random_serial()?,
+        &crate::ca::random_serial(&rng)?,
     )?;
-    let mut nonce = [0u8; 12];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-        .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
+    let nonce = crate::ca::random(&rng)?;
     let sealed = quorumca_api::seal_for_ledger(&kek, quorumca_api::ROOT_ID, &pkcs8, nonce);
     let year = Duration::from_secs(365 * 86_400);
     for id in 1..=nodes {
@@ -393,9 +384,7 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
 /// 32 random bytes, hex: the dev cluster's unseal secret, readable by the
 /// owner only.
 fn write_secret(path: &Path) -> anyhow::Result<()> {
-    let mut b = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
+    let b: [u8; 32] = crate::ca::random(&ring::rand::SystemRandom::new())?;
     crate::ca::write_new(path, format!("{}\n", hex::encode(b)).as_bytes(), 0o600)
 }
 

@@ -6,7 +6,7 @@ use quorumca_api::pb::audit_service_client::AuditServiceClient;
 use quorumca_api::pb::policy_service_client::PolicyServiceClient;
 use quorumca_api::pb::{ApproveChangeRequest, ListPendingChangesRequest, QueryAuditRequest};
 
-use crate::client::{channel, status_error};
+use crate::client::status_error;
 use crate::cluster::Conn;
 use crate::output::{json, table, Output};
 use crate::policy::when;
@@ -54,8 +54,7 @@ pub enum AuditCmd {
 
 pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
     let conn = &a.conn;
-    let mut c =
-        PolicyServiceClient::new(channel(&conn.endpoints, conn.credentials.as_deref()).await?);
+    let mut c = PolicyServiceClient::new(conn.target.channel().await?);
     let Some(id) = a.id.filter(|_| !a.list) else {
         let r = c
             .list_pending_changes(ListPendingChangesRequest {})
@@ -122,8 +121,7 @@ pub async fn audit(cmd: AuditCmd) -> anyhow::Result<()> {
         actor,
         denied,
     } = cmd;
-    let mut c =
-        AuditServiceClient::new(channel(&conn.endpoints, conn.credentials.as_deref()).await?);
+    let mut c = AuditServiceClient::new(conn.target.channel().await?);
     let r = c
         .query_audit(QueryAuditRequest {
             after_seq: after,

@@ -10,7 +10,7 @@ use quorumca_api::pb::{
     ApplyPolicyRequest, GetPolicyRequest, PolicyHistoryRequest, RollbackPolicyRequest,
 };
 
-use crate::client::{channel, status_error};
+use crate::client::status_error;
 use crate::cluster::Conn;
 use crate::output::{json, table, Output};
 
@@ -79,9 +79,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let mut c = PolicyServiceClient::new(
-                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
-            );
+            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
             let r = c
                 .apply_policy(ApplyPolicyRequest {
                     text,
@@ -120,9 +118,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::Show { conn, version } => {
-            let mut c = PolicyServiceClient::new(
-                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
-            );
+            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
             let v = c
                 .get_policy(GetPolicyRequest {
                     version: version.unwrap_or(0),
@@ -150,9 +146,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::History(conn) => {
-            let mut c = PolicyServiceClient::new(
-                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
-            );
+            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
             let h = c
                 .policy_history(PolicyHistoryRequest {})
                 .await
@@ -195,9 +189,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::Rollback { conn, to, author } => {
-            let mut c = PolicyServiceClient::new(
-                channel(&conn.endpoints, conn.credentials.as_deref()).await?,
-            );
+            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
             let r = c
                 .rollback_policy(RollbackPolicyRequest {
                     to_version: to,

@@ -9,7 +9,7 @@ use quorumca_api::pb::enrollment_service_client::EnrollmentServiceClient;
 use quorumca_api::pb::token_service_client::TokenServiceClient;
 use quorumca_api::pb::{CreateTokenRequest, EnrollRequest};
 
-use crate::client::{channel, status_error};
+use crate::client::status_error;
 use crate::cluster::Conn;
 use crate::output::{json, Output};
 
@@ -84,8 +84,7 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         role,
         ttl,
     } = cmd;
-    let mut c =
-        TokenServiceClient::new(channel(&conn.endpoints, conn.credentials.as_deref()).await?);
+    let mut c = TokenServiceClient::new(conn.target.channel().await?);
     let r = c
         .create_token(CreateTokenRequest {
             namespace: namespace.clone(),
@@ -117,27 +116,11 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
 pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     let ca_pem =
         std::fs::read(&a.ca_file).with_context(|| format!("reading {}", a.ca_file.display()))?;
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::default();
-    for d in &a.dns {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::DnsName(d.clone().try_into()?));
-    }
-    for ip in &a.ip {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress(*ip));
-    }
-    for u in &a.uri {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::URI(u.clone().try_into()?));
-    }
-    if params.subject_alt_names.is_empty() {
+    if a.dns.is_empty() && a.ip.is_empty() && a.uri.is_empty() {
         anyhow::bail!("name the certificate: --dns, --ip or --uri");
     }
-    let csr = params.serialize_request(&key)?;
+    let key = crate::certs::generate_key(crate::certs::KeyType::EcdsaP256)?;
+    let csr = crate::certs::csr_for(&key, &a.dns, &a.ip, &a.uri)?;
     // Server-authenticated TLS only: we have no certificate yet.
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem));
@@ -154,7 +137,7 @@ pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
                     EnrollmentServiceClient::new(ch)
                         .enroll(EnrollRequest {
                             token: a.token.clone(),
-                            csr: csr.der().to_vec(),
+                            csr: csr.clone(),
                             lifetime_seconds: 0,
                         })
                         .await

@@ -40,13 +40,11 @@ fn failure(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-#[test]
-fn offline_root_signs_an_intermediate_that_openssl_verifies() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let pass = dir.path().join("pass.txt");
+/// `ca init-root` into `dir/root` under a passphrase in `dir/pass.txt`.
+fn init_root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = dir.join("root");
+    let pass = dir.join("pass.txt");
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
-
     let o = quorumca(&[
         "ca",
         "init-root",
@@ -56,6 +54,14 @@ fn offline_root_signs_an_intermediate_that_openssl_verifies() {
         s(&pass),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (root, pass)
+}
+
+#[test]
+fn offline_root_signs_an_intermediate_that_openssl_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, pass) = init_root(dir.path());
+
     let key_mode = std::fs::metadata(root.join("root.key.json"))
         .unwrap()
         .permissions()
@@ -168,18 +174,7 @@ fn a_short_passphrase_is_refused() {
 #[test]
 fn offline_root_issues_node_and_admin_identities_that_openssl_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let pass = dir.path().join("pass.txt");
-    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
-    let o = quorumca(&[
-        "ca",
-        "init-root",
-        "--out-dir",
-        s(&root),
-        "--passphrase-file",
-        s(&pass),
-    ]);
-    assert!(o.status.success(), "{}", failure(&o));
+    let (root, pass) = init_root(dir.path());
     let node = dir.path().join("node1");
     let o = quorumca(&[
         "ca",
