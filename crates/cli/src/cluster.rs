@@ -23,7 +23,7 @@ pub struct Conn {
 pub enum ClusterCmd {
     /// Leader, term, indexes and members as seen by each endpoint.
     ///
-    /// Example: quorumca cluster status --endpoints 127.0.0.1:7101
+    /// Example: quorumca cluster status --endpoints 127.0.0.1:7201 --credentials dev-data/admin
     Status(Conn),
     /// Commit a no-op through Raft: proves the cluster can commit now.
     Ping(Conn),
