@@ -28,6 +28,7 @@
 mod batch;
 mod config;
 mod error;
+mod group;
 mod network;
 mod node;
 mod service;

@@ -111,6 +111,17 @@ pub(crate) struct Inner {
     pub(crate) propose_timeout: Duration,
     pub(crate) log: LogStore,
     batcher: crate::batch::ForwardBatcher,
+    group: crate::group::GroupCommit,
+}
+
+/// The leader `raft` knows of, with its address and placement.
+pub(crate) fn leader_of(raft: &Raft) -> Option<(u64, NodeInfo)> {
+    // Borrow, do not clone: this runs on every proposal.
+    let rx = raft.metrics();
+    let m = rx.borrow_watched();
+    let id = m.current_leader?;
+    let info = m.membership_config.membership().get_node(&id).cloned()?;
+    Some((id, info))
 }
 
 /// A running node. Dropping it without [`Node::shutdown`] leaves its tasks
@@ -184,10 +195,13 @@ impl Node {
             region: cfg.region.clone(),
             zone: cfg.zone.clone(),
         };
+        let group =
+            crate::group::GroupCommit::start(raft.clone(), cfg.node_id, cfg.propose_timeout);
         let inner = Arc::new(Inner {
             id: cfg.node_id,
             info,
             raft,
+            group,
             view,
             batcher: crate::batch::ForwardBatcher::start(pool.clone(), cfg.propose_timeout),
             pool,
@@ -419,12 +433,7 @@ async fn open_storage(
 
 impl Inner {
     fn leader(&self) -> Option<(u64, NodeInfo)> {
-        // Borrow, do not clone: this runs on every proposal.
-        let rx = self.raft.metrics();
-        let m = rx.borrow_watched();
-        let id = m.current_leader?;
-        let info = m.membership_config.membership().get_node(&id).cloned()?;
-        Some((id, info))
+        leader_of(&self.raft)
     }
 
     pub(crate) fn members(&self) -> Vec<Member> {
@@ -588,37 +597,25 @@ impl Inner {
         }
     }
 
-    /// Commits one proposal on this node, which must be the leader.
+    /// Commits one proposal on this node, which must be the leader, through
+    /// its group commit.
     async fn propose_as_leader(&self, p: &Proposal, timeout: Duration) -> ForwardResult {
-        let not_leader = || ForwardError::NotLeader {
-            leader: self.leader().filter(|(id, _)| *id != self.id),
-        };
-        if let Command::Noop { payload } = &p.command {
-            if payload.len() > 1024 {
+        match &p.command {
+            Command::Noop { payload } if payload.len() > 1024 => {
                 return Err(ForwardError::Invalid(
                     "no-op payload is limited to 1 KiB".into(),
                 ));
             }
+            // Batches are made here, from proposals; one arriving from
+            // outside would nest.
+            Command::Batch(_) => {
+                return Err(ForwardError::Invalid(
+                    "batches are formed by the leader, not proposed".into(),
+                ));
+            }
+            _ => {}
         }
-        match tokio::time::timeout(timeout, self.raft.client_write(p.clone())).await {
-            Err(_) => Err(ForwardError::Ambiguous(format!(
-                "proposal not committed within {timeout:?} (is a quorum of voters reachable?)"
-            ))),
-            Ok(Ok(resp)) => Ok(ForwardResponse::Proposed {
-                log_index: resp.log_id.index,
-                outcome: resp.data,
-            }),
-            Ok(Err(e)) => match e.into_api_error() {
-                Some(ClientWriteError::ForwardToLeader(_)) => Err(not_leader()),
-                Some(ClientWriteError::LogEntryDiscarded(_)) => Err(ForwardError::Ambiguous(
-                    "the entry was discarded by a leader change".into(),
-                )),
-                Some(other) => Err(ForwardError::Invalid(other.to_string())),
-                None => Err(ForwardError::Unavailable(
-                    "the Raft node is shutting down".into(),
-                )),
-            },
-        }
+        self.group.commit(p.clone(), timeout).await
     }
 
     /// Executes a request that must run on the leader. Called locally or by

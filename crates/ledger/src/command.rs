@@ -117,6 +117,9 @@ pub struct IssuerRecord {
 /// Most records in one `RecordIssuances`.
 pub const MAX_RECORD_BATCH: usize = 1024;
 
+/// Most proposals in one `Batch`.
+pub const MAX_PROPOSAL_BATCH: usize = 1024;
+
 /// The most CRL shards one issuer may have.
 pub const MAX_CRL_SHARDS: u64 = 4096;
 
@@ -159,6 +162,12 @@ pub enum Command {
     /// as a lone `RecordIssuance` would be; one refused record does not
     /// affect the others.
     RecordIssuances(Vec<BatchedRecord>),
+    /// Several proposals in one log entry: the leader's group commit. Each
+    /// is applied exactly as if it had its own entry (its own time, actor,
+    /// idempotency key, audit-chain link and outcome), in order; the log's
+    /// per-entry costs on every node are paid once for all of them. Never
+    /// nested.
+    Batch(Vec<Proposal>),
     /// Revokes one certificate.
     Revoke {
         issuer: String,
@@ -350,6 +359,7 @@ impl fmt::Display for Proposal {
             Command::GrantSerialLease { .. } => "grant-serial-lease",
             Command::RecordIssuance(_) => "record-issuance",
             Command::RecordIssuances(_) => "record-issuances",
+            Command::Batch(_) => "batch",
             Command::Revoke { .. } => "revoke",
             Command::RevokeByKey { .. } => "revoke-by-key",
             Command::NextCrlNumber { .. } => "next-crl-number",
@@ -400,7 +410,8 @@ pub enum Outcome {
         issuer: String,
         serial: Serial,
     },
-    /// One outcome per record of a `RecordIssuances`, in order.
+    /// One outcome per record of a `RecordIssuances`, or per proposal of a
+    /// `Batch`, in order.
     Batch(Vec<Outcome>),
     Revoked {
         issuer: String,

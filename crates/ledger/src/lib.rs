@@ -41,7 +41,7 @@ mod state;
 pub use command::{
     AuditEntry, BatchedRecord, Change, Command, Enrollment, IssuanceRecord, IssuerRecord,
     JoinToken, Outcome, PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason,
-    Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    Serial, SerialLease, MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH, MAX_RECORD_BATCH,
 };
 pub use state::{
     apply, CrlShard, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{
     AuditEntry, BatchedRecord, Change, Command, Enrollment, IssuanceRecord, IssuerRecord,
     JoinToken, Outcome, PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason,
-    Serial, SerialLease, MAX_CRL_SHARDS, MAX_RECORD_BATCH,
+    Serial, SerialLease, MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH, MAX_RECORD_BATCH,
 };
 
 /// How long an idempotency key is remembered after first use. Long enough
@@ -442,6 +442,23 @@ fn command_digest(c: &Command) -> [u8; 32] {
 /// Applies one proposal. Pure and deterministic: the same state and
 /// proposal always give the same new state and outcome on every node.
 pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
+    if let Command::Batch(proposals) = &proposal.command {
+        // The batch itself leaves no trace: the chain, the idempotency
+        // keys and the outcomes are those of its proposals.
+        if proposals.is_empty() || proposals.len() > MAX_PROPOSAL_BATCH {
+            return invalid(format!(
+                "a batch holds 1 to {MAX_PROPOSAL_BATCH} proposals, got {}",
+                proposals.len()
+            ));
+        }
+        if proposals
+            .iter()
+            .any(|p| matches!(p.command, Command::Batch(_)))
+        {
+            return invalid("batches do not nest");
+        }
+        return Outcome::Batch(proposals.iter().map(|p| apply(state, p)).collect());
+    }
     extend_audit_chain(state, proposal);
     expire_idempotency_keys(state, proposal.at_ms);
 
@@ -633,6 +650,8 @@ fn expire_idempotency_keys(state: &mut State, now_ms: u64) {
 
 fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
     match command {
+        // Unpacked by `apply`, so only reached when nested.
+        Command::Batch(_) => invalid("batches do not nest"),
         Command::SetNodeLabels {
             node_id,
             region,

@@ -891,3 +891,56 @@ fn join_tokens_are_single_use_expire_and_bind_their_role() {
     assert_eq!(log.iter().filter(|e| e.action == "redeem-token").count(), 3);
     assert_eq!(log.iter().filter(|e| e.denied).count(), 3);
 }
+
+/// A `Batch` must leave exactly the state, hash chain and outcomes the same
+/// proposals give as separate entries: followers, snapshots and audits
+/// cannot tell the leader's group commit happened.
+#[test]
+fn a_batch_applies_like_separate_entries() {
+    let proposals = vec![
+        lease(1, "eu", 10),
+        record(1, "eu", 0, &[1], 9_000),
+        record(1, "eu", 0, &[1], 9_000).with_idempotency_key("k1"),
+        record(1, "eu", 1, &[2], 9_000).with_idempotency_key("k2"),
+        record(1, "eu", 1, &[2], 9_000).with_idempotency_key("k2"),
+        Proposal::new(3_000, Command::Noop { payload: vec![7] }).by("alice"),
+    ];
+    let mut separate = with_issuers();
+    let one_by_one: Vec<Outcome> = proposals.iter().map(|p| apply(&mut separate, p)).collect();
+    let mut batched = with_issuers();
+    let out = apply(
+        &mut batched,
+        &Proposal::new(1, Command::Batch(proposals.clone())),
+    );
+    assert_eq!(out, Outcome::Batch(one_by_one.clone()));
+    assert_eq!(batched.hash(), separate.hash());
+    assert_eq!(batched.audit_head(), separate.audit_head());
+    // The duplicate serial is refused inside the batch as it is alone, and
+    // the keyed retry replays its first outcome.
+    assert!(matches!(
+        one_by_one[2],
+        Outcome::Rejected(Rejection::DuplicateSerial { .. })
+    ));
+    assert_eq!(one_by_one[3], one_by_one[4]);
+}
+
+#[test]
+fn batches_are_bounded_and_never_nest() {
+    let mut s = with_issuers();
+    let before = s.hash();
+    for bad in [
+        Command::Batch(vec![]),
+        Command::Batch(vec![Proposal::new(
+            1,
+            Command::Batch(vec![lease(1, "eu", 10)]),
+        )]),
+        Command::Batch(vec![lease(1, "eu", 10); MAX_PROPOSAL_BATCH + 1]),
+    ] {
+        let out = apply(&mut s, &Proposal::new(1, bad));
+        assert!(
+            matches!(out, Outcome::Rejected(Rejection::Invalid { .. })),
+            "{out:?}"
+        );
+    }
+    assert_eq!(s.hash(), before, "a refused batch changes nothing");
+}
