@@ -131,13 +131,17 @@ impl Durability {
         })
     }
 
-    /// Flushes sled, then makes what it wrote durable.
+    /// Flushes sled, then makes what it wrote durable. Both on one blocking
+    /// thread: `flush_async` would add a hop through sled's own thread pool,
+    /// whose every task wakes all its idle threads.
     async fn flush(&self, db: &sled::Db) -> io::Result<()> {
-        db.flush_async().await.map_err(io::Error::other)?;
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)?
+        let (file, db) = (self.file.clone(), db.clone());
+        tokio::task::spawn_blocking(move || {
+            db.flush().map_err(io::Error::other)?;
+            file.sync_data()
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }
 
