@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quorumca_ca::{authorize, presented_cert, Action, Policy, Rate};
+use quorumca_ca::{authorize, presented_cert, Action, Policy, PresentedCert, Rate};
 use quorumca_consensus::{now_ms, ClusterGate, ClusterOp};
 use quorumca_ledger::{Command, Proposal};
 use rustls_pki_types::CertificateDer;
@@ -69,7 +69,7 @@ impl Authority {
                         "no client certificate: connect with the credential bundle (QUORUMCA_CREDENTIALS or --credentials)".into(),
                     )
                 })?;
-                let presented = presented_cert(leaf.as_ref()).ok_or_else(|| {
+                let presented = self.presented_cert(leaf.as_ref()).ok_or_else(|| {
                     AuthorityError::Unauthenticated(
                         "the client certificate has neither a spiffe:// URI SAN nor a common name"
                             .into(),
@@ -95,6 +95,23 @@ impl Authority {
                 })
             }
         }
+    }
+
+    /// The identity and serial of a client certificate, parsed once per
+    /// distinct certificate. The cache is bounded: when full it starts
+    /// over, which costs one parse per client.
+    fn presented_cert(&self, der: &[u8]) -> Option<PresentedCert> {
+        const MOST_CACHED: usize = 4096;
+        let mut cache = self.presented.lock().expect("presented cache");
+        if let Some(p) = cache.get(der) {
+            return Some(p.clone());
+        }
+        let p = presented_cert(der)?;
+        if cache.len() >= MOST_CACHED {
+            cache.clear();
+        }
+        cache.insert(der.to_vec(), p.clone());
+        Some(p)
     }
 
     /// Whether this node's ledger lists a certificate with this serial as
