@@ -26,8 +26,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::Parser;
-use quorumca_benches::{crypto_limit, run_closed_loop, table, Budget, LevelResult};
+use quorumca_benches::{crypto_limit, run_closed_loop, table, with_cpu, Budget, LevelResult};
 use quorumca_consensus::RaftSettings;
+
+/// The same allocator as the `quorumca` binary, so the in-process nodes
+/// measure what a deployed node does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -43,6 +48,25 @@ struct Args {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Only these systems (comma-separated: crypto, cfssl, etcd, quorumca);
+    /// the ratios need all four. For profiling one of them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "crypto,cfssl,etcd,quorumca"
+    )]
+    systems: Vec<System>,
+    /// Skip the 1-node QuorumCA measurement (the targets are for 3 nodes).
+    #[arg(long)]
+    skip_single_node: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+enum System {
+    Crypto,
+    Cfssl,
+    Etcd,
+    Quorumca,
 }
 
 /// Child processes, killed and reaped when dropped.
@@ -194,7 +218,8 @@ async fn cfssl(args: &Args, dir: &Path, csrs: &Arc<Vec<String>>) -> anyhow::Resu
     let body = Arc::new(move |n: u64| {
         serde_json::json!({ "certificate_request": csrs[n as usize % csrs.len()] }).to_string()
     });
-    Ok(http_loop(args, vec![url], body, cfssl_ok).await)
+    let pids: Vec<u32> = _p.0.iter().map(|c| c.id()).collect();
+    Ok(with_cpu(&pids, http_loop(args, vec![url], body, cfssl_ok)).await)
 }
 
 fn cfssl_ok(body: &str) -> bool {
@@ -266,7 +291,8 @@ async fn etcd(args: &Args, dir: &Path) -> anyhow::Result<LevelResult> {
     let body = Arc::new(move |n: u64| {
         serde_json::json!({"key": b64(format!("bench/{n}").as_bytes()), "value": value}).to_string()
     });
-    let r = http_loop(args, urls, body, etcd_ok).await;
+    let pids: Vec<u32> = procs.0.iter().map(|c| c.id()).collect();
+    let r = with_cpu(&pids, http_loop(args, urls, body, etcd_ok)).await;
     drop(procs);
     Ok(r)
 }
@@ -411,7 +437,7 @@ async fn quorumca(
             .is_ok()
         }
     });
-    let issuance = run_closed_loop(args.concurrency, budget(args), op).await;
+    let issuance = with_cpu(&[], run_closed_loop(args.concurrency, budget(args), op)).await;
     let ch = channels.clone();
     let op = Arc::new(move |w: usize, _n: u64| {
         let mut c = ClusterClient::new(ch[w % ch.len()].clone());
@@ -423,7 +449,7 @@ async fn quorumca(
             .is_ok()
         }
     });
-    let proposals = run_closed_loop(args.concurrency, budget(args), op).await;
+    let proposals = with_cpu(&[], run_closed_loop(args.concurrency, budget(args), op)).await;
     for (node, server) in running {
         server.shutdown().await;
         node.shutdown().await;
@@ -431,12 +457,27 @@ async fn quorumca(
     Ok((issuance, proposals))
 }
 
-fn row(name: &str, r: &LevelResult) -> Vec<String> {
+fn per_s(r: &Option<LevelResult>) -> Option<f64> {
+    r.as_ref().map(|r| r.per_second)
+}
+
+fn row(name: &str, r: &Option<LevelResult>) -> Vec<String> {
+    let Some(r) = r else {
+        return vec![
+            name.to_string(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+        ];
+    };
     vec![
         name.to_string(),
         format!("{:.0}", r.per_second),
         format!("{:.2}", r.p50_ms),
         format!("{:.2}", r.p99_ms),
+        r.cpu_us_per_op.map_or("-".into(), |c| format!("{c:.0}")),
         r.errors.to_string(),
     ]
 }
@@ -458,37 +499,63 @@ async fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
     );
 
-    eprintln!("[1/4] crypto limit, one core ({} s)", args.crypto_seconds);
-    let limit = crypto_limit(args.crypto_seconds);
-    eprintln!("      {limit:.0}/s");
-    eprintln!(
-        "[2/4] cfssl serve, {} clients, {} s",
-        args.concurrency, args.duration
-    );
-    let cf = cfssl(&args, dir.path(), &csrs).await?;
-    eprintln!("      {:.0}/s p99 {:.2} ms", cf.per_second, cf.p99_ms);
-    eprintln!(
-        "[3/4] etcd, 3 members, {} clients, {} s",
-        args.concurrency, args.duration
-    );
-    let et = etcd(&args, dir.path()).await?;
-    eprintln!("      {:.0}/s p99 {:.2} ms", et.per_second, et.p99_ms);
-    eprintln!(
-        "[4/4] QuorumCA, 1 and 3 nodes, {} clients, {} s each",
-        args.concurrency, args.duration
-    );
-    let (q1_issue, q1_prop) = quorumca(&args, dir.path(), 1, &csrs).await?;
-    let (q3_issue, q3_prop) = quorumca(&args, dir.path(), 3, &csrs).await?;
-    eprintln!(
-        "      3 nodes: {:.0} certs/s, {:.0} proposals/s",
-        q3_issue.per_second, q3_prop.per_second
-    );
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.2}x", a / b)
+    let on = |s: System| args.systems.contains(&s);
+    let limit = if on(System::Crypto) {
+        eprintln!("[1/4] crypto limit, one core ({} s)", args.crypto_seconds);
+        let limit = crypto_limit(args.crypto_seconds);
+        eprintln!("      {limit:.0}/s");
+        Some(limit)
+    } else {
+        None
+    };
+    let cf = if on(System::Cfssl) {
+        eprintln!(
+            "[2/4] cfssl serve, {} clients, {} s",
+            args.concurrency, args.duration
+        );
+        let cf = cfssl(&args, dir.path(), &csrs).await?;
+        eprintln!("      {:.0}/s p99 {:.2} ms", cf.per_second, cf.p99_ms);
+        Some(cf)
+    } else {
+        None
+    };
+    let et = if on(System::Etcd) {
+        eprintln!(
+            "[3/4] etcd, 3 members, {} clients, {} s",
+            args.concurrency, args.duration
+        );
+        let et = etcd(&args, dir.path()).await?;
+        eprintln!("      {:.0}/s p99 {:.2} ms", et.per_second, et.p99_ms);
+        Some(et)
+    } else {
+        None
+    };
+    let (q1_issue, q1_prop, q3_issue, q3_prop) = if on(System::Quorumca) {
+        eprintln!(
+            "[4/4] QuorumCA, 1 and 3 nodes, {} clients, {} s each",
+            args.concurrency, args.duration
+        );
+        let (q1_issue, q1_prop) = if args.skip_single_node {
+            (None, None)
         } else {
-            "-".into()
-        }
+            let (i, p) = quorumca(&args, dir.path(), 1, &csrs).await?;
+            (Some(i), Some(p))
+        };
+        let (q3_issue, q3_prop) = quorumca(&args, dir.path(), 3, &csrs).await?;
+        eprintln!(
+            "      3 nodes: {:.0} certs/s ({:.0} us CPU each), {:.0} proposals/s ({:.0} us)",
+            q3_issue.per_second,
+            q3_issue.cpu_us_per_op.unwrap_or(0.0),
+            q3_prop.per_second,
+            q3_prop.cpu_us_per_op.unwrap_or(0.0)
+        );
+        (q1_issue, q1_prop, Some(q3_issue), Some(q3_prop))
+    } else {
+        (None, None, None, None)
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
     };
     if args.json {
         println!(
@@ -513,13 +580,14 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         table(
-            &["SYSTEM", "OPS/S", "P50 MS", "P99 MS", "ERRORS"],
+            &["SYSTEM", "OPS/S", "P50 MS", "P99 MS", "CPU US/OP", "ERRORS"],
             &[
                 vec![
                     "crypto limit (one core)".into(),
-                    format!("{limit:.0}"),
+                    limit.map_or("-".into(), |l| format!("{l:.0}")),
                     "-".into(),
                     "-".into(),
+                    limit.map_or("-".into(), |l| format!("{:.0}", 1e6 / l)),
                     "-".into()
                 ],
                 row("cfssl serve: sign", &cf),
@@ -533,9 +601,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "\nQuorumCA 3-node issuance / cfssl: {}   proposals / etcd puts: {}   issuance / crypto limit: {}",
-        ratio(q3_issue.per_second, cf.per_second),
-        ratio(q3_prop.per_second, et.per_second),
-        ratio(q3_issue.per_second, limit)
+        ratio(per_s(&q3_issue), per_s(&cf)),
+        ratio(per_s(&q3_prop), per_s(&et)),
+        ratio(per_s(&q3_issue), limit)
     );
     Ok(())
 }
