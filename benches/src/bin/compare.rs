@@ -56,9 +56,9 @@ struct Args {
         default_value = "crypto,cfssl,etcd,quorumca"
     )]
     systems: Vec<System>,
-    /// Skip the 1-node QuorumCA measurement (the targets are for 3 nodes).
-    #[arg(long)]
-    skip_single_node: bool,
+    /// QuorumCA cluster sizes to measure (the targets are for 3 nodes).
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    nodes: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
@@ -532,24 +532,31 @@ async fn main() -> anyhow::Result<()> {
     };
     let (q1_issue, q1_prop, q3_issue, q3_prop) = if on(System::Quorumca) {
         eprintln!(
-            "[4/4] QuorumCA, 1 and 3 nodes, {} clients, {} s each",
-            args.concurrency, args.duration
+            "[4/4] QuorumCA, {:?} nodes, {} clients, {} s each",
+            args.nodes, args.concurrency, args.duration
         );
-        let (q1_issue, q1_prop) = if args.skip_single_node {
-            (None, None)
-        } else {
-            let (i, p) = quorumca(&args, dir.path(), 1, &csrs).await?;
-            (Some(i), Some(p))
+        let mut measured = std::collections::BTreeMap::new();
+        for &n in &args.nodes {
+            if n != 1 && n != 3 {
+                bail!("--nodes takes 1 and/or 3");
+            }
+            let (issue, prop) = quorumca(&args, dir.path(), n, &csrs).await?;
+            eprintln!(
+                "      {n} node(s): {:.0} certs/s ({:.0} us CPU each), {:.0} proposals/s ({:.0} us)",
+                issue.per_second,
+                issue.cpu_us_per_op.unwrap_or(0.0),
+                prop.per_second,
+                prop.cpu_us_per_op.unwrap_or(0.0)
+            );
+            measured.insert(n, (issue, prop));
+        }
+        let mut take = |n: u64| match measured.remove(&n) {
+            Some((i, p)) => (Some(i), Some(p)),
+            None => (None, None),
         };
-        let (q3_issue, q3_prop) = quorumca(&args, dir.path(), 3, &csrs).await?;
-        eprintln!(
-            "      3 nodes: {:.0} certs/s ({:.0} us CPU each), {:.0} proposals/s ({:.0} us)",
-            q3_issue.per_second,
-            q3_issue.cpu_us_per_op.unwrap_or(0.0),
-            q3_prop.per_second,
-            q3_prop.cpu_us_per_op.unwrap_or(0.0)
-        );
-        (q1_issue, q1_prop, Some(q3_issue), Some(q3_prop))
+        let (q1_issue, q1_prop) = take(1);
+        let (q3_issue, q3_prop) = take(3);
+        (q1_issue, q1_prop, q3_issue, q3_prop)
     } else {
         (None, None, None, None)
     };
