@@ -14,6 +14,10 @@
 //!   apply, snapshot, restart and memory against live records.
 //! - `compare`: one run beside cfssl and etcd on this machine, QuorumCA
 //!   through its public gRPC API over mTLS.
+//! - `load`: Issue, Revoke, GetCrl or OCSP against a running cluster.
+//!
+//! And `benches/micro.rs`: criterion micro-benchmarks of CSR verification,
+//! signing, CRL building and ledger apply.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
