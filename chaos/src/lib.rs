@@ -21,6 +21,10 @@
 //!    unknown may have taken effect at any point after its invocation, or
 //!    never).
 //!
+//! It also owns the link-level fault injection the drills route peer
+//! traffic through: [`proxy::FaultProxy`] (latency, jitter, loss,
+//! blackholes, resets in userspace, since this kernel has no `netem`).
+//!
 //! Status reads in a history must be linearizable reads (the API's
 //! GetCertificate reads through the leader's read index); a stale local read
 //! would rightly fail rule 5.
@@ -28,6 +32,7 @@
 mod check;
 mod history;
 mod linearizable;
+pub mod proxy;
 
 pub use check::{check, NodeView, Report, Violation};
 pub use history::{Action, CertKey, History, Op, OpResult};
