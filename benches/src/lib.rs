@@ -20,6 +20,8 @@
 //! signing, CRL building and ledger apply.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

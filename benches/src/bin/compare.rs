@@ -17,7 +17,6 @@
 //!
 //! cargo run --release -p quorumca-benches --bin compare -- --help
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -26,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use base64::Engine;
 use clap::Parser;
+use quorumca_benches::cluster::free_port;
 use quorumca_benches::{crypto_limit, run_closed_loop, table, with_cpu, Budget, LevelResult};
-use quorumca_consensus::RaftSettings;
 
 /// The same allocator as the `quorumca` binary, so the in-process nodes
 /// measure what a deployed node does.
@@ -79,10 +78,6 @@ impl Drop for Procs {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Installs Debian packages whose binaries are missing.
@@ -313,115 +308,13 @@ async fn quorumca(
     csrs: &Arc<Vec<String>>,
 ) -> anyhow::Result<(LevelResult, LevelResult)> {
     use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
-    use quorumca_api::pb::policy_service_client::PolicyServiceClient;
     use quorumca_consensus::pb::cluster_client::ClusterClient;
-    let dir = dir.join(format!("quorumca-{nodes}"));
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("unseal.secret");
-    std::fs::write(&secret, "compare bench unseal secret, 32+ bytes\n")?;
-    quorumca_cli::dev::prepare_pki(&dir, nodes, &secret)?;
-    let regions = ["dev-a", "dev-b", "dev-c"];
-    let region = |id: u64| regions[((id - 1) % 3) as usize].to_string();
-    let ports: Vec<u16> = (0..nodes)
-        .map(|_| free_port())
-        .collect::<anyhow::Result<_>>()?;
-    let mut members = std::collections::BTreeMap::new();
-    for id in 1..=nodes {
-        members.insert(
-            id,
-            quorumca_consensus::NodeInfo {
-                addr: format!("127.0.0.1:{}", ports[id as usize - 1]),
-                region: region(id),
-                zone: format!("{}-1", region(id)),
-            },
-        );
-    }
-    let mut running = Vec::new();
-    for id in 1..=nodes {
-        let creds = quorumca_api::TlsConfig {
-            ca_file: dir.join("pki/root.pem"),
-            cert_file: dir.join(format!("node{id}/tls/cert.pem")),
-            key_file: dir.join(format!("node{id}/tls/key.pem")),
-        }
-        .load(id)?;
-        let node = Arc::new(
-            quorumca_consensus::Node::start(quorumca_consensus::NodeConfig {
-                node_id: id,
-                listen: format!("127.0.0.1:{}", ports[id as usize - 1]).parse()?,
-                advertise: None,
-                data_dir: dir.join(format!("node{id}/data")),
-                region: region(id),
-                zone: format!("{}-1", region(id)),
-                raft: RaftSettings::default(),
-                propose_timeout: Duration::from_secs(5),
-                tls: Some(creds.node_tls()),
-            })
-            .await?,
-        );
-        if id == 1 {
-            node.initialize(members.clone()).await?;
-        }
-        let api: quorumca_api::ApiConfig = toml::from_str(&format!(
-            "listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\npublic_url = \"http://ca.bench\"\n\
-             unseal_secret_file = \"{}\"\nhierarchy = \"internal-root\"\nkdf_iterations = {}\n\
-             admins = [\"{}\"]\nroot_cert_file = \"{}\"\nroot_sealed_key_file = \"{}\"\n",
-            secret.display(),
-            quorumca_cli::dev::DEV_KDF_ITERATIONS,
-            quorumca_cli::dev::DEV_ADMIN,
-            dir.join("pki/root.pem").display(),
-            dir.join("pki/root.sealed").display(),
-        ))?;
-        let regions_to_create = (id == 1).then(|| {
-            let mut r: Vec<String> = (1..=nodes).map(region).collect();
-            r.sort();
-            r.dedup();
-            r
-        });
-        let server = quorumca_api::serve(
-            node.clone(),
-            &api,
-            &region(id),
-            regions_to_create,
-            Some(&creds),
-        )
-        .await?;
-        running.push((node, server));
-    }
-    let admin = quorumca_client::Credentials::from_dir(&dir.join("admin"))?;
-    let mut channels = Vec::new();
-    for (_, server) in &running {
-        channels.push(
-            admin
-                .endpoint(&server.grpc_addr.to_string())?
-                .tcp_nodelay(true)
-                .connect()
-                .await?,
-        );
-    }
-    // The hierarchy is made by node 1 once it leads; then a policy.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut policy = PolicyServiceClient::new(channels[0].clone());
-    loop {
-        let r = policy
-            .apply_policy(quorumca_api::pb::ApplyPolicyRequest {
-                text: quorumca_api::testing::TEST_POLICY.into(),
-                expected_version: 0,
-                dry_run: false,
-                author: "compare".into(),
-            })
-            .await;
-        let ready = running
-            .iter()
-            .all(|(n, _)| n.read_local(|s| s.issuers().count() as u64 > nodes.min(3)));
-        if r.is_ok() && ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("QuorumCA ({nodes} nodes) not ready: {r:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let channels = Arc::new(channels);
+    let cluster = quorumca_benches::cluster::InProcessCluster::start(
+        &dir.join(format!("quorumca-{nodes}")),
+        nodes,
+    )
+    .await?;
+    let channels = Arc::new(cluster.channels.clone());
     let (ch, csrs) = (channels.clone(), csrs.clone());
     let op = Arc::new(move |w: usize, n: u64| {
         let mut c = CertificateServiceClient::new(ch[w % ch.len()].clone());
@@ -450,10 +343,7 @@ async fn quorumca(
         }
     });
     let proposals = with_cpu(&[], run_closed_loop(args.concurrency, budget(args), op)).await;
-    for (node, server) in running {
-        server.shutdown().await;
-        node.shutdown().await;
-    }
+    cluster.shutdown().await;
     Ok((issuance, proposals))
 }
 
