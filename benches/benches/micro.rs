@@ -7,11 +7,9 @@
 //! cargo bench -p quorumca-benches --bench micro [-- FILTER]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use quorumca_benches::fixture;
 use quorumca_ca::{CaSigner, CrlEntry, CrlSpec, LeafSpec, Usage, Validity};
-use quorumca_ledger::{
-    apply, BatchedRecord, Command, IssuanceRecord, IssuerRecord, Outcome, Proposal,
-    RevocationReason, Serial, State,
-};
+use quorumca_ledger::{apply, BatchedRecord, Command, Outcome, Proposal, RevocationReason, State};
 
 const ALGORITHMS: [(&str, &rcgen::SignatureAlgorithm); 3] = [
     ("ecdsa-p256", &rcgen::PKCS_ECDSA_P256_SHA256),
@@ -130,69 +128,22 @@ fn crl_building(c: &mut Criterion) {
     g.finish();
 }
 
-fn record(seq: u64) -> IssuanceRecord {
-    let mut serial = vec![0x01];
-    serial.extend_from_slice(&seq.to_be_bytes());
-    let mut spki = [0u8; 32];
-    spki[..8].copy_from_slice(&seq.to_be_bytes());
-    IssuanceRecord {
-        issuer: "eu".into(),
-        serial: Serial(serial),
-        sequence: seq,
-        node_id: 1,
-        not_before_ms: 1_800_000_000_000,
-        not_after_ms: 1_800_086_400_000,
-        subject_digest: [7; 32],
-        spki_hash: spki,
-        profile: "service".into(),
-        namespace: "payments".into(),
-        requester: "spiffe://example.org/ns/payments/sa/api".into(),
-        full_der: None,
-        der_for_replay_only: false,
-    }
-}
-
 /// A ledger holding `n` live records of issuer "eu", with its lease
 /// covering sequences up to `n + room`.
 fn ledger(n: u64, room: u64) -> State {
     let mut s = State::default();
     let must = |o: Outcome| assert!(!matches!(o, Outcome::Rejected(_)), "{o:?}");
-    must(apply(
-        &mut s,
-        &Proposal::new(
-            1,
-            Command::RegisterIssuer(IssuerRecord {
-                id: "eu".into(),
-                region: Some("eu".into()),
-                cert_der: vec![0x30, 0],
-                sealed_key: None,
-                parent: None,
-                not_after_ms: u64::MAX,
-                crl_shards: 16,
-            }),
-        ),
-    ));
+    must(apply(&mut s, &fixture::register_issuer()));
     let mut granted = 0;
     while granted < n + room {
         let block = (n + room - granted).min(quorumca_ledger::MAX_LEASE_BLOCK);
-        must(apply(
-            &mut s,
-            &Proposal::new(
-                2,
-                Command::GrantSerialLease {
-                    node_id: 1,
-                    issuer: "eu".into(),
-                    block,
-                    expires_at_ms: u64::MAX,
-                },
-            ),
-        ));
+        must(apply(&mut s, &fixture::lease(block)));
         granted += block;
     }
     for start in (0..n).step_by(1024) {
         let batch = (start..(start + 1024).min(n))
             .map(|i| BatchedRecord {
-                record: record(i),
+                record: fixture::record(i),
                 idempotency_key: None,
             })
             .collect();
@@ -218,7 +169,7 @@ fn ledger_apply(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut s = base.clone();
             let proposals: Vec<Proposal> = (0..iters.min(ROOM))
-                .map(|i| Proposal::new(4, Command::RecordIssuance(record(LIVE + i))))
+                .map(|i| Proposal::new(4, Command::RecordIssuance(fixture::record(LIVE + i))))
                 .collect();
             let t = Instant::now();
             for p in &proposals {
@@ -235,7 +186,7 @@ fn ledger_apply(c: &mut Criterion) {
                 .map(|n| {
                     let records = (0..64)
                         .map(|i| BatchedRecord {
-                            record: record(LIVE + n * 64 + i),
+                            record: fixture::record(LIVE + n * 64 + i),
                             idempotency_key: Some(format!("key-{n}-{i}")),
                         })
                         .collect();
@@ -260,7 +211,7 @@ fn ledger_apply(c: &mut Criterion) {
                                 5,
                                 Command::Revoke {
                                     issuer: "eu".into(),
-                                    serial: record(n * 64 + i).serial,
+                                    serial: fixture::record(n * 64 + i).serial,
                                     reason: RevocationReason::KeyCompromise,
                                     revoked_at_ms: 1_800_000_100_000,
                                 },

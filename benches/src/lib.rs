@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod fixture;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -221,6 +222,18 @@ where
         r.cpu_us_per_op = Some(used * 1e6 / r.ok as f64);
     }
     r
+}
+
+/// One blocking HTTP agent per closed-loop worker (10 s timeout), so
+/// workers never share a connection.
+pub fn http_agents(n: usize) -> Vec<ureq::Agent> {
+    (0..n)
+        .map(|_| {
+            ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(10))
+                .build()
+        })
+        .collect()
 }
 
 /// Resident set size of this process in bytes, from /proc.

@@ -26,7 +26,9 @@ use anyhow::{bail, Context};
 use base64::Engine;
 use clap::Parser;
 use quorumca_benches::cluster::free_port;
-use quorumca_benches::{crypto_limit, run_closed_loop, table, with_cpu, Budget, LevelResult};
+use quorumca_benches::{
+    crypto_limit, http_agents, run_closed_loop, table, with_cpu, Budget, LevelResult,
+};
 
 /// The same allocator as the `quorumca` binary, so the in-process nodes
 /// measure what a deployed node does.
@@ -142,15 +144,7 @@ async fn http_loop(
     body: Arc<dyn Fn(u64) -> String + Send + Sync>,
     ok: fn(&str) -> bool,
 ) -> LevelResult {
-    let agents: Arc<Vec<ureq::Agent>> = Arc::new(
-        (0..args.concurrency)
-            .map(|_| {
-                ureq::AgentBuilder::new()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-            })
-            .collect(),
-    );
+    let agents = Arc::new(http_agents(args.concurrency));
     let urls = Arc::new(urls);
     let op = Arc::new(move |w: usize, n: u64| {
         let (agents, urls, body) = (agents.clone(), urls.clone(), body.clone());

@@ -13,11 +13,9 @@ use std::io::Write;
 use std::time::Instant;
 
 use clap::Parser;
-use quorumca_benches::{rss_bytes, table};
+use quorumca_benches::{fixture, rss_bytes, table};
 use quorumca_ca::{CrlEntry, CrlSpec, Validity};
-use quorumca_ledger::{
-    apply, Command, IssuanceRecord, IssuerRecord, Outcome, Proposal, Serial, State,
-};
+use quorumca_ledger::{apply, Command, IssuanceRecord, Outcome, Proposal, Serial, State};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -79,21 +77,7 @@ fn ledger_run(n: u64, revoked_share: f64, dir: &std::path::Path) -> LedgerRun {
     let rss_before = rss_bytes();
     let mut s = State::default();
     let ok = |o: Outcome| assert!(!matches!(o, Outcome::Rejected(_)), "{o:?}");
-    ok(apply(
-        &mut s,
-        &Proposal::new(
-            1,
-            Command::RegisterIssuer(IssuerRecord {
-                id: "eu".into(),
-                region: Some("eu".into()),
-                cert_der: vec![0x30, 0],
-                sealed_key: None,
-                parent: None,
-                not_after_ms: u64::MAX,
-                crl_shards: 16,
-            }),
-        ),
-    ));
+    ok(apply(&mut s, &fixture::register_issuer()));
     // Every `every`-th record is revoked (0: none).
     let every = if revoked_share > 0.0 {
         (1.0 / revoked_share).round() as u64
@@ -104,44 +88,11 @@ fn ledger_run(n: u64, revoked_share: f64, dir: &std::path::Path) -> LedgerRun {
     let mut seq = 0u64;
     while seq < n {
         let block = (n - seq).min(quorumca_ledger::MAX_LEASE_BLOCK);
-        ok(apply(
-            &mut s,
-            &Proposal::new(
-                2,
-                Command::GrantSerialLease {
-                    node_id: 1,
-                    issuer: "eu".into(),
-                    block,
-                    expires_at_ms: u64::MAX,
-                },
-            ),
-        ));
+        ok(apply(&mut s, &fixture::lease(block)));
         let end = seq + block;
         while seq < end {
-            let batch: Vec<IssuanceRecord> = (seq..end.min(seq + 1024))
-                .map(|i| {
-                    let mut serial = i.to_be_bytes().to_vec();
-                    serial.extend_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-                    serial[0] = 0x01;
-                    let mut spki = [0u8; 32];
-                    spki[..8].copy_from_slice(&i.to_be_bytes());
-                    IssuanceRecord {
-                        issuer: "eu".into(),
-                        serial: Serial(serial),
-                        sequence: i,
-                        node_id: 1,
-                        not_before_ms: 1_800_000_000_000,
-                        not_after_ms: 1_800_086_400_000 + i,
-                        subject_digest: [7; 32],
-                        spki_hash: spki,
-                        profile: "service".into(),
-                        namespace: "payments".into(),
-                        requester: "spiffe://example.org/ns/payments/sa/api".into(),
-                        full_der: None,
-                        der_for_replay_only: false,
-                    }
-                })
-                .collect();
+            let batch: Vec<IssuanceRecord> =
+                (seq..end.min(seq + 1024)).map(fixture::record).collect();
             seq += batch.len() as u64;
             let revoke: Vec<Serial> = batch
                 .iter()

@@ -18,7 +18,6 @@
 //! cargo run --release -p quorumca-benches --bin load -- revoke --concurrency 16 --output json
 //! ```
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ use der::{Decode, Encode};
 use quorumca_api::pb;
 use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
 use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
-use quorumca_benches::{run_closed_loop, table, Budget, LevelResult};
+use quorumca_benches::{http_agents, run_closed_loop, table, Budget, LevelResult};
 use tonic::transport::Channel;
 
 #[derive(Parser, Debug)]
@@ -38,18 +37,10 @@ struct Args {
     /// What every client sends, in a closed loop.
     #[arg(value_enum)]
     op: Op,
-    /// The cluster's API endpoints (`host:port`, comma-separated).
-    #[arg(
-        long,
-        env = "QUORUMCA_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
-    endpoints: Vec<String>,
-    /// Credential bundle directory (ca.pem, cert.pem, key.pem) of a caller
-    /// allowed to issue and revoke in `--namespace`.
-    #[arg(long, env = "QUORUMCA_CREDENTIALS")]
-    credentials: PathBuf,
+    /// The cluster, as every `quorumca` command takes it; the credentials
+    /// must allow issuing and revoking in `--namespace`.
+    #[command(flatten)]
+    target: quorumca_cli::client::Target,
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -385,15 +376,7 @@ async fn run(
                     bail!("the OCSP responder at {url} did not answer successfully");
                 }
             }
-            let agents: Arc<Vec<ureq::Agent>> = Arc::new(
-                (0..args.concurrency)
-                    .map(|_| {
-                        ureq::AgentBuilder::new()
-                            .timeout(Duration::from_secs(10))
-                            .build()
-                    })
-                    .collect(),
-            );
+            let agents = Arc::new(http_agents(args.concurrency));
             let bar = bar.clone();
             let op = Arc::new(move |w: usize, n: u64| {
                 let (agents, requests, bar, counted) = (
@@ -442,18 +425,16 @@ async fn main() -> anyhow::Result<()> {
     if args.concurrency == 0 || args.duration == 0 {
         bail!("--concurrency and --duration must be at least 1");
     }
-    let creds = quorumca_client::Credentials::from_dir(&args.credentials)
-        .with_context(|| format!("credentials in {}", args.credentials.display()))?;
+    let creds = quorumca_cli::client::credentials(args.target.credentials.as_deref())?;
+    // One channel per endpoint: the load is spread over all of them.
     let mut channels = Vec::new();
-    for e in &args.endpoints {
-        let e = quorumca_client::Endpoint::parse(e)?;
+    for e in &args.target.endpoints {
         channels.push(
-            creds
-                .endpoint(&e.addr)?
+            quorumca_client::endpoint_for(e, creds.as_ref())?
                 .tcp_nodelay(true)
                 .connect()
                 .await
-                .with_context(|| format!("connecting to {}", e.addr))?,
+                .with_context(|| format!("connecting to {e}"))?,
         );
     }
     let (r, first_error) = run(&args, Arc::new(channels)).await?;
@@ -462,7 +443,7 @@ async fn main() -> anyhow::Result<()> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "op": args.op,
-                "endpoints": args.endpoints,
+                "endpoints": args.target.endpoints,
                 "result": r,
                 "first_error": first_error,
             }))?

@@ -13,9 +13,9 @@
 
 use std::sync::Arc;
 
-use quorumca_consensus::{now_ms, ConsensusError, Node};
+use quorumca_consensus::{now_ms, spawn_batching, ConsensusError, Node};
 use quorumca_ledger::{BatchedRecord, Command, Outcome, Proposal};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::AuthorityError;
 
@@ -31,8 +31,10 @@ pub(crate) struct RecordBatcher {
 impl RecordBatcher {
     /// Starts the task; it ends when the batcher is dropped.
     pub(crate) fn start(node: Arc<Node>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, node));
+        let tx = spawn_batching(MAX_BATCH, MAX_IN_FLIGHT, move |batch| {
+            let node = node.clone();
+            async move { propose(&node, batch).await }
+        });
         Self { tx }
     }
 
@@ -60,30 +62,6 @@ fn fan_out(e: &ConsensusError) -> AuthorityError {
         ConsensusError::InvalidArgument(m) => ConsensusError::InvalidArgument(m.clone()),
         other => ConsensusError::Stopped(other.to_string()),
     })
-}
-
-async fn run(
-    mut rx: mpsc::UnboundedReceiver<(BatchedRecord, oneshot::Sender<Reply>)>,
-    node: Arc<Node>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
-        let node = node.clone();
-        tokio::spawn(async move {
-            propose(&node, batch).await;
-            drop(permit);
-        });
-    }
 }
 
 async fn propose(node: &Node, mut batch: Vec<(BatchedRecord, oneshot::Sender<Reply>)>) {

@@ -12,11 +12,10 @@
 //! and the retry rules of `leader_call` stay per proposal.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use quorumca_ledger::Proposal;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::network::PeerPool;
@@ -44,8 +43,9 @@ pub(crate) struct ForwardBatcher {
 impl ForwardBatcher {
     /// Starts the batching task; it ends when the last handle is dropped.
     pub(crate) fn start(pool: PeerPool, timeout: Duration) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, pool, timeout));
+        let tx = crate::batching::spawn_batching(MAX_BATCH, MAX_IN_FLIGHT, move |items| {
+            send_grouped(pool.clone(), items, timeout)
+        });
         Self { tx }
     }
 
@@ -77,35 +77,18 @@ impl ForwardBatcher {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Item>, pool: PeerPool, timeout: Duration) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        // While every slot is busy, proposals queue up and form the next
-        // batch.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut items = vec![first];
-        while items.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(i) => items.push(i),
-                Err(_) => break,
-            }
-        }
-        let mut groups: HashMap<(u64, String), Vec<Item>> = HashMap::new();
-        for i in items {
-            groups
-                .entry((i.target, i.addr.clone()))
-                .or_default()
-                .push(i);
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            for ((target, addr), items) in groups {
-                send(&pool, target, &addr, items, timeout).await;
-            }
-            drop(permit);
-        });
+/// Sends one batch, as one `ProposeBatch` per leader it names (normally
+/// one).
+async fn send_grouped(pool: PeerPool, items: Vec<Item>, timeout: Duration) {
+    let mut groups: HashMap<(u64, String), Vec<Item>> = HashMap::new();
+    for i in items {
+        groups
+            .entry((i.target, i.addr.clone()))
+            .or_default()
+            .push(i);
+    }
+    for ((target, addr), items) in groups {
+        send(&pool, target, &addr, items, timeout).await;
     }
 }
 

@@ -12,12 +12,11 @@
 //! a batch exactly as the same proposals in separate entries, and every
 //! proposer gets its own outcome.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::errors::ClientWriteError;
 use quorumca_ledger::{Command, Outcome, Proposal, MAX_PROPOSAL_BATCH};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::node::{leader_of, now_ms, Raft};
 use crate::wire::{ForwardError, ForwardResponse, ForwardResult};
@@ -41,8 +40,10 @@ impl GroupCommit {
     /// Starts the committing task for this node's Raft; it ends when the
     /// handle is dropped.
     pub(crate) fn start(raft: Raft, node_id: u64, timeout: Duration) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, raft, node_id, timeout));
+        let tx = crate::batching::spawn_batching(MAX_PROPOSAL_BATCH, MAX_IN_FLIGHT, move |items| {
+            let raft = raft.clone();
+            async move { write(&raft, node_id, items, timeout).await }
+        });
         Self { tx }
     }
 
@@ -67,29 +68,6 @@ fn not_committed(timeout: Duration) -> ForwardError {
     ForwardError::Ambiguous(format!(
         "proposal not committed within {timeout:?} (is a quorum of voters reachable?)"
     ))
-}
-
-async fn run(mut rx: mpsc::UnboundedReceiver<Item>, raft: Raft, node_id: u64, timeout: Duration) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        // While every slot is busy, proposals queue up and form the next
-        // entry.
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut items = vec![first];
-        while items.len() < MAX_PROPOSAL_BATCH {
-            match rx.try_recv() {
-                Ok(i) => items.push(i),
-                Err(_) => break,
-            }
-        }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            write(&raft, node_id, items, timeout).await;
-            drop(permit);
-        });
-    }
 }
 
 async fn write(raft: &Raft, node_id: u64, mut items: Vec<Item>, timeout: Duration) {

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod batching;
 mod config;
 mod error;
 mod group;
@@ -47,6 +48,7 @@ pub mod pb {
         tonic::include_file_descriptor_set!("quorumca_consensus_descriptor");
 }
 
+pub use batching::spawn_batching;
 pub use config::{ConfigError, ServerConfig};
 pub use error::ConsensusError;
 pub use node::{now_ms, Committed, Member, Node, NodeConfig, Raft, RaftSettings, Status};
