@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
-use der::{Decode, Encode};
+use der::Decode;
 use quorumca_api::pb;
 use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
 use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
@@ -214,41 +214,7 @@ fn ocsp_url(cert_der: &[u8]) -> anyhow::Result<String> {
 
 /// An OCSP request (SHA-256 CertID, unsigned) for one certificate.
 fn ocsp_request(c: &Issued) -> anyhow::Result<Vec<u8>> {
-    let issuer = x509_cert::Certificate::from_der(&c.issuer_der)?;
-    let leaf = x509_cert::Certificate::from_der(&c.cert_der)?;
-    let sha256 = |b: &[u8]| {
-        ring::digest::digest(&ring::digest::SHA256, b)
-            .as_ref()
-            .to_vec()
-    };
-    let name = issuer.tbs_certificate.subject.to_der()?;
-    let key = issuer
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes();
-    let cert_id = x509_ocsp::CertId {
-        hash_algorithm: spki::AlgorithmIdentifierOwned {
-            oid: der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1"),
-            parameters: None,
-        },
-        issuer_name_hash: der::asn1::OctetString::new(sha256(&name))?,
-        issuer_key_hash: der::asn1::OctetString::new(sha256(key))?,
-        serial_number: leaf.tbs_certificate.serial_number.clone(),
-    };
-    let req = x509_ocsp::OcspRequest {
-        tbs_request: x509_ocsp::TbsRequest {
-            version: x509_ocsp::Version::V1,
-            requestor_name: None,
-            request_list: vec![x509_ocsp::Request {
-                req_cert: cert_id,
-                single_request_extensions: None,
-            }],
-            request_extensions: None,
-        },
-        optional_signature: None,
-    };
-    Ok(req.to_der()?)
+    Ok(quorumca_ca::ocsp_request_for(&c.cert_der, &c.issuer_der)?)
 }
 
 /// A successful OCSP answer: status successful with a basic response.

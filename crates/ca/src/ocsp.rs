@@ -235,3 +235,73 @@ pub fn respond(
     .to_der()
     .map_err(|e| OcspError::Sign(e.to_string()))
 }
+
+/// Client side: an unsigned OCSP request (SHA-256 CertID, no nonce) asking
+/// about `leaf_der`, issued by `issuer_der`. For tools that check what a
+/// responder says (load generation, the chaos checker), not for the CA.
+pub fn request_for(leaf_der: &[u8], issuer_der: &[u8]) -> Result<Vec<u8>, OcspError> {
+    let bad = |e: der::Error| OcspError::Malformed(e.to_string());
+    let issuer = x509_cert::Certificate::from_der(issuer_der).map_err(bad)?;
+    let leaf = x509_cert::Certificate::from_der(leaf_der).map_err(bad)?;
+    let sha256 = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b).as_ref().to_vec();
+    let name = issuer.tbs_certificate.subject.to_der().map_err(bad)?;
+    let key = issuer
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    let cert_id = CertId {
+        hash_algorithm: spki::AlgorithmIdentifierOwned {
+            oid: OID_SHA256,
+            parameters: None,
+        },
+        issuer_name_hash: OctetString::new(sha256(&name)).map_err(bad)?,
+        issuer_key_hash: OctetString::new(sha256(key)).map_err(bad)?,
+        serial_number: leaf.tbs_certificate.serial_number.clone(),
+    };
+    OcspRequest {
+        tbs_request: x509_ocsp::TbsRequest {
+            version: Version::V1,
+            requestor_name: None,
+            request_list: vec![x509_ocsp::Request {
+                req_cert: cert_id,
+                single_request_extensions: None,
+            }],
+            request_extensions: None,
+        },
+        optional_signature: None,
+    }
+    .to_der()
+    .map_err(bad)
+}
+
+/// Client side: the status a successful response gives for the first
+/// certificate it answers about. The signature is not checked here (the
+/// OpenSSL tests do that); callers use it to read what a responder says.
+pub fn answered_status(response_der: &[u8]) -> Result<OcspStatus, OcspError> {
+    let bad = |e: der::Error| OcspError::Malformed(e.to_string());
+    let resp = OcspResponse::from_der(response_der).map_err(bad)?;
+    if resp.response_status != OcspResponseStatus::Successful {
+        return Err(OcspError::Malformed(format!(
+            "the responder answered {:?}",
+            resp.response_status
+        )));
+    }
+    let bytes = resp
+        .response_bytes
+        .ok_or_else(|| OcspError::Malformed("a successful response without a body".into()))?;
+    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes()).map_err(bad)?;
+    let single = basic
+        .tbs_response_data
+        .responses
+        .first()
+        .ok_or_else(|| OcspError::Malformed("the response answers about nothing".into()))?;
+    Ok(match &single.cert_status {
+        CertStatus::Good(_) => OcspStatus::Good,
+        CertStatus::Unknown(_) => OcspStatus::Unknown,
+        CertStatus::Revoked(info) => OcspStatus::Revoked {
+            at: info.revocation_time.0.to_unix_duration().as_secs() as i64,
+            reason: info.revocation_reason.map_or(0, |r| r as u8),
+        },
+    })
+}

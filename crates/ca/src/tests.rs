@@ -739,6 +739,43 @@ mod signing {
     }
 
     #[test]
+    fn client_side_ocsp_request_is_answered_and_read_back() {
+        let h = hierarchy(
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let csr = parse_csr(&csr_for(&rcgen::PKCS_ECDSA_P256_SHA256).1).unwrap();
+        let lookup = |serial: &[u8]| match serial {
+            [0x21] => OcspStatus::Good,
+            [0x22] => OcspStatus::Revoked {
+                at: NOW - 100,
+                reason: 1,
+            },
+            _ => OcspStatus::Unknown,
+        };
+        for (serial, expect) in [
+            (0x21u8, OcspStatus::Good),
+            (
+                0x22,
+                OcspStatus::Revoked {
+                    at: NOW - 100,
+                    reason: 1,
+                },
+            ),
+            (0x23, OcspStatus::Unknown),
+        ] {
+            let leaf = sign_leaf(&h.int, &csr, &spec(&[serial])).unwrap();
+            let req = crate::ocsp_request_for(&leaf, &h.int.cert_der).unwrap();
+            let resp = crate::ocsp_respond(&h.int, &req, NOW, 60, lookup).unwrap();
+            assert_eq!(crate::ocsp_answered_status(&resp).unwrap(), expect);
+        }
+        // An error response is not read as a status.
+        let refused = OcspError::Malformed("x".into()).response_der();
+        assert!(crate::ocsp_answered_status(&refused).is_err());
+        assert!(crate::ocsp_answered_status(b"junk").is_err());
+    }
+
+    #[test]
     fn bad_ocsp_requests_get_rfc6960_error_responses() {
         let dir = tempfile::tempdir().unwrap();
         let h = hierarchy(
