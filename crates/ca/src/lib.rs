@@ -51,8 +51,8 @@ pub use csr::{
     parse_csr, public_key_of, CsrError, KeyAlgorithm, RequestedNames, VerifiedCsr, MAX_CSR_BYTES,
 };
 pub use ocsp::{
-    answered_status as ocsp_answered_status, request_for as ocsp_request_for, respond as ocsp_respond,
-    OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
+    answered_status as ocsp_answered_status, request_for as ocsp_request_for,
+    respond as ocsp_respond, OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
 };
 pub use policy::{
     AlgorithmName, Decision, Limits, Namespace, Policy, PolicyError, Profile, Rate, Store,

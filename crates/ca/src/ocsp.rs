@@ -243,7 +243,11 @@ pub fn request_for(leaf_der: &[u8], issuer_der: &[u8]) -> Result<Vec<u8>, OcspEr
     let bad = |e: der::Error| OcspError::Malformed(e.to_string());
     let issuer = x509_cert::Certificate::from_der(issuer_der).map_err(bad)?;
     let leaf = x509_cert::Certificate::from_der(leaf_der).map_err(bad)?;
-    let sha256 = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b).as_ref().to_vec();
+    let sha256 = |b: &[u8]| {
+        ring::digest::digest(&ring::digest::SHA256, b)
+            .as_ref()
+            .to_vec()
+    };
     let name = issuer.tbs_certificate.subject.to_der().map_err(bad)?;
     let key = issuer
         .tbs_certificate

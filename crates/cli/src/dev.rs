@@ -93,6 +93,20 @@ pub const DEV_ADMIN: &str = "spiffe://dev.internal/admin/dev";
 /// speak mTLS from their first start, and the CA the cluster runs is the
 /// one their certificates chain to.
 pub fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Result<()> {
+    prepare_pki_for(base, nodes, secret_path, |_| {
+        vec![std::net::Ipv4Addr::LOCALHOST.into()]
+    })
+}
+
+/// [`prepare_pki`] for nodes that are not all on loopback (the chaos
+/// drills give each node its own network namespace): `ips(id)` are the
+/// addresses node `id`'s certificate names.
+pub fn prepare_pki_for(
+    base: &Path,
+    nodes: u64,
+    secret_path: &Path,
+    ips: impl Fn(u64) -> Vec<std::net::IpAddr>,
+) -> anyhow::Result<()> {
     let pki = base.join("pki");
     if pki.join("root.pem").exists() {
         return Ok(());
@@ -132,7 +146,7 @@ pub fn prepare_pki(base: &Path, nodes: u64, secret_path: &Path) -> anyhow::Resul
             &quorumca_ca::node_identity(TRUST_DOMAIN, id),
             true,
             vec!["localhost".into()],
-            vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            ips(id),
             year,
         )?;
     }
@@ -383,7 +397,7 @@ pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
 
 /// 32 random bytes, hex: the dev cluster's unseal secret, readable by the
 /// owner only.
-fn write_secret(path: &Path) -> anyhow::Result<()> {
+pub fn write_secret(path: &Path) -> anyhow::Result<()> {
     let b: [u8; 32] = crate::ca::random(&ring::rand::SystemRandom::new())?;
     crate::ca::write_new(path, format!("{}\n", hex::encode(b)).as_bytes(), 0o600)
 }
@@ -391,7 +405,7 @@ fn write_secret(path: &Path) -> anyhow::Result<()> {
 /// Waits until the hierarchy exists (root plus one intermediate per
 /// region), then applies [`DEV_POLICY`] if no policy is set yet, through
 /// the public API like any operator would.
-async fn prepare_ca(
+pub async fn prepare_ca(
     endpoints: &[String],
     admin: &Path,
     nodes: u64,

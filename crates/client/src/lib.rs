@@ -536,6 +536,19 @@ impl Client {
         })
         .await
     }
+
+    /// Applies a policy. Safe to retry only with `expected_version` set: a
+    /// retry of a change that already landed is then refused as a version
+    /// conflict instead of applying twice.
+    pub async fn apply_policy(
+        &self,
+        req: pb::ApplyPolicyRequest,
+    ) -> Result<pb::ApplyPolicyResponse, ClientError> {
+        self.unary(req, |ch, r| async move {
+            PolicyServiceClient::new(ch).apply_policy(r).await
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

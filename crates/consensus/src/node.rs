@@ -27,6 +27,10 @@ pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftSettings {
+    /// openraft also uses this as the deadline of every heartbeat and
+    /// append-entries RPC, so it must exceed the worst round trip between
+    /// two nodes: at 100 ms a cross-region link of 80-120 ms each way
+    /// never completes an append (found by the link-faults drill).
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -40,9 +44,9 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
             snapshot_every: 20_000,
             keep_after_snapshot: 1_000,
         }

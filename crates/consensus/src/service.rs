@@ -12,6 +12,9 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::network::MAX_MESSAGE_BYTES;
+
+/// Streams a peer may reset before this side accepts them, per connection.
+const MAX_PENDING_RESETS: usize = 256;
 use crate::node::{now_ms, Inner, Member};
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
@@ -52,6 +55,7 @@ pub(crate) async fn serve(
     let result = match tls {
         None => {
             tonic::transport::Server::builder()
+                .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
                 .add_service(transport)
                 .add_service(cluster)
                 .serve_with_incoming_shutdown(incoming, shutdown)
@@ -61,7 +65,15 @@ pub(crate) async fn serve(
             // Only nodes get past the interceptor: on this port, the Cluster
             // service too is for peers (operators use the API port).
             let check = peer_interceptor(tls.is_peer.clone());
-            match tonic::transport::Server::builder().tls_config(tls.server.clone()) {
+            // Peers cancel RPCs that outlive their deadline; behind a slow
+            // link many are cancelled before this side accepts them, and
+            // h2's default (20) then tears down the whole connection with
+            // every other RPC on it. Only nodes pass the interceptor, and
+            // this bound still caps what one connection can queue.
+            match tonic::transport::Server::builder()
+                .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+                .tls_config(tls.server.clone())
+            {
                 Ok(mut b) => {
                     b.add_service(InterceptedService::new(transport, check.clone()))
                         .add_service(InterceptedService::new(cluster, check))
