@@ -1,11 +1,13 @@
 //! # quorumca-chaos: what a chaos drill proves, and how
 //!
-//! This crate owns the judgement of a drill, not the breaking: the history
+//! The library owns the judgement of a drill, not the breaking: the history
 //! format every workload client logs (one [`Op`] per call, with its
 //! invocation and completion times and a result that is ok, a definite
 //! error, or unknown) and the [`check`] that runs after healing over that
-//! history and over what every node reports ([`NodeView`]). Drills that
-//! start clusters in network namespaces and inject faults build on it.
+//! history and over what every node reports ([`NodeView`]). The
+//! `quorumca-chaos` binary (`src/main.rs`, `src/driver/`) does the
+//! breaking: it starts clusters in network namespaces, runs the workload,
+//! injects the faults and feeds this checker.
 //!
 //! The rules, each a [`Violation`] kind with a test that feeds it exactly
 //! that violation:
