@@ -1,4 +1,4 @@
-//! The short chaos suite, as CI runs it: six drills against a real 5-node
+//! The short chaos suite, as CI runs it: seven drills against a real 5-node
 //! cluster in network namespaces. Needs root, iproute2, iptables and
 //! faketime (`.ci/run` installs them); without them it fails, saying what
 //! is missing.
@@ -36,7 +36,7 @@ fn short_chaos_suite_keeps_every_invariant_and_the_majority_available() {
     );
     let reports: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let reports = reports.as_array().unwrap();
-    assert_eq!(reports.len(), 6);
+    assert_eq!(reports.len(), 7);
     for r in reports {
         let name = r["drill"].as_str().unwrap();
         assert_eq!(r["passed"], true, "{name}");

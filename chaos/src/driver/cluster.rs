@@ -66,7 +66,21 @@ pub struct ProcCluster {
     procs: BTreeMap<u64, Proc>,
     /// Per node: extra environment for its next start (clock skew).
     pub env: BTreeMap<u64, Vec<(String, String)>>,
+    /// Data dirs on small tmpfs mounts (the full-disk nemesis).
+    mounts: Vec<PathBuf>,
 }
+
+/// Nodes a drill's nemeses need prepared before the cluster starts.
+#[derive(Clone, Debug, Default)]
+pub struct Special {
+    /// Started under libfaketime.
+    pub skewable: Vec<u64>,
+    /// Data dir on a 256 MiB tmpfs, so it can be filled.
+    pub small_disk: Vec<u64>,
+}
+
+/// Where the full-disk nemesis puts its filler.
+const FILLER: &str = "chaos-filler";
 
 pub fn api_addr(id: u64) -> String {
     format!("{}:{API_PORT}", node_ip(id))
@@ -139,14 +153,14 @@ fn faketime_env(dir: &Path, id: u64) -> anyhow::Result<Vec<(String, String)>> {
 
 impl ProcCluster {
     /// Builds the network, the PKI and the configs, starts every node and
-    /// proxy (the `skewable` nodes under libfaketime), and waits until a
-    /// leader serves the dev policy.
+    /// proxy (with what `special` asks for), and waits until a leader
+    /// serves the dev policy.
     pub async fn start(
         dir: &Path,
         specs: Vec<NodeSpec>,
         quorumca: &Path,
         seed: u64,
-        skewable: &[u64],
+        special: &Special,
     ) -> anyhow::Result<Self> {
         let ids: Vec<u64> = specs.iter().map(|s| s.id).collect();
         let net = Net::create(&ids)?;
@@ -163,6 +177,7 @@ impl ProcCluster {
             quorumca: quorumca.to_path_buf(),
             procs: BTreeMap::new(),
             env: BTreeMap::new(),
+            mounts: Vec::new(),
             specs: specs.clone(),
         };
         for s in &specs {
@@ -170,7 +185,20 @@ impl ProcCluster {
                 dir.join(format!("node{}/node.toml", s.id)),
                 node_toml(s, &specs, dir),
             )?;
-            if skewable.contains(&s.id) {
+            if special.small_disk.contains(&s.id) {
+                let data = dir.join(format!("node{}/data", s.id));
+                std::fs::create_dir_all(&data)?;
+                let st = std::process::Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", "size=256m", "qca-tmpfs"])
+                    .arg(&data)
+                    .status()
+                    .context("mounting a tmpfs")?;
+                if !st.success() {
+                    bail!("mount -t tmpfs on {} failed", data.display());
+                }
+                c.mounts.push(data);
+            }
+            if special.skewable.contains(&s.id) {
                 let env = faketime_env(dir, s.id)?;
                 c.env.insert(s.id, env);
             }
@@ -248,6 +276,43 @@ impl ProcCluster {
         let p = self.procs.get_mut(&id).expect("node has a proxy");
         p.child = Some(child);
         Ok(())
+    }
+
+    /// Fills node `id`'s (tmpfs) data dir until the disk is full.
+    pub fn fill_disk(&self, id: u64) -> anyhow::Result<u64> {
+        let path = self.dir.join(format!("node{id}/data/{FILLER}"));
+        let mut f = std::fs::File::create(&path)?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(written)
+    }
+
+    pub fn free_disk(&self, id: u64) -> anyhow::Result<()> {
+        std::fs::remove_file(self.dir.join(format!("node{id}/data/{FILLER}")))?;
+        Ok(())
+    }
+
+    /// Whether node `id`'s process has exited (it is then restartable).
+    pub fn exited(&mut self, id: u64) -> bool {
+        let Some(p) = self.procs.get_mut(&id) else {
+            return false;
+        };
+        match p.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) => {
+                p.child = None;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
     }
 
     pub fn is_up(&self, id: u64) -> bool {
@@ -388,6 +453,12 @@ impl Drop for ProcCluster {
             }
             let _ = p.proxy.kill();
             let _ = p.proxy.wait();
+        }
+        for m in &self.mounts {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status();
         }
     }
 }

@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::cluster::{five_nodes_three_regions, ProcCluster};
+use super::cluster::{five_nodes_three_regions, ProcCluster, Special};
 use super::collect;
 use super::nemesis::{self, Injected, Nemesis};
 use super::workload::{Kind, Workload};
@@ -131,13 +131,16 @@ pub async fn run(spec: &DrillSpec) -> anyhow::Result<DrillReport> {
     }
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let specs = five_nodes_three_regions();
+    let mut special = Special::default();
     // The clock drill skews a node of the single-node region.
-    let skewable: Vec<u64> = if spec.nemeses.contains(&Nemesis::ClockSkew) {
-        vec![specs.last().expect("nodes").id]
-    } else {
-        Vec::new()
-    };
-    let mut cluster = ProcCluster::start(&dir, specs, &spec.quorumca, spec.seed, &skewable)
+    if spec.nemeses.contains(&Nemesis::ClockSkew) {
+        special.skewable.push(specs.last().expect("nodes").id);
+    }
+    // Whichever node leads when the disk fills: every one gets a small disk.
+    if spec.nemeses.contains(&Nemesis::FullDisk) {
+        special.small_disk = specs.iter().map(|s| s.id).collect();
+    }
+    let mut cluster = ProcCluster::start(&dir, specs, &spec.quorumca, spec.seed, &special)
         .await
         .context("starting the cluster")?;
     let ids = cluster.ids();

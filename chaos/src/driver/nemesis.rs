@@ -32,9 +32,12 @@ pub enum Nemesis {
     ClockSkew,
     /// kill -9 every node; all restarted at heal.
     RestartAll,
+    /// The leader's data dir (a 256 MiB tmpfs) fills up; freed at heal,
+    /// and the node restarted if it exited.
+    FullDisk,
 }
 
-pub const ALL: [Nemesis; 9] = [
+pub const ALL: [Nemesis; 10] = [
     Nemesis::KillLeader,
     Nemesis::KillRandom,
     Nemesis::PauseLeader,
@@ -44,6 +47,7 @@ pub const ALL: [Nemesis; 9] = [
     Nemesis::LinkFaults,
     Nemesis::ClockSkew,
     Nemesis::RestartAll,
+    Nemesis::FullDisk,
 ];
 
 impl Nemesis {
@@ -58,6 +62,7 @@ impl Nemesis {
             Self::LinkFaults => "link-faults",
             Self::ClockSkew => "clock-skew",
             Self::RestartAll => "restart-all",
+            Self::FullDisk => "full-disk",
         }
     }
 
@@ -105,6 +110,7 @@ enum Undo {
     HealNetwork,
     ClearLinks(Vec<u64>),
     ClearClock(u64),
+    FreeDisk(u64),
 }
 
 async fn leader(cluster: &ProcCluster) -> anyhow::Result<u64> {
@@ -248,6 +254,18 @@ pub async fn inject(
                 Undo::ClearClock(skewed),
             )
         }
+        Nemesis::FullDisk => {
+            let l = leader(cluster).await?;
+            let filled = cluster.fill_disk(l)?;
+            (
+                format!(
+                    "node {l} (leader): data disk full ({} MiB filler)",
+                    filled >> 20
+                ),
+                vec![l],
+                Undo::FreeDisk(l),
+            )
+        }
         Nemesis::RestartAll => {
             for &id in &ids {
                 cluster.kill(id);
@@ -314,6 +332,14 @@ pub fn heal(i: &Injected, cluster: &mut ProcCluster) -> anyhow::Result<()> {
         Undo::ClearLinks(ids) => {
             for &id in ids {
                 cluster.set_link(id, Faults::none())?;
+            }
+        }
+        Undo::FreeDisk(id) => {
+            cluster.free_disk(*id)?;
+            // A node that stopped on a write error comes back as an
+            // operator (or systemd) would bring it back.
+            if cluster.exited(*id) {
+                cluster.restart(*id)?;
             }
         }
         Undo::ClearClock(id) => {

@@ -128,6 +128,13 @@ pub async fn run(config_path: &Path, parent_pid: Option<u32>) -> anyhow::Result<
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
         _ = orphaned => tracing::warn!("parent process is gone: shutting down"),
+        reason = node.fatal() => {
+            tracing::error!(%reason, "the Raft core stopped; exiting");
+            anyhow::bail!(
+                "node {} stopped: {reason}. Fix the cause (is the data disk full?) and start it again; it recovers from its data dir",
+                cfg.node_id
+            );
+        }
     }
     let stop = async {
         if let Some(api) = api {

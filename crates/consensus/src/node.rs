@@ -266,6 +266,23 @@ impl Node {
         self.inner.raft.metrics().borrow_watched().current_leader
     }
 
+    /// Resolves when the Raft core has stopped on a fatal error (a log or
+    /// state-machine write failed: a full disk, a failing device), with
+    /// the error. Such a node still answers but can never commit, apply or
+    /// vote again; the server exits so its supervisor restarts it once the
+    /// cause is fixed (the full-disk drill found the zombie).
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Err(f) = &rx.borrow_watched().running_state {
+                return f.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "the Raft core is gone".into();
+            }
+        }
+    }
+
     /// Whether this node believes it is the leader right now.
     pub fn is_leader(&self) -> bool {
         self.current_leader() == Some(self.inner.id)
