@@ -86,8 +86,16 @@ async fn write(raft: &Raft, node_id: u64, mut items: Vec<Item>, timeout: Duratio
         Err(_) => Err(not_committed(timeout)),
         Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
         Ok(Err(e)) => Err(match e.into_api_error() {
-            Some(ClientWriteError::ForwardToLeader(_)) => ForwardError::NotLeader {
-                leader: leader_of(raft).filter(|(id, _)| *id != node_id),
+            // Refused before it was appended. Still the leader by its own
+            // account means openraft's check-quorum: no quorum has answered
+            // within the lease. Say so at once, so the caller (a follower
+            // forwarding, a client) tries elsewhere instead of waiting out
+            // its deadline on a node cut off from the majority.
+            Some(ClientWriteError::ForwardToLeader(_)) => match leader_of(raft) {
+                Some((id, _)) if id == node_id => ForwardError::Unavailable(format!(
+                    "node {node_id} leads but no quorum has answered it within its lease; it may be cut off from the majority"
+                )),
+                other => ForwardError::NotLeader { leader: other },
             },
             Some(ClientWriteError::LogEntryDiscarded(_)) => {
                 ForwardError::Ambiguous("the entry was discarded by a leader change".into())

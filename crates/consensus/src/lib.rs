@@ -5,7 +5,8 @@
 //! - the openraft wiring: [`Node`] opens `quorumca-storage`, starts openraft
 //!   with QuorumCA's type config, and serves gRPC on one listener;
 //! - the Raft transport (AppendEntries, Vote, PreVote, InstallSnapshot) over
-//!   tonic, in `network` (client) and `service` (server);
+//!   tonic, in `network` (client) and `service` (server), on connections
+//!   from [`transport`] (TCP, or whatever a simulation supplies);
 //! - membership: initialise a cluster, add a learner, promote, remove;
 //! - proposal forwarding: a write reaching a follower is forwarded to the
 //!   leader ([`Node::propose`]); the caller sees no difference;
@@ -35,6 +36,7 @@ mod node;
 mod service;
 pub mod testing;
 mod tls;
+pub mod transport;
 mod wire;
 
 /// Generated gRPC types for `proto/quorumca/v1`.

@@ -29,13 +29,16 @@ pub struct PeerPool {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// None: plaintext (test clusters).
     tls: Option<ClientTlsConfig>,
+    /// None: tonic dials TCP.
+    dial: Option<crate::transport::Dial>,
 }
 
 impl PeerPool {
-    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+    pub fn new(tls: Option<ClientTlsConfig>, dial: Option<crate::transport::Dial>) -> Self {
         Self {
             channels: Default::default(),
             tls,
+            dial,
         }
     }
 
@@ -52,11 +55,27 @@ impl PeerPool {
                 if let Some(tls) = &self.tls {
                     e = e.tls_config(tls.clone())?;
                 }
-                let c = e
+                let e = e
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .connect_lazy();
+                    .http2_keep_alive_interval(Duration::from_secs(10));
+                let c = match &self.dial {
+                    None => e.connect_lazy(),
+                    Some(dial) => {
+                        // TLS, when configured, is layered on top by tonic.
+                        let dial = dial.clone();
+                        e.connect_with_connector_lazy(tower::service_fn(
+                            move |uri: tonic::codegen::http::Uri| {
+                                let dial = dial.clone();
+                                async move {
+                                    let to =
+                                        uri.authority().map(|a| a.to_string()).unwrap_or_default();
+                                    dial(to).await.map(hyper_util::rt::TokioIo::new)
+                                }
+                            },
+                        ))
+                    }
+                };
                 map.insert(addr.to_string(), c.clone());
                 c
             }

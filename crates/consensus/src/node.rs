@@ -154,21 +154,32 @@ impl Node {
         Self::start_with_listener(cfg, listener).await
     }
 
-    /// Like [`Node::start`] on an already bound listener: the seam that lets
-    /// tests and simulations choose how connections arrive.
+    /// Like [`Node::start`] on an already bound listener.
     pub async fn start_with_listener(
         cfg: NodeConfig,
         listener: TcpListener,
     ) -> Result<Node, ConsensusError> {
+        let addr = cfg.listen;
+        let transport = crate::transport::Transport::tcp(listener)
+            .map_err(|source| ConsensusError::Bind { addr, source })?;
+        Self::start_with_transport(cfg, transport).await
+    }
+
+    /// Like [`Node::start`] over any [`Transport`](crate::transport::Transport):
+    /// the seam that lets tests and simulations choose how connections
+    /// arrive and how peers are dialled.
+    pub async fn start_with_transport(
+        cfg: NodeConfig,
+        transport: crate::transport::Transport,
+    ) -> Result<Node, ConsensusError> {
         if cfg.node_id == 0 {
             return Err(ConsensusError::Config("node_id must be 1 or more".into()));
         }
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ConsensusError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let crate::transport::Transport {
+            local_addr: addr,
+            incoming,
+            dial,
+        } = transport;
         let (log, sm) = open_storage(&cfg.data_dir).await?;
         let view = sm.view();
         let archive = sm.archive();
@@ -184,7 +195,7 @@ impl Node {
         }
         .validate()
         .map_err(|e| ConsensusError::Config(e.to_string()))?;
-        let pool = PeerPool::new(cfg.tls.as_ref().map(|t| t.client.clone()));
+        let pool = PeerPool::new(cfg.tls.as_ref().map(|t| t.client.clone()), dial);
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config),
@@ -215,7 +226,7 @@ impl Node {
         let (stop, stopped) = oneshot::channel();
         let server = tokio::spawn(crate::service::serve(
             inner.clone(),
-            listener,
+            incoming,
             cfg.tls.clone(),
             stopped,
         ));

@@ -7,14 +7,10 @@ use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::Snapshot;
 use quorumca_ledger::{Command, Proposal};
 use quorumca_storage::{NodeInfo, TypeConfig};
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::network::MAX_MESSAGE_BYTES;
-
-/// Streams a peer may reset before this side accepts them, per connection.
-const MAX_PENDING_RESETS: usize = 256;
 use crate::node::{now_ms, Inner, Member};
 use crate::pb::cluster_server::{Cluster, ClusterServer};
 use crate::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
@@ -23,9 +19,12 @@ use crate::tls::{peer_interceptor, ClusterGate, ClusterOp, NodeTls};
 use crate::wire::{self, decode, ForwardRequest, SnapshotTransfer};
 use tonic::service::interceptor::InterceptedService;
 
+/// Streams a peer may reset before this side accepts them, per connection.
+const MAX_PENDING_RESETS: usize = 256;
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
-    listener: TcpListener,
+    incoming: crate::transport::Incoming,
     tls: Option<NodeTls>,
     stop: oneshot::Receiver<()>,
 ) {
@@ -36,19 +35,6 @@ pub(crate) async fn serve(
         inner: inner.clone(),
         gate: None,
     });
-    // tonic's own tcp_nodelay only applies to listeners it binds itself; on
-    // our listener, set it per connection, or Nagle plus delayed ACKs add
-    // ~40 ms to a fraction of Raft round trips.
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |conn| {
-            conn.inspect(|s| {
-                if let Err(e) = s.set_nodelay(true) {
-                    tracing::debug!(error = %e, "set_nodelay");
-                }
-            })
-        },
-    );
     let shutdown = async {
         let _ = stop.await;
     };

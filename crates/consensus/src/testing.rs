@@ -1,12 +1,22 @@
 //! In-process clusters for tests, benchmarks and simulations: real nodes,
-//! real gRPC on loopback, real sled directories in a temporary directory.
+//! real gRPC, real sled directories in a temporary directory, on loopback
+//! TCP or on [`MemNet`], an in-memory network whose links can be cut.
 //! Kept in the library (not copied per test file) so integration tests and
 //! `benches/` start clusters exactly the same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::sync::mpsc;
+
+use crate::transport::{Conn, Transport};
 use crate::{Node, NodeConfig, NodeInfo, RaftSettings};
 
 /// A cluster of in-process nodes. Nodes are numbered from 1; a killed node
@@ -15,6 +25,146 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub configs: Vec<NodeConfig>,
     pub nodes: Vec<Option<Node>>,
+    /// Some: the nodes talk over this in-memory network instead of TCP.
+    pub net: Option<MemNet>,
+}
+
+/// An in-memory network for in-process nodes: each connection is a pair
+/// of tokio pipes. [`MemNet::cut`] severs the links between two nodes
+/// (open connections fail, new ones are refused) until [`MemNet::heal`],
+/// so partitions can be tested without namespaces or root.
+#[derive(Clone, Default)]
+pub struct MemNet {
+    inner: Arc<Mutex<MemNetInner>>,
+}
+
+#[derive(Default)]
+struct MemNetInner {
+    listeners: BTreeMap<SocketAddr, mpsc::UnboundedSender<io::Result<Conn>>>,
+    cut: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Every connection opened, by its two ends, with its kill switch.
+    links: Vec<(SocketAddr, SocketAddr, Arc<AtomicBool>)>,
+}
+
+/// One end of a MemNet connection; fails once its link is severed.
+struct Link {
+    io: DuplexStream,
+    severed: Arc<AtomicBool>,
+}
+
+fn severed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "link cut by MemNet")
+}
+
+impl AsyncRead for Link {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.severed.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Link {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.severed.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(severed()));
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl MemNet {
+    /// The transport of the node at `addr`: it accepts what others dial to
+    /// `addr`, and dials from `addr`. Registering again (a restart)
+    /// replaces the previous listener.
+    pub fn transport(&self, addr: SocketAddr) -> Transport {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.inner
+            .lock()
+            .expect("memnet")
+            .listeners
+            .insert(addr, tx);
+        let net = self.clone();
+        Transport {
+            local_addr: addr,
+            incoming: Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+            dial: Some(Arc::new(move |to: String| {
+                let r = net.connect(addr, &to);
+                Box::pin(async move { r })
+            })),
+        }
+    }
+
+    fn connect(&self, from: SocketAddr, to: &str) -> io::Result<Conn> {
+        let to: SocketAddr = to
+            .parse()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{to}: {e}")))?;
+        let mut g = self.inner.lock().expect("memnet");
+        if g.cut.contains(&(from, to)) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "link cut by MemNet",
+            ));
+        }
+        let listener =
+            g.listeners.get(&to).cloned().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::ConnectionRefused, "nobody listens")
+            })?;
+        let (a, b) = tokio::io::duplex(256 * 1024);
+        let flag = Arc::new(AtomicBool::new(false));
+        g.links.push((from, to, flag.clone()));
+        let server = Link {
+            io: b,
+            severed: flag.clone(),
+        };
+        listener
+            .send(Ok(Conn::new(server, Some(to), Some(from))))
+            .map_err(|_| io::Error::new(io::ErrorKind::ConnectionRefused, "listener closed"))?;
+        Ok(Conn::new(
+            Link {
+                io: a,
+                severed: flag,
+            },
+            Some(from),
+            Some(to),
+        ))
+    }
+
+    /// Severs every link between `a` and `b`, both ways, until healed.
+    pub fn cut(&self, a: SocketAddr, b: SocketAddr) {
+        let mut g = self.inner.lock().expect("memnet");
+        g.cut.insert((a, b));
+        g.cut.insert((b, a));
+        for (x, y, flag) in &g.links {
+            if (*x == a && *y == b) || (*x == b && *y == a) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        g.links.retain(|(_, _, f)| !f.load(Ordering::SeqCst));
+    }
+
+    /// Every link works again (severed connections stay closed; peers
+    /// reconnect).
+    pub fn heal(&self) {
+        self.inner.lock().expect("memnet").cut.clear();
+    }
 }
 
 /// Settings with short timeouts, for tests that kill leaders often.
@@ -37,8 +187,27 @@ fn free_ports(n: usize) -> Vec<SocketAddr> {
     ls.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
+async fn start_node(cfg: NodeConfig, net: Option<&MemNet>) -> Node {
+    match net {
+        None => Node::start(cfg).await.unwrap(),
+        Some(net) => {
+            let t = net.transport(cfg.listen);
+            Node::start_with_transport(cfg, t).await.unwrap()
+        }
+    }
+}
+
 impl TestCluster {
     pub async fn start(n: usize, settings: RaftSettings) -> Self {
+        Self::start_on(n, settings, None).await
+    }
+
+    /// Like [`TestCluster::start`], the nodes talking over a [`MemNet`].
+    pub async fn start_in_memory(n: usize, settings: RaftSettings) -> Self {
+        Self::start_on(n, settings, Some(MemNet::default())).await
+    }
+
+    async fn start_on(n: usize, settings: RaftSettings, net: Option<MemNet>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let configs: Vec<NodeConfig> = free_ports(n)
             .into_iter()
@@ -57,12 +226,13 @@ impl TestCluster {
             .collect();
         let mut nodes = Vec::new();
         for c in &configs {
-            nodes.push(Some(Node::start(c.clone()).await.unwrap()));
+            nodes.push(Some(start_node(c.clone(), net.as_ref()).await));
         }
         let c = TestCluster {
             dir,
             configs,
             nodes,
+            net,
         };
         let members: BTreeMap<u64, NodeInfo> = c
             .nodes
@@ -100,7 +270,40 @@ impl TestCluster {
             "node {id} is running"
         );
         let cfg = self.configs[(id - 1) as usize].clone();
-        self.nodes[(id - 1) as usize] = Some(Node::start(cfg).await.unwrap());
+        self.nodes[(id - 1) as usize] = Some(start_node(cfg, self.net.as_ref()).await);
+    }
+
+    /// With a [`MemNet`]: cuts node `id` off from every other node.
+    pub fn isolate(&self, id: u64) {
+        let net = self.net.as_ref().expect("isolate needs start_in_memory");
+        let me = self.configs[(id - 1) as usize].listen;
+        for c in &self.configs {
+            if c.node_id != id {
+                net.cut(me, c.listen);
+            }
+        }
+    }
+
+    /// The leader the running nodes other than `but` agree on.
+    pub async fn wait_leader_among_others(&self, but: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leaders: Vec<Option<u64>> = self
+                .up()
+                .filter(|n| n.id() != but)
+                .map(|n| n.status().leader_id)
+                .collect();
+            if let Some(Some(l)) = leaders.first() {
+                if *l != but && leaders.iter().all(|x| *x == Some(*l)) {
+                    return *l;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes other than {but} agreed on no leader within {timeout:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until the running nodes agree on one leader that is running.

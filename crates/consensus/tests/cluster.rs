@@ -58,6 +58,45 @@ async fn killing_the_leader_elects_a_new_one_and_commits_continue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_leader_is_replaced_cannot_commit_and_catches_up_after_healing() {
+    init_tracing();
+    // Real nodes over the in-memory network, whose links can be cut.
+    let c = TestCluster::start_in_memory(3, fast_settings()).await;
+    let old = c.wait_leader(T).await;
+    c.node(old).propose(crl_bump("before")).await.unwrap();
+    c.isolate(old);
+    let new = c.wait_leader_among_others(old, T).await;
+    assert_ne!(new, old);
+    let r = c.node(new).propose(crl_bump("during")).await.unwrap();
+    assert_eq!(crl_number(&r.outcome), 2);
+    // Once its quorum lease (the longest election timeout) has run out, the
+    // cut-off leader refuses at once instead of waiting out the propose
+    // timeout, so callers fail over quickly.
+    tokio::time::sleep(Duration::from_millis(
+        fast_settings().election_timeout_max_ms,
+    ))
+    .await;
+    let started = Instant::now();
+    let stranded = c.node(old).propose(crl_bump("stranded")).await;
+    match &stranded {
+        Err(ConsensusError::Unavailable { reason, .. }) => {
+            assert!(reason.contains("cut off"), "{reason}")
+        }
+        other => panic!("an isolated leader answered {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+    c.net.as_ref().unwrap().heal();
+    c.wait_converged(r.log_index, T).await;
+    assert_eq!(c.wait_leader(T).await, new);
+    // Whatever the stranded proposal became, every node agrees on it.
+    let n = c.node(old).read_local(|s| s.crl_number("test"));
+    assert!(n == 2 || n == 3, "crl number {n}");
+    for node in c.up() {
+        assert_eq!(node.read_local(|s| s.crl_number("test")), n);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_sent_to_a_follower_commits() {
     init_tracing();
     let c = TestCluster::start(3, fast_settings()).await;
