@@ -105,6 +105,8 @@ impl PeerPool {
 
 pub struct NetworkFactory {
     pub(crate) pool: PeerPool,
+    /// Deadline of an append that carries entries; see [`PeerNetwork`].
+    pub(crate) append_deadline: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -114,6 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerNetwork {
             target,
             client: self.pool.client(&node.addr),
+            append_deadline: self.append_deadline,
         }
     }
 }
@@ -121,6 +124,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerNetwork {
     target: u64,
     client: Result<RaftTransportClient<Channel>, tonic::transport::Error>,
+    /// openraft gives every append the heartbeat interval as its deadline.
+    /// Right for heartbeats; for appends that carry entries it means one
+    /// retransmitted segment on a lossy cross-region link cancels the RPC,
+    /// resets its stream and sends it all again, and replication crawls
+    /// (the link-faults drill). Nothing in openraft times the replication
+    /// stream itself, so entry-carrying appends get this longer deadline.
+    append_deadline: Duration,
 }
 
 /// A status the peer answered with, or a transport failure. Transport
@@ -167,9 +177,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let ttl = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(self.append_deadline)
+        };
         self.call(
             &rpc,
-            option.hard_ttl(),
+            ttl,
             "append-entries response",
             |mut c, r| async move { c.append_entries(r).await },
         )

@@ -191,6 +191,12 @@ impl Node {
             install_snapshot_timeout: 30_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.raft.snapshot_every),
             max_in_snapshot_log_to_keep: cfg.raft.keep_after_snapshot,
+            // A node that cannot win (cut off, one-way reachable, behind)
+            // must not bump its term and depose a working leader; openraft
+            // leaves Pre-Vote off unless asked (found by the
+            // kill-leader+link-faults drill, where a blackholed node kept
+            // deposing the new leader).
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()
@@ -199,7 +205,10 @@ impl Node {
         let raft = Raft::new(
             cfg.node_id,
             Arc::new(raft_config),
-            NetworkFactory { pool: pool.clone() },
+            NetworkFactory {
+                pool: pool.clone(),
+                append_deadline: Duration::from_millis(cfg.raft.election_timeout_max_ms),
+            },
             log.clone(),
             sm,
         )
