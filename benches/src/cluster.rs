@@ -78,6 +78,7 @@ impl InProcessCluster {
                     raft: RaftSettings::default(),
                     propose_timeout: Duration::from_secs(5),
                     tls: Some(creds.node_tls()),
+                    memory: None,
                 })
                 .await?,
             );

@@ -199,6 +199,7 @@ impl ServerConfig {
             raft: self.raft.clone(),
             propose_timeout: Duration::from_millis(self.propose_timeout_ms),
             tls: None,
+            memory: None,
         }
     }
 

@@ -73,6 +73,9 @@ pub struct NodeConfig {
     /// binary refuses to run a node without `[tls]` unless told it is
     /// insecure on purpose).
     pub tls: Option<crate::tls::NodeTls>,
+    /// Some: keep the log and state on this in-memory disk instead of
+    /// `data_dir` (deterministic simulations; see `MemDisk`).
+    pub memory: Option<quorumca_storage::MemDisk>,
 }
 
 /// A member of the cluster as seen in the committed membership.
@@ -180,7 +183,10 @@ impl Node {
             incoming,
             dial,
         } = transport;
-        let (log, sm) = open_storage(&cfg.data_dir).await?;
+        let (log, sm) = match &cfg.memory {
+            Some(disk) => quorumca_storage::open_in_memory(disk)?,
+            None => open_storage(&cfg.data_dir).await?,
+        };
         let view = sm.view();
         let archive = sm.archive();
         let raft_config = openraft::Config {

@@ -25,7 +25,8 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     pub configs: Vec<NodeConfig>,
     pub nodes: Vec<Option<Node>>,
-    /// Some: the nodes talk over this in-memory network instead of TCP.
+    /// Some: the nodes talk over this in-memory network instead of TCP,
+    /// and keep their data on in-memory disks (`configs[i].memory`).
     pub net: Option<MemNet>,
 }
 
@@ -202,7 +203,9 @@ impl TestCluster {
         Self::start_on(n, settings, None).await
     }
 
-    /// Like [`TestCluster::start`], the nodes talking over a [`MemNet`].
+    /// Like [`TestCluster::start`], entirely in memory: the nodes talk over
+    /// a [`MemNet`] and keep their data on [`MemDisk`](quorumca_storage::MemDisk)s,
+    /// which a [`TestCluster::kill`] crashes (unflushed writes are lost).
     pub async fn start_in_memory(n: usize, settings: RaftSettings) -> Self {
         Self::start_on(n, settings, Some(MemNet::default())).await
     }
@@ -222,6 +225,7 @@ impl TestCluster {
                 raft: settings.clone(),
                 propose_timeout: Duration::from_secs(3),
                 tls: None,
+                memory: net.as_ref().map(|_| quorumca_storage::MemDisk::new()),
             })
             .collect();
         let mut nodes = Vec::new();
@@ -261,6 +265,9 @@ impl TestCluster {
     pub async fn kill(&mut self, id: u64) {
         if let Some(n) = self.nodes[(id - 1) as usize].take() {
             n.shutdown().await;
+        }
+        if let Some(disk) = &self.configs[(id - 1) as usize].memory {
+            disk.crash();
         }
     }
 

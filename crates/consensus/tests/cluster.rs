@@ -97,6 +97,35 @@ async fn an_isolated_leader_is_replaced_cannot_commit_and_catches_up_after_heali
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_memory_nodes_keep_acknowledged_writes_through_crashes_of_every_node() {
+    init_tracing();
+    // In-memory disks lose what was not flushed when a node is killed, so
+    // this checks that an acknowledgement means "flushed on a quorum".
+    let mut c = TestCluster::start_in_memory(3, fast_settings()).await;
+    let leader = c.wait_leader(T).await;
+    let mut last = 0;
+    for i in 0..30 {
+        last = c
+            .node(leader)
+            .propose(crl_bump(&format!("m{i}")))
+            .await
+            .unwrap()
+            .log_index;
+    }
+    for id in 1..=3 {
+        c.kill(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    let leader = c.wait_leader(T).await;
+    let r = c.node(leader).propose(crl_bump("after")).await.unwrap();
+    assert!(r.log_index > last);
+    assert_eq!(crl_number(&r.outcome), 31);
+    c.wait_converged(r.log_index, T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_sent_to_a_follower_commits() {
     init_tracing();
     let c = TestCluster::start(3, fast_settings()).await;

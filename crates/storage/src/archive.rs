@@ -18,6 +18,7 @@ use quorumca_ledger::{IssuanceRecord, Revocation, Serial};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
+use crate::mem_disk::MemDisk;
 
 /// One archived certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,9 +29,17 @@ pub struct ArchivedRecord {
 
 #[derive(Clone, Debug)]
 pub struct Archive {
-    db: sled::Db,
+    backend: Backend,
     path: PathBuf,
 }
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sled(sled::Db),
+    Mem(MemDisk),
+}
+
+const TREE: &str = "archive";
 
 fn key(issuer: &str, serial: &Serial) -> Vec<u8> {
     // Issuer ids never contain NUL, so the key splits unambiguously.
@@ -50,20 +59,39 @@ impl Archive {
                 source,
             })?;
         Ok(Self {
-            db,
+            backend: Backend::Sled(db),
             path: path.to_path_buf(),
         })
+    }
+
+    /// The archive on an in-memory disk (simulations).
+    pub fn in_memory(disk: &MemDisk) -> Self {
+        Self {
+            backend: Backend::Mem(disk.clone()),
+            path: PathBuf::from("<memory>/archive"),
+        }
     }
 
     /// Stores records; writing the same record again (a replayed prune
     /// after a restart) is harmless.
     pub fn put(&self, items: &[ArchivedRecord]) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in items {
-            let value = postcard::to_stdvec(item).expect("records serialise");
-            batch.insert(key(&item.record.issuer, &item.record.serial), value);
+        match &self.backend {
+            Backend::Sled(db) => {
+                let mut batch = sled::Batch::default();
+                for item in items {
+                    let value = postcard::to_stdvec(item).expect("records serialise");
+                    batch.insert(key(&item.record.issuer, &item.record.serial), value);
+                }
+                db.apply_batch(batch).map_err(|e| self.io(e))
+            }
+            Backend::Mem(d) => {
+                for item in items {
+                    let value = postcard::to_stdvec(item).expect("records serialise");
+                    d.insert(TREE, &key(&item.record.issuer, &item.record.serial), value);
+                }
+                Ok(())
+            }
         }
-        self.db.apply_batch(batch).map_err(|e| self.io(e))
     }
 
     pub fn get(
@@ -71,7 +99,14 @@ impl Archive {
         issuer: &str,
         serial: &Serial,
     ) -> Result<Option<ArchivedRecord>, StorageError> {
-        let Some(bytes) = self.db.get(key(issuer, serial)).map_err(|e| self.io(e))? else {
+        let found = match &self.backend {
+            Backend::Sled(db) => db
+                .get(key(issuer, serial))
+                .map_err(|e| self.io(e))?
+                .map(|v| v.to_vec()),
+            Backend::Mem(d) => d.get(TREE, &key(issuer, serial)),
+        };
+        let Some(bytes) = found else {
             return Ok(None);
         };
         postcard::from_bytes(&bytes)
@@ -84,17 +119,26 @@ impl Archive {
     }
 
     pub fn len(&self) -> usize {
-        self.db.len()
+        match &self.backend {
+            Backend::Sled(db) => db.len(),
+            Backend::Mem(d) => d.len(TREE),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.db.is_empty()
+        self.len() == 0
     }
 
     /// Makes every archived record durable. Called before a snapshot is
     /// written: once a snapshot no longer holds a record, the archive must.
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.io(e))
+        match &self.backend {
+            Backend::Sled(db) => db.flush().map(|_| ()).map_err(|e| self.io(e)),
+            Backend::Mem(d) => {
+                d.flush();
+                Ok(())
+            }
+        }
     }
 
     fn io(&self, e: sled::Error) -> StorageError {

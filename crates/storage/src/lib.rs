@@ -16,6 +16,8 @@
 //!   is the source of truth, so applying need not fsync.
 //! - [`Archive`]: records of expired certificates, copied out of the state
 //!   when a prune applies, so the hot state tracks live certificates only.
+//! - [`MemDisk`]: the same stores in memory for deterministic simulations,
+//!   losing exactly the unflushed writes on a simulated crash.
 //!
 //! ## What it must never do
 //!
@@ -31,12 +33,14 @@
 mod archive;
 mod error;
 mod log_store;
+mod mem_disk;
 mod state_machine;
 mod types;
 
 pub use archive::{Archive, ArchivedRecord};
 pub use error::StorageError;
 pub use log_store::LogStore;
+pub use mem_disk::MemDisk;
 pub use state_machine::{validate_snapshot_data, Applied, LedgerView, StateMachineStore};
 pub use types::{
     Entry, LogId, NodeInfo, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
@@ -55,6 +59,16 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageErr
     })?;
     let log = LogStore::open(&data_dir.join("raft-log"))?;
     let sm = StateMachineStore::open(&data_dir.join("snapshots"), &data_dir.join("archive"))?;
+    Ok((log, sm))
+}
+
+/// The stores of one node on an in-memory disk, for deterministic
+/// simulations: nothing touches the file system or a thread, and
+/// [`MemDisk::crash`] loses exactly what was not flushed. Keep the disk to
+/// restart the node on it.
+pub fn open_in_memory(disk: &MemDisk) -> Result<(LogStore, StateMachineStore), StorageError> {
+    let log = LogStore::open_in_memory(disk)?;
+    let sm = StateMachineStore::open_in_memory(disk)?;
     Ok((log, sm))
 }
 

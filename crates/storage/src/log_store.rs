@@ -1,4 +1,5 @@
-//! The Raft log on sled, with group commit.
+//! The Raft log on sled (or an in-memory disk for simulations), with
+//! group commit.
 
 use std::fmt::Debug;
 use std::io;
@@ -12,22 +13,142 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::StorageError;
+use crate::mem_disk::MemDisk;
 use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 
-/// sled-backed Raft log. Cheap to clone: every clone shares the same trees
-/// and the same flusher.
+/// The Raft log, on sled or on a [`MemDisk`]. Cheap to clone: every clone
+/// shares the same trees and the same flusher.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    durable: Durability,
-    log: sled::Tree,
-    meta: sled::Tree,
+    backend: Backend,
     flush_queue: mpsc::UnboundedSender<IOFlushed<TypeConfig>>,
     path: PathBuf,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sled {
+        db: sled::Db,
+        durable: Durability,
+        log: sled::Tree,
+        meta: sled::Tree,
+    },
+    Mem(MemDisk),
+}
+
+const LOG: &str = "raft-log";
+const META: &str = "raft-meta";
+
+type KeyRange = (Bound<[u8; 8]>, Bound<[u8; 8]>);
+
+fn owned(r: &KeyRange) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let f = |b: &Bound<[u8; 8]>| match b {
+        Bound::Included(k) => Bound::Included(k.to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (f(&r.0), f(&r.1))
+}
+
+impl Backend {
+    fn meta_get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            Self::Sled { meta, .. } => {
+                Ok(meta.get(key).map_err(io::Error::other)?.map(|v| v.to_vec()))
+            }
+            Self::Mem(d) => Ok(d.get(META, key)),
+        }
+    }
+
+    fn meta_insert(&self, key: &[u8], value: Vec<u8>) -> io::Result<()> {
+        match self {
+            Self::Sled { meta, .. } => meta
+                .insert(key, value)
+                .map(|_| ())
+                .map_err(io::Error::other),
+            Self::Mem(d) => {
+                d.insert(META, key, value);
+                Ok(())
+            }
+        }
+    }
+
+    /// Values of the entries in the range, in index order.
+    fn log_values(&self, range: KeyRange) -> io::Result<Vec<Vec<u8>>> {
+        match self {
+            Self::Sled { log, .. } => log
+                .range(range)
+                .map(|kv| kv.map(|(_, v)| v.to_vec()).map_err(io::Error::other))
+                .collect(),
+            Self::Mem(d) => Ok(d
+                .range(LOG, owned(&range))
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()),
+        }
+    }
+
+    fn log_last(&self) -> io::Result<Option<Vec<u8>>> {
+        match self {
+            Self::Sled { log, .. } => Ok(log
+                .last()
+                .map_err(io::Error::other)?
+                .map(|(_, v)| v.to_vec())),
+            Self::Mem(d) => Ok(d.last(LOG).map(|(_, v)| v)),
+        }
+    }
+
+    fn log_insert(&self, items: Vec<([u8; 8], Vec<u8>)>) -> io::Result<()> {
+        match self {
+            Self::Sled { log, .. } => {
+                let mut batch = sled::Batch::default();
+                for (k, v) in items {
+                    batch.insert(&k, v);
+                }
+                log.apply_batch(batch).map_err(io::Error::other)
+            }
+            Self::Mem(d) => {
+                for (k, v) in items {
+                    d.insert(LOG, &k, v);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn log_remove(&self, range: KeyRange) -> io::Result<()> {
+        match self {
+            Self::Sled { log, .. } => {
+                let mut batch = sled::Batch::default();
+                for kv in log.range(range) {
+                    let (k, _) = kv.map_err(io::Error::other)?;
+                    batch.remove(k);
+                }
+                log.apply_batch(batch).map_err(io::Error::other)
+            }
+            Self::Mem(d) => {
+                for (k, _) in d.range(LOG, owned(&range)) {
+                    d.remove(LOG, &k);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes every write so far durable.
+    async fn flush(&self) -> io::Result<()> {
+        match self {
+            Self::Sled { db, durable, .. } => durable.flush(db).await,
+            Self::Mem(d) => {
+                d.flush();
+                Ok(())
+            }
+        }
+    }
 }
 
 impl LogStore {
@@ -51,13 +172,27 @@ impl LogStore {
         let log = open_tree("log")?;
         let meta = open_tree("meta")?;
         let durable = Durability::open(path)?;
+        Self::start(
+            Backend::Sled {
+                db,
+                durable,
+                log,
+                meta,
+            },
+            path,
+        )
+    }
+
+    /// The log on an in-memory disk (simulations).
+    pub fn open_in_memory(disk: &MemDisk) -> Result<Self, StorageError> {
+        Self::start(Backend::Mem(disk.clone()), Path::new("<memory>/raft-log"))
+    }
+
+    fn start(backend: Backend, path: &Path) -> Result<Self, StorageError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_flusher(db.clone(), durable.clone(), rx));
+        tokio::spawn(run_flusher(backend.clone(), rx));
         let store = Self {
-            db,
-            durable,
-            log,
-            meta,
+            backend,
             flush_queue: tx,
             path: path.to_path_buf(),
         };
@@ -75,16 +210,22 @@ impl LogStore {
     /// Bytes sled reports for the log database on disk; used by the growth
     /// benchmarks to show the log does not grow without bound.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        match &self.backend {
+            Backend::Sled { db, .. } => db.size_on_disk().unwrap_or(0),
+            Backend::Mem(_) => 0,
+        }
     }
 
     /// Number of entries currently in the log (after purges).
     pub fn len(&self) -> usize {
-        self.log.len()
+        match &self.backend {
+            Backend::Sled { log, .. } => log.len(),
+            Backend::Mem(d) => d.len(LOG),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty()
+        self.len() == 0
     }
 
     pub fn path(&self) -> &Path {
@@ -92,7 +233,7 @@ impl LogStore {
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> io::Result<Option<T>> {
-        match self.meta.get(key).map_err(io::Error::other)? {
+        match self.backend.meta_get(key)? {
             None => Ok(None),
             Some(v) => postcard::from_bytes(&v)
                 .map(Some)
@@ -102,8 +243,7 @@ impl LogStore {
 
     fn write_meta<T: Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
         let bytes = postcard::to_stdvec(value).map_err(io::Error::other)?;
-        self.meta.insert(key, bytes).map_err(io::Error::other)?;
-        Ok(())
+        self.backend.meta_insert(key, bytes)
     }
 
     fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
@@ -148,18 +288,14 @@ impl Durability {
 /// Group commit: one flush and one fdatasync for every append queued while
 /// the previous one ran. Entries are written to sled before their callback
 /// is queued, so a flush that starts after the callback arrived covers them.
-async fn run_flusher(
-    db: sled::Db,
-    durable: Durability,
-    mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>,
-) {
+async fn run_flusher(backend: Backend, mut rx: mpsc::UnboundedReceiver<IOFlushed<TypeConfig>>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = durable.flush(&db).await;
+        let result = backend.flush().await;
         for cb in batch.drain(..) {
             let r = match &result {
                 Ok(_) => Ok(()),
@@ -195,12 +331,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let mut out = Vec::new();
-        for kv in self.log.range(to_key_range(&range)) {
-            let (_, v) = kv.map_err(io::Error::other)?;
-            out.push(Self::decode_entry(&v)?);
-        }
-        Ok(out)
+        self.backend
+            .log_values(to_key_range(&range))?
+            .iter()
+            .map(|v| Self::decode_entry(v))
+            .collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -213,8 +348,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.read_meta(KEY_PURGED)?;
-        let last = match self.log.last().map_err(io::Error::other)? {
-            Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
+        let last = match self.backend.log_last()? {
+            Some(v) => Some(Self::decode_entry(&v)?.log_id),
             None => last_purged,
         };
         Ok(LogState {
@@ -231,7 +366,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // A vote must be on disk before it is acted on, or a restarted node
         // could vote twice in one term.
         self.write_meta(KEY_VOTE, vote)?;
-        self.durable.flush(&self.db).await
+        self.backend.flush().await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
@@ -253,12 +388,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut items = Vec::new();
         for entry in entries {
             let bytes = postcard::to_stdvec(&entry).map_err(io::Error::other)?;
-            batch.insert(&index_key(entry.log_id.index), bytes);
+            items.push((index_key(entry.log_id.index), bytes));
         }
-        self.log.apply_batch(batch).map_err(io::Error::other)?;
+        self.backend.log_insert(items)?;
         if self.flush_queue.send(callback).is_err() {
             return Err(io::Error::other("the log flusher has stopped"));
         }
@@ -267,25 +402,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(index_key(from)..) {
-            let (k, _) = kv.map_err(io::Error::other)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(io::Error::other)?;
-        Ok(())
+        self.backend
+            .log_remove((Bound::Included(index_key(from)), Bound::Unbounded))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point first: if we crash midway, the state still
         // says everything up to it is gone, which is what openraft expects.
         self.write_meta(KEY_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for kv in self.log.range(..=index_key(log_id.index)) {
-            let (k, _) = kv.map_err(io::Error::other)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(io::Error::other)?;
-        Ok(())
+        self.backend
+            .log_remove((Bound::Unbounded, Bound::Included(index_key(log_id.index))))
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{Archive, ArchivedRecord};
 use crate::error::StorageError;
+use crate::mem_disk::MemDisk;
 use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 const SNAPSHOT_FILE: &str = "current.snap";
@@ -73,8 +74,24 @@ fn decode(bytes: &[u8]) -> io::Result<SnapshotFile> {
 #[derive(Clone)]
 pub struct StateMachineStore {
     view: LedgerView,
-    dir: PathBuf,
+    files: Files,
     archive: Archive,
+}
+
+/// Where the snapshot file lives.
+#[derive(Clone)]
+enum Files {
+    Dir(PathBuf),
+    Mem(MemDisk),
+}
+
+impl Files {
+    fn snapshot_path(&self) -> PathBuf {
+        match self {
+            Self::Dir(d) => d.join(SNAPSHOT_FILE),
+            Self::Mem(_) => PathBuf::from("<memory>").join(SNAPSHOT_FILE),
+        }
+    }
 }
 
 impl StateMachineStore {
@@ -86,22 +103,32 @@ impl StateMachineStore {
             path: dir.to_path_buf(),
             source: e,
         })?;
+        Self::open_with(Files::Dir(dir.to_path_buf()), Archive::open(archive)?)
+    }
+
+    /// The state machine on an in-memory disk (simulations).
+    pub fn open_in_memory(disk: &MemDisk) -> Result<Self, StorageError> {
+        Self::open_with(Files::Mem(disk.clone()), Archive::in_memory(disk))
+    }
+
+    fn open_with(files: Files, archive: Archive) -> Result<Self, StorageError> {
         let store = Self {
             view: LedgerView::default(),
-            dir: dir.to_path_buf(),
-            archive: Archive::open(archive)?,
+            files,
+            archive,
         };
+        let path = store.files.snapshot_path();
         if let Some(file) = store
             .read_snapshot_file()
             .map_err(|e| StorageError::Corrupt {
                 what: "the snapshot",
-                path: dir.join(SNAPSHOT_FILE),
+                path: path.clone(),
                 reason: e.to_string(),
             })?
         {
             let state = State::decode(&file.state).map_err(|e| StorageError::Corrupt {
                 what: "the snapshot state",
-                path: dir.join(SNAPSHOT_FILE),
+                path: path.clone(),
                 reason: e.to_string(),
             })?;
             let mut a = store.view.0.write().expect("fresh lock");
@@ -128,37 +155,57 @@ impl StateMachineStore {
     }
 
     fn read_snapshot_bytes(&self) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+        let dir = match &self.files {
+            Files::Mem(d) => return Ok(d.read_file(SNAPSHOT_FILE)),
+            Files::Dir(dir) => dir,
+        };
+        match std::fs::read(dir.join(SNAPSHOT_FILE)) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Replaces the snapshot file atomically: write a temporary file, fsync
-    /// it, rename it over the old one, fsync the directory. A crash at any
-    /// point leaves either the old or the new snapshot, never a torn one.
     fn write_snapshot_file(&self, bytes: &[u8]) -> io::Result<()> {
-        let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+        let dir = match &self.files {
+            Files::Mem(d) => {
+                d.replace_file(SNAPSHOT_FILE, bytes.to_vec());
+                return Ok(());
+            }
+            Files::Dir(dir) => dir,
+        };
+        let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+        std::fs::File::open(dir)?.sync_all()?;
         Ok(())
     }
 
-    /// Writes snapshot bytes durably off the async runtime; hands them back.
-    async fn persist(&self, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+    /// Runs `f` on a blocking thread when it does real I/O; inline on an
+    /// in-memory disk, where a thread would only add nondeterminism.
+    async fn io<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        if matches!(self.files, Files::Mem(_)) {
+            return f(self);
+        }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    async fn persist(&self, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.io(move |store| {
             store.write_snapshot_file(&bytes)?;
             Ok(bytes)
         })
         .await
-        .map_err(io::Error::other)?
     }
 }
 
@@ -168,11 +215,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // The snapshot may no longer hold records this node pruned; make
         // sure the archive does before the snapshot replaces the log.
-        let archive = self.archive.clone();
-        tokio::task::spawn_blocking(move || archive.flush())
-            .await
-            .map_err(io::Error::other)?
-            .map_err(io::Error::other)?;
+        self.io(|store| store.archive.flush().map_err(io::Error::other))
+            .await?;
         let file = {
             let a = self.view.read();
             SnapshotFile {
@@ -272,10 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let store = self.clone();
-        let bytes = tokio::task::spawn_blocking(move || store.read_snapshot_bytes())
-            .await
-            .map_err(io::Error::other)??;
+        let bytes = self.io(|store| store.read_snapshot_bytes()).await?;
         // Only the meta is decoded (the state is borrowed, not copied); the
         // file's bytes are handed over as they are.
         bytes
