@@ -88,8 +88,11 @@ impl Nemesis {
     /// Whether every node outside the fault's minority must keep serving
     /// its own clients. Not in a bridge: a node on the far side from the
     /// leader cannot reach it until leadership moves to the bridge node.
+    /// Not with link faults either: they slow nodes down without cutting
+    /// the cluster in two, so a client pinned to a slowed node measures the
+    /// link, and availability is judged by the clients that fail over.
     pub fn sides_known(self) -> bool {
-        self != Self::Bridge
+        !matches!(self, Self::Bridge | Self::LinkFaults)
     }
 }
 
