@@ -70,6 +70,20 @@ fn not_committed(timeout: Duration) -> ForwardError {
     ))
 }
 
+/// Leader by its own account, but the last quorum acknowledgement is older
+/// than the lease (openraft's lease is the longest election timeout).
+fn cut_off(raft: &Raft, node_id: u64) -> bool {
+    use openraft::async_runtime::WatchReceiver as _;
+    use openraft::Instant as _;
+    let lease = Duration::from_millis(raft.config().election_timeout_max);
+    let rx = raft.metrics();
+    let m = rx.borrow_watched();
+    m.current_leader == Some(node_id)
+        && m.last_quorum_acked
+            .as_ref()
+            .is_some_and(|t| t.elapsed() >= lease)
+}
+
 async fn write(raft: &Raft, node_id: u64, mut items: Vec<Item>, timeout: Duration) {
     let n = items.len();
     let (entry, replies) = if n == 1 {
@@ -86,16 +100,18 @@ async fn write(raft: &Raft, node_id: u64, mut items: Vec<Item>, timeout: Duratio
         Err(_) => Err(not_committed(timeout)),
         Ok(Ok(resp)) => Ok((resp.log_id.index, resp.data)),
         Ok(Err(e)) => Err(match e.into_api_error() {
-            // Refused before it was appended. Still the leader by its own
-            // account means openraft's check-quorum: no quorum has answered
-            // within the lease. Say so at once, so the caller (a follower
-            // forwarding, a client) tries elsewhere instead of waiting out
-            // its deadline on a node cut off from the majority.
-            Some(ClientWriteError::ForwardToLeader(_)) => match leader_of(raft) {
-                Some((id, _)) if id == node_id => ForwardError::Unavailable(format!(
+            // Refused before it was appended. A leader that lost its quorum
+            // lease (openraft's check-quorum) says so at once, so the caller
+            // (a follower forwarding, a client) tries elsewhere instead of
+            // waiting out its deadline on a node cut off from the majority.
+            // A leader too new to have heard from a quorum yet is retried.
+            Some(ClientWriteError::ForwardToLeader(_)) if cut_off(raft, node_id) => {
+                ForwardError::Unavailable(format!(
                     "node {node_id} leads but no quorum has answered it within its lease; it may be cut off from the majority"
-                )),
-                other => ForwardError::NotLeader { leader: other },
+                ))
+            }
+            Some(ClientWriteError::ForwardToLeader(_)) => ForwardError::NotLeader {
+                leader: leader_of(raft).filter(|(id, _)| *id != node_id),
             },
             Some(ClientWriteError::LogEntryDiscarded(_)) => {
                 ForwardError::Ambiguous("the entry was discarded by a leader change".into())
