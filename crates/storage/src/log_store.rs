@@ -77,28 +77,31 @@ impl Backend {
         }
     }
 
-    /// Values of the entries in the range, in index order.
-    fn log_values(&self, range: KeyRange) -> io::Result<Vec<Vec<u8>>> {
+    /// The entries in the range, in index order, decoded straight from
+    /// the store's buffers: replication reads through here on every
+    /// append, so no value is copied before decoding.
+    fn log_entries(&self, range: KeyRange) -> io::Result<Vec<Entry>> {
         match self {
             Self::Sled { log, .. } => log
                 .range(range)
-                .map(|kv| kv.map(|(_, v)| v.to_vec()).map_err(io::Error::other))
+                .map(|kv| decode_entry(&kv.map_err(io::Error::other)?.1))
                 .collect(),
-            Self::Mem(d) => Ok(d
+            Self::Mem(d) => d
                 .range(LOG, owned(&range))
-                .into_iter()
-                .map(|(_, v)| v)
-                .collect()),
+                .iter()
+                .map(|(_, v)| decode_entry(v))
+                .collect(),
         }
     }
 
-    fn log_last(&self) -> io::Result<Option<Vec<u8>>> {
+    fn log_last(&self) -> io::Result<Option<Entry>> {
         match self {
-            Self::Sled { log, .. } => Ok(log
+            Self::Sled { log, .. } => log
                 .last()
                 .map_err(io::Error::other)?
-                .map(|(_, v)| v.to_vec())),
-            Self::Mem(d) => Ok(d.last(LOG).map(|(_, v)| v)),
+                .map(|(_, v)| decode_entry(&v))
+                .transpose(),
+            Self::Mem(d) => d.last(LOG).map(|(_, v)| decode_entry(&v)).transpose(),
         }
     }
 
@@ -245,10 +248,10 @@ impl LogStore {
         let bytes = postcard::to_stdvec(value).map_err(io::Error::other)?;
         self.backend.meta_insert(key, bytes)
     }
+}
 
-    fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
-        postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-    }
+fn decode_entry(bytes: &[u8]) -> io::Result<Entry> {
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// sled 0.34's `flush` ends in `sync_file_range(2)` on Linux, which writes
@@ -331,11 +334,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        self.backend
-            .log_values(to_key_range(&range))?
-            .iter()
-            .map(|v| Self::decode_entry(v))
-            .collect()
+        self.backend.log_entries(to_key_range(&range))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -349,7 +348,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let last_purged: Option<LogId> = self.read_meta(KEY_PURGED)?;
         let last = match self.backend.log_last()? {
-            Some(v) => Some(Self::decode_entry(&v)?.log_id),
+            Some(e) => Some(e.log_id),
             None => last_purged,
         };
         Ok(LogState {
