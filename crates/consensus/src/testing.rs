@@ -179,22 +179,33 @@ pub fn fast_settings() -> RaftSettings {
     }
 }
 
-/// Free loopback ports, found by binding port 0. Kept for the life of the
-/// cluster so a restarted node comes back at the same address.
-fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let ls: Vec<_> = (0..n)
+/// Loopback listeners on free ports (port 0). The nodes start on these very
+/// listeners: binding, dropping and binding again by number let a test
+/// running in parallel take the port in between (seen in CI). The
+/// addresses are kept for the life of the cluster so a restarted node comes
+/// back at the same one.
+fn free_listeners(n: usize) -> Vec<std::net::TcpListener> {
+    (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap()).collect()
+        .collect()
 }
 
-async fn start_node(cfg: NodeConfig, net: Option<&MemNet>) -> Node {
-    match net {
-        None => Node::start(cfg).await.unwrap(),
-        Some(net) => {
+async fn start_node(
+    cfg: NodeConfig,
+    net: Option<&MemNet>,
+    listener: Option<std::net::TcpListener>,
+) -> Node {
+    match (net, listener) {
+        (Some(net), _) => {
             let t = net.transport(cfg.listen);
             Node::start_with_transport(cfg, t).await.unwrap()
         }
+        (None, Some(l)) => {
+            l.set_nonblocking(true).unwrap();
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            Node::start_with_listener(cfg, l).await.unwrap()
+        }
+        (None, None) => Node::start(cfg).await.unwrap(),
     }
 }
 
@@ -212,12 +223,13 @@ impl TestCluster {
 
     async fn start_on(n: usize, settings: RaftSettings, net: Option<MemNet>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let configs: Vec<NodeConfig> = free_ports(n)
-            .into_iter()
+        let listeners = free_listeners(n);
+        let configs: Vec<NodeConfig> = listeners
+            .iter()
             .enumerate()
-            .map(|(i, addr)| NodeConfig {
+            .map(|(i, l)| NodeConfig {
                 node_id: i as u64 + 1,
-                listen: addr,
+                listen: l.local_addr().unwrap(),
                 advertise: None,
                 data_dir: dir.path().join(format!("node{}", i + 1)),
                 region: format!("region-{}", i % 3),
@@ -229,8 +241,8 @@ impl TestCluster {
             })
             .collect();
         let mut nodes = Vec::new();
-        for c in &configs {
-            nodes.push(Some(start_node(c.clone(), net.as_ref()).await));
+        for (c, l) in configs.iter().zip(listeners) {
+            nodes.push(Some(start_node(c.clone(), net.as_ref(), Some(l)).await));
         }
         let c = TestCluster {
             dir,
@@ -277,7 +289,7 @@ impl TestCluster {
             "node {id} is running"
         );
         let cfg = self.configs[(id - 1) as usize].clone();
-        self.nodes[(id - 1) as usize] = Some(start_node(cfg, self.net.as_ref()).await);
+        self.nodes[(id - 1) as usize] = Some(start_node(cfg, self.net.as_ref(), None).await);
     }
 
     /// With a [`MemNet`]: cuts node `id` off from every other node.
