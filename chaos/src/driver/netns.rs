@@ -74,8 +74,39 @@ pub fn cleanup_stale() {
             }
         }
     }
+    // A namespace's veth outlives `ip netns del` until the kernel's
+    // asynchronous namespace teardown gets to it (seconds on a busy host),
+    // and the next drill's `ip link add` would then find the name taken.
+    // Deleting the host end removes both ends at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left = host_links();
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            break;
+        }
+        for link in left {
+            let _ = run("ip", &["link", "del", &link]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let _ = run("ip", &["link", "del", BRIDGE]);
     while run("iptables", &forward_rule("-D")).is_ok() {}
+}
+
+/// Host ends of drill veth pairs (`qca-hN`) that still exist.
+fn host_links() -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // "7: qca-h1@if2: <BROADCAST,...> ..."
+            let name = line.split(": ").nth(1)?;
+            let name = name.split('@').next()?;
+            name.starts_with("qca-h").then(|| name.to_string())
+        })
+        .collect()
 }
 
 /// Bridged frames pass the host's FORWARD chain when br_netfilter is
@@ -203,6 +234,7 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for &id in &self.ids {
+            let _ = run("ip", &["link", "del", &format!("qca-h{id}")]);
             let _ = run("ip", &["netns", "del", &ns_name(id)]);
         }
         let _ = run("ip", &["link", "del", BRIDGE]);
