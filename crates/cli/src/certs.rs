@@ -375,35 +375,17 @@ pub(crate) fn csr_for(
     ips: &[IpAddr],
     uris: &[String],
 ) -> anyhow::Result<Vec<u8>> {
-    let mut params = rcgen::CertificateParams::default();
-    for d in dns {
-        params.subject_alt_names.push(rcgen::SanType::DnsName(
-            d.clone()
-                .try_into()
-                .with_context(|| format!("--dns {d:?}"))?,
-        ));
-    }
-    for ip in ips {
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress(*ip));
-    }
-    for u in uris {
-        params.subject_alt_names.push(rcgen::SanType::URI(
-            u.clone()
-                .try_into()
-                .with_context(|| format!("--uri {u:?}"))?,
-        ));
-    }
-    Ok(params.serialize_request(key)?.der().to_vec())
+    Ok(quorumca_agent::keys::csr_for(key, dns, ips, uris)?)
 }
 
 pub(crate) fn generate_key(t: KeyType) -> anyhow::Result<rcgen::KeyPair> {
-    Ok(rcgen::KeyPair::generate_for(match t {
-        KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyType::Ed25519 => &rcgen::PKCS_ED25519,
-    })?)
+    use quorumca_agent::keys::KeyAlgorithm;
+    Ok(match t {
+        KeyType::EcdsaP256 => KeyAlgorithm::EcdsaP256,
+        KeyType::EcdsaP384 => KeyAlgorithm::EcdsaP384,
+        KeyType::Ed25519 => KeyAlgorithm::Ed25519,
+    }
+    .generate()?)
 }
 
 /// Writes `data` to `path` through a temporary file and a rename, so a

@@ -13,8 +13,10 @@
 //!   ...` ([`policy`]): the CA through the public gRPC API.
 //! - `approve`, `audit query` ([`governance`]); `token create`, `enroll`
 //!   ([`tokens`]).
+//! - `agent`: the rotation agent and its status ([`agent`]).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod ca;
 pub mod certs;
 pub mod client;
@@ -109,6 +111,10 @@ pub enum Cmd {
     /// prepare-intermediate and install-intermediate (with the cluster).
     #[command(subcommand)]
     Ca(ca::CaCmd),
+    /// The rotation agent: keeps declared certificates fresh on this host
+    /// (`quorumca agent --config agent.toml`), or shows what it is doing
+    /// (`quorumca agent status`).
+    Agent(agent::AgentArgs),
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -138,5 +144,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Audit(c) => governance::audit(c).await,
         Cmd::Token(c) => tokens::token(c).await,
         Cmd::Enroll(a) => tokens::enroll(a).await,
+        Cmd::Agent(a) => agent::run(a).await,
     }
 }

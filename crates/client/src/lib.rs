@@ -161,12 +161,25 @@ impl Credentials {
     /// The TLS settings for tonic: trust the cluster's roots, present this
     /// certificate.
     pub fn tls_config(&self) -> tonic::transport::ClientTlsConfig {
-        tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem))
-            .identity(tonic::transport::Identity::from_pem(
-                &self.cert_pem,
-                &self.key_pem,
-            ))
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
+        if self.cert_pem.is_empty() {
+            return tls;
+        }
+        tls.identity(tonic::transport::Identity::from_pem(
+            &self.cert_pem,
+            &self.key_pem,
+        ))
+    }
+
+    /// Trusts `ca_pem` and presents no certificate: for the enrolment port,
+    /// where a workload without a certificate yet redeems a join token.
+    pub fn server_only(ca_pem: Vec<u8>) -> Self {
+        Self {
+            ca_pem,
+            cert_pem: Vec::new(),
+            key_pem: Vec::new(),
+        }
     }
 
     /// A tonic endpoint for `addr` (host:port): https with these
@@ -511,6 +524,19 @@ impl Client {
     ) -> Result<pb::ListCertificatesResponse, ClientError> {
         self.unary(req, |ch, r| async move {
             CertificateServiceClient::new(ch).list_certificates(r).await
+        })
+        .await
+    }
+
+    /// Redeems a join token for a first certificate (on the enrolment
+    /// endpoints, with [`Credentials::server_only`]). Not idempotent: a
+    /// token works once, so a retry after a lost answer is refused as
+    /// already used.
+    pub async fn enroll(&self, req: pb::EnrollRequest) -> Result<pb::IssueResponse, ClientError> {
+        self.unary(req, |ch, r| async move {
+            pb::enrollment_service_client::EnrollmentServiceClient::new(ch)
+                .enroll(r)
+                .await
         })
         .await
     }

@@ -102,3 +102,52 @@ pub fn env_value(env: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("env file has no {name}: {env}"))
         .to_string()
 }
+
+/// A TCP forwarder in front of one address that can cut every connection
+/// and refuse new ones, then let them through again: "the agent cannot
+/// reach the cluster" without touching the cluster.
+pub struct CutProxy {
+    pub port: u16,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl CutProxy {
+    pub async fn start(to: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, _) = tokio::sync::watch::channel(true);
+        let open = std::sync::Arc::new(tx);
+        let gate = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !*gate.borrow() {
+                    drop(inbound);
+                    continue;
+                }
+                let mut closed = gate.subscribe();
+                let to = to.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = closed.wait_for(|open| !*open) => {}
+                    }
+                });
+            }
+        });
+        Self { port, open }
+    }
+
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    pub fn heal(&self) {
+        self.open.send_replace(true);
+    }
+}
