@@ -735,7 +735,9 @@ impl pb::policy_service_server::PolicyService for Services {
                     Change::ApplyPolicy { text, .. } => Policy::from_toml(text)
                         .map(|p| Policy::diff(&current, &p))
                         .unwrap_or_default(),
-                    Change::RollbackPolicy { .. } | Change::RegisterIssuers(_) => String::new(),
+                    Change::RollbackPolicy { .. }
+                    | Change::RegisterIssuers(_)
+                    | Change::Hierarchy(_) => String::new(),
                 },
             })
             .collect();

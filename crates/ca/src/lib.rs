@@ -60,8 +60,8 @@ pub use policy::{
 };
 pub use seal::{seal, unseal, Kek, SealError, SealedKey, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 pub use sign::{
-    pem_encode, self_signed_root, sign_intermediate, sign_intermediate_csr, sign_leaf, CaSigner,
-    LeafSpec, SignError, Usage, Validity,
+    cross_sign, pem_encode, self_signed_root, sign_intermediate, sign_intermediate_csr, sign_leaf,
+    CaSigner, LeafSpec, SignError, Usage, Validity,
 };
 
 #[cfg(test)]

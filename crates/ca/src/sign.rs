@@ -231,6 +231,57 @@ pub fn sign_intermediate_csr(
     Ok(cert.der().to_vec())
 }
 
+/// Cross-signs a root for a rollover: a CA certificate with the name and
+/// key of `subject_cert_der` (another root), signed by `signer`. Handed out
+/// beside the intermediates, it lets a relying party that trusts only the
+/// signer build a path through the subject's intermediates. No path
+/// length limit: the intermediates sit below it.
+pub fn cross_sign(
+    signer: &CaSigner,
+    subject_cert_der: &[u8],
+    validity: Validity,
+    serial: &[u8],
+) -> Result<Vec<u8>, SignError> {
+    use der::{Decode, Encode};
+    let parse = |der: &[u8]| {
+        x509_cert::Certificate::from_der(der)
+            .map_err(|e| SignError::Key(format!("cross-signed root does not parse: {e}")))
+    };
+    let subject = parse(subject_cert_der)?.tbs_certificate.subject;
+    let cn = subject
+        .0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .find(|a| a.oid == const_oid::db::rfc4519::CN)
+        .and_then(|a| {
+            a.value
+                .decode_as::<der::asn1::Utf8StringRef<'_>>()
+                .map(|s| s.as_str().to_string())
+                .or_else(|_| {
+                    a.value
+                        .decode_as::<der::asn1::PrintableStringRef<'_>>()
+                        .map(|s| s.as_str().to_string())
+                })
+                .ok()
+        })
+        .ok_or_else(|| SignError::Key("the root to cross-sign has no common name".into()))?;
+    let params = ca_params(&cn, validity, serial, None)?;
+    let public_key = rcgen::SubjectPublicKeyInfo::from_der(&spki_of(subject_cert_der)?)
+        .map_err(|e| SignError::Build(format!("cross-signed root key: {e}")))?;
+    let cert = params
+        .signed_by(&public_key, &signer.issuer)
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    // Path building (webpki compares names byte for byte) needs exactly
+    // the subject's name: true for roots QuorumCA made, checked for all.
+    let same = |n: &x509_cert::name::Name| n.to_der().ok();
+    if same(&parse(cert.der())?.tbs_certificate.subject) != same(&subject) {
+        return Err(SignError::Lint(
+            "the root's name is not one QuorumCA makes (CN and O=QuorumCA); cross-sign it with the tool that made it".into(),
+        ));
+    }
+    Ok(cert.der().to_vec())
+}
+
 /// Everything decided about a leaf before signing. The names are the ones
 /// policy approved, not blindly the CSR's.
 #[derive(Clone, Debug)]

@@ -295,6 +295,119 @@ mod signing {
             .map_err(|e| format!("{e:?}"))
     }
 
+    /// A root rollover: old and new roots cross-signed both ways. A relying
+    /// party that trusts either root validates leaves of either generation
+    /// when the chain carries the cross certificate, in OpenSSL and webpki;
+    /// without it, it does not (so the test can fail).
+    #[test]
+    fn cross_signed_roots_let_either_root_validate_either_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = hierarchy(
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+        );
+        let root2 = self_signed_root(
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
+            "QuorumCA Test Root G2",
+            validity(3650),
+            &[0x21],
+        )
+        .unwrap();
+        let int2 = sign_intermediate(
+            &root2,
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
+            "QuorumCA eu-west G2",
+            validity(365),
+            &[0x22],
+        )
+        .unwrap();
+        let new_by_old = cross_sign(&old.root, &root2.cert_der, validity(3650), &[0x23]).unwrap();
+        let old_by_new = cross_sign(&root2, &old.root.cert_der, validity(3650), &[0x24]).unwrap();
+        let csr = parse_csr(&csr_for(&rcgen::PKCS_ECDSA_P256_SHA256).1).unwrap();
+        let leaf1 = sign_leaf(&old.int, &csr, &spec(&[0x31])).unwrap();
+        let leaf2 = sign_leaf(&int2, &csr, &spec(&[0x32])).unwrap();
+        let w = |name: &str, der: &[u8]| write(dir.path(), name, der).to_str().unwrap().to_string();
+        let (r1, r2) = (
+            w("r1.pem", &old.root.cert_der),
+            w("r2.pem", &root2.cert_der),
+        );
+        let (l1, l2) = (w("l1.pem", &leaf1), w("l2.pem", &leaf2));
+        let chain = |name: &str, certs: &[&[u8]]| {
+            let text: String = certs.iter().map(|c| pem_encode("CERTIFICATE", c)).collect();
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        let c1 = chain("c1.pem", &[&old.int.cert_der, &old_by_new]);
+        let c2 = chain("c2.pem", &[&int2.cert_der, &new_by_old]);
+        let bare2 = chain("b2.pem", &[&int2.cert_der]);
+        let at = NOW.to_string();
+        let verify = |root: &str, untrusted: &str, leaf: &str| {
+            openssl(&[
+                "verify",
+                "-attime",
+                &at,
+                "-CAfile",
+                root,
+                "-untrusted",
+                untrusted,
+                leaf,
+            ])
+        };
+        for (root, untrusted, leaf, what) in [
+            (&r1, &c2, &l2, "old root, new leaf"),
+            (&r2, &c2, &l2, "new root, new leaf"),
+            (&r2, &c1, &l1, "new root, old leaf"),
+            (&r1, &c1, &l1, "old root, old leaf"),
+        ] {
+            let (ok, out) = verify(root, untrusted, leaf);
+            assert!(ok, "{what}: {out}");
+        }
+        let (ok, _) = verify(&r1, &bare2, &l2);
+        assert!(
+            !ok,
+            "without the cross certificate the old root cannot reach new leaves"
+        );
+
+        let time = UnixTime::since_unix_epoch(Duration::from_secs(NOW as u64));
+        let webpki_ok = |root: &[u8], ints: &[&[u8]], leaf: &[u8]| {
+            let root = CertificateDer::from(root.to_vec());
+            let anchor = webpki::anchor_from_trusted_cert(&root).unwrap();
+            let leaf = CertificateDer::from(leaf.to_vec());
+            let ee = webpki::EndEntityCert::try_from(&leaf).unwrap();
+            let ints: Vec<_> = ints
+                .iter()
+                .map(|c| CertificateDer::from(c.to_vec()))
+                .collect();
+            ee.verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &[anchor],
+                &ints,
+                time,
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .is_ok()
+        };
+        assert!(webpki_ok(
+            &old.root.cert_der,
+            &[&int2.cert_der, &new_by_old],
+            &leaf2
+        ));
+        assert!(webpki_ok(
+            &root2.cert_der,
+            &[&int2.cert_der, &new_by_old],
+            &leaf2
+        ));
+        assert!(webpki_ok(
+            &root2.cert_der,
+            &[&old.int.cert_der, &old_by_new],
+            &leaf1
+        ));
+        assert!(!webpki_ok(&old.root.cert_der, &[&int2.cert_der], &leaf2));
+    }
+
     #[test]
     fn leaves_of_every_key_type_chain_to_the_root_in_openssl_and_webpki() {
         let dir = tempfile::tempdir().unwrap();

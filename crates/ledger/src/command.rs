@@ -227,6 +227,83 @@ pub enum Command {
         token_hash: [u8; 32],
         identity: String,
     },
+    /// Rotation, retirement and forced renewal in the CA hierarchy.
+    Hierarchy(HierarchyChange),
+}
+
+/// A certificate for one issuer's key signed by another issuer's key: what
+/// lets relying parties that trust either root of a rollover build a path
+/// through the other's intermediates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossCert {
+    /// The issuer whose key (and name) the certificate carries.
+    pub subject: String,
+    /// The issuer that signed it.
+    pub signer: String,
+    pub cert_der: Vec<u8>,
+    pub not_after_ms: u64,
+}
+
+/// Changes to the hierarchy after it is bootstrapped. An issuer that stops
+/// signing is never deleted at once: it stays in the trust bundle and its
+/// CRLs and OCSP stay served until its last leaf expires, and only then is
+/// it retired and its sealed key dropped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HierarchyChange {
+    /// `intermediates` become the signers of their regions. With `root`, a
+    /// new root also becomes the one new intermediates chain to, `cross`
+    /// holds the certificates that cross-sign it with the current root
+    /// both ways, and the current root may be withdrawn from the bundle
+    /// `root_grace_ms` from now at the earliest.
+    Rotate {
+        root: Option<IssuerRecord>,
+        cross: Vec<CrossCert>,
+        intermediates: Vec<IssuerRecord>,
+        root_grace_ms: u64,
+    },
+    /// Retires an issuer that no longer signs: an intermediate once its
+    /// last leaf has expired, a replaced root once its grace window is over
+    /// and every intermediate under it is retired. Its sealed key is
+    /// dropped from the ledger and it leaves the trust bundle.
+    Retire { id: String },
+    /// Asks every holder of a certificate of `issuer`, or of `namespace`,
+    /// issued before now to renew at once (key compromise response).
+    ForceRenew {
+        issuer: Option<String>,
+        namespace: Option<String>,
+    },
+}
+
+impl HierarchyChange {
+    pub fn describe(&self) -> String {
+        match self {
+            HierarchyChange::Rotate {
+                root,
+                intermediates,
+                ..
+            } => format!(
+                "rotate: {}intermediate(s) {}",
+                root.as_ref()
+                    .map(|r| format!("root {} with ", r.id))
+                    .unwrap_or_default(),
+                intermediates
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            HierarchyChange::Retire { id } => format!("retire issuer {id} and destroy its key"),
+            HierarchyChange::ForceRenew { issuer, namespace } => format!(
+                "force renewal of certificates of {}",
+                match (issuer, namespace) {
+                    (Some(i), Some(n)) => format!("issuer {i} in namespace {n}"),
+                    (Some(i), None) => format!("issuer {i}"),
+                    (None, Some(n)) => format!("namespace {n}"),
+                    (None, None) => "nothing".into(),
+                }
+            ),
+        }
+    }
 }
 
 /// A short-lived, single-use secret that lets a new workload get its first
@@ -267,6 +344,8 @@ pub enum Change {
     /// an offline root, and that root if the cluster has none yet). An
     /// existing root of the same id is not an error.
     RegisterIssuers(Vec<IssuerRecord>),
+    /// A rotation of the hierarchy.
+    Hierarchy(HierarchyChange),
 }
 
 impl Change {
@@ -283,6 +362,7 @@ impl Change {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            Change::Hierarchy(h) => h.describe(),
         }
     }
 }
@@ -373,6 +453,7 @@ impl fmt::Display for Proposal {
             Command::ApproveChange { .. } => "approve-change",
             Command::CreateToken(_) => "create-token",
             Command::RedeemToken { .. } => "redeem-token",
+            Command::Hierarchy(_) => "hierarchy",
         };
         write!(f, "{name}@{}", self.at_ms)?;
         if let Some(k) = &self.idempotency_key {
@@ -446,6 +527,11 @@ pub enum Outcome {
     TokenCreated,
     /// The token was valid and is now used up; enrol under these terms.
     TokenRedeemed(JoinToken),
+    /// A hierarchy change took effect; the trust bundle is now at
+    /// `bundle_version`.
+    HierarchyChanged {
+        bundle_version: u64,
+    },
     Rejected(Rejection),
 }
 
@@ -476,6 +562,10 @@ pub enum Rejection {
     UnknownIssuer { id: String },
     #[error("issuer {id:?} is already registered")]
     IssuerExists { id: String },
+    #[error("issuer {id:?} cannot be retired yet: {reason}")]
+    NotRetirable { id: String, reason: String },
+    #[error("issuer {id:?} is retired (its key is destroyed); sign with the region's current intermediate")]
+    IssuerRetired { id: String },
     #[error("the policy changed meanwhile: it is now at version {current}, not {expected}; review the new version and apply again")]
     PolicyConflict { expected: u64, current: u64 },
     #[error("policy version {version} does not exist")]

@@ -31,7 +31,9 @@
 //! - Idempotency keys: a retried proposal with the same key returns the
 //!   first outcome; the same key with a different command is rejected.
 //! - The CA hierarchy (roots and regional intermediates, keys only sealed)
-//!   and the policy text, versioned with history and rollback.
+//!   and its life: rotation, cross-signed root rollover, retirement once
+//!   the last leaf expires, forced-renewal markers.
+//! - The policy text, versioned with history and rollback.
 //! - An audit hash chain over every applied proposal.
 #![forbid(unsafe_code)]
 
@@ -39,13 +41,14 @@ mod command;
 mod state;
 
 pub use command::{
-    AuditEntry, BatchedRecord, Change, Command, Enrollment, IssuanceRecord, IssuerRecord,
-    JoinToken, Outcome, PendingChange, PolicyVersion, Proposal, Rejection, RevocationReason,
-    Serial, SerialLease, MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH, MAX_RECORD_BATCH,
+    AuditEntry, BatchedRecord, Change, Command, CrossCert, Enrollment, HierarchyChange,
+    IssuanceRecord, IssuerRecord, JoinToken, Outcome, PendingChange, PolicyVersion, Proposal,
+    Rejection, RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH,
+    MAX_RECORD_BATCH,
 };
 pub use state::{
-    apply, CrlShard, DecodeError, NodeLabels, Revocation, State, IDEMPOTENCY_WINDOW_MS,
-    MAX_AUDIT_ENTRIES, MAX_LEASE_BLOCK,
+    apply, CrlShard, DecodeError, ForceRenewMarker, IssuerPhase, NodeLabels, Revocation, State,
+    IDEMPOTENCY_WINDOW_MS, MAX_AUDIT_ENTRIES, MAX_FORCE_RENEW_MARKERS, MAX_LEASE_BLOCK,
 };
 
 #[cfg(test)]

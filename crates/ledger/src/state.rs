@@ -1,5 +1,8 @@
 //! The replicated state and the one function that changes it.
 
+mod hierarchy;
+pub use hierarchy::{ForceRenewMarker, IssuerPhase, MAX_FORCE_RENEW_MARKERS};
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ring::digest::{Context, SHA256};
@@ -102,6 +105,7 @@ pub struct State {
     tokens: BTreeMap<[u8; 32], JoinToken>,
     /// Roles bound to identities by redeemed tokens.
     enrollments: BTreeMap<String, Enrollment>,
+    hierarchy: hierarchy::Hierarchy,
 }
 
 /// The serialised form of [`State`]: the primary data, in canonical order.
@@ -129,6 +133,7 @@ struct StateRef<'a> {
     next_change_id: u64,
     tokens: &'a BTreeMap<[u8; 32], JoinToken>,
     enrollments: &'a BTreeMap<String, Enrollment>,
+    hierarchy: &'a hierarchy::Hierarchy,
 }
 
 /// The owned mirror of [`StateRef`], for loading.
@@ -151,6 +156,7 @@ struct StateRepr {
     next_change_id: u64,
     tokens: BTreeMap<[u8; 32], JoinToken>,
     enrollments: BTreeMap<String, Enrollment>,
+    hierarchy: hierarchy::Hierarchy,
 }
 
 fn values_as_seq<S: serde::Serializer>(
@@ -184,6 +190,7 @@ impl Serialize for State {
             next_change_id: self.next_change_id,
             tokens: &self.tokens,
             enrollments: &self.enrollments,
+            hierarchy: &self.hierarchy,
         }
         .serialize(s)
     }
@@ -253,6 +260,7 @@ impl<'de> Deserialize<'de> for State {
             next_change_id: r.next_change_id,
             tokens: r.tokens,
             enrollments: r.enrollments,
+            hierarchy: r.hierarchy,
         })
     }
 }
@@ -552,6 +560,15 @@ fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
             format!("token sha256 {}", &hex::encode(token_hash)[..16]),
             identity.clone(),
         ),
+        Command::Hierarchy(change) => (
+            match change {
+                crate::command::HierarchyChange::Rotate { .. } => "rotate",
+                crate::command::HierarchyChange::Retire { .. } => "retire-issuer",
+                crate::command::HierarchyChange::ForceRenew { .. } => "force-renew",
+            },
+            change.describe(),
+            p.actor.clone(),
+        ),
         Command::SetNodeLabels {
             node_id,
             region,
@@ -826,6 +843,7 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
             }
         }
         Command::Noop { .. } => Outcome::Noop,
+        Command::Hierarchy(change) => hierarchy::apply(state, change, at_ms),
         Command::RegisterIssuer(rec) => {
             if rec.id.is_empty() || rec.cert_der.is_empty() {
                 return invalid("an issuer needs an id and a certificate");
@@ -845,6 +863,7 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 }
             }
             state.issuers.insert(rec.id.clone(), rec.clone());
+            state.hierarchy.registered(rec);
             Outcome::IssuerRegistered { id: rec.id.clone() }
         }
         Command::ApplyPolicy {
@@ -968,6 +987,7 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 Change::RollbackPolicy { to_version } => {
                     Command::RollbackPolicy { to_version, author }
                 }
+                Change::Hierarchy(h) => Command::Hierarchy(h),
             };
             // A change that no longer applies (the policy moved on past
             // its expected version) is consumed all the same: the proposer
@@ -995,6 +1015,11 @@ fn record_issuance(state: &mut State, record: &IssuanceRecord) -> Outcome {
             sequence: record.sequence,
         });
     }
+    if state.hierarchy.is_retired(&record.issuer) {
+        return Outcome::Rejected(Rejection::IssuerRetired {
+            id: record.issuer.clone(),
+        });
+    }
     let key = (record.issuer.clone(), record.serial.clone());
     if state.records.contains_key(&key) {
         return Outcome::Rejected(Rejection::DuplicateSerial {
@@ -1002,6 +1027,9 @@ fn record_issuance(state: &mut State, record: &IssuanceRecord) -> Outcome {
             serial: record.serial.clone(),
         });
     }
+    state
+        .hierarchy
+        .leaf_recorded(&record.issuer, record.not_after_ms);
     state.expiry_index.insert((
         record.not_after_ms,
         record.issuer.clone(),

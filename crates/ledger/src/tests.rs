@@ -944,3 +944,239 @@ fn batches_are_bounded_and_never_nest() {
     }
     assert_eq!(s.hash(), before, "a refused batch changes nothing");
 }
+
+fn issuer(id: &str, region: Option<&str>, parent: Option<&str>) -> IssuerRecord {
+    IssuerRecord {
+        id: id.into(),
+        region: region.map(String::from),
+        cert_der: vec![0x30, 0x00],
+        sealed_key: Some(vec![1, 2, 3]),
+        parent: parent.map(String::from),
+        not_after_ms: 10_000_000,
+        crl_shards: 4,
+    }
+}
+
+fn hierarchy(at_ms: u64, change: HierarchyChange) -> Proposal {
+    Proposal::new(at_ms, Command::Hierarchy(change))
+}
+
+fn retire(at_ms: u64, id: &str) -> Proposal {
+    hierarchy(at_ms, HierarchyChange::Retire { id: id.into() })
+}
+
+#[test]
+fn an_intermediate_rotation_switches_the_signer_and_retires_the_old_one_after_its_last_leaf() {
+    let mut s = with_issuers();
+    assert_eq!(s.active_issuer("eu").unwrap().id, "eu");
+    assert_eq!(s.issuer_phase("eu"), Some(IssuerPhase::Active));
+    assert!(matches!(
+        apply(&mut s, &lease(1, "eu", 10)),
+        Outcome::LeaseGranted(_)
+    ));
+    assert!(matches!(
+        apply(&mut s, &record(1, "eu", 0, &[1], 50_000)),
+        Outcome::IssuanceRecorded { .. }
+    ));
+    let v0 = s.bundle_version();
+    let rotate = HierarchyChange::Rotate {
+        root: None,
+        cross: vec![],
+        intermediates: vec![issuer("eu.g2", Some("eu"), Some("root"))],
+        root_grace_ms: 0,
+    };
+    assert!(matches!(
+        apply(&mut s, &hierarchy(3_000, rotate.clone())),
+        Outcome::HierarchyChanged { .. }
+    ));
+    assert!(s.bundle_version() > v0);
+    assert_eq!(s.active_issuer("eu").unwrap().id, "eu.g2");
+    assert_eq!(s.issuer_phase("eu"), Some(IssuerPhase::Retiring));
+    assert_eq!(
+        s.active_issuer("us").unwrap().id,
+        "us",
+        "other regions unchanged"
+    );
+    // The same rotation again: the id exists.
+    assert!(matches!(
+        apply(&mut s, &hierarchy(3_000, rotate)),
+        Outcome::Rejected(Rejection::IssuerExists { .. })
+    ));
+    // A leaf signed by the old one just before still records.
+    assert!(matches!(
+        apply(&mut s, &record(1, "eu", 1, &[2], 60_000)),
+        Outcome::IssuanceRecorded { .. }
+    ));
+    // Not before its last leaf expires, not the active one, not twice.
+    let e = apply(&mut s, &retire(59_999, "eu"));
+    assert!(
+        matches!(&e, Outcome::Rejected(Rejection::NotRetirable { reason, .. }) if reason.contains("60000")),
+        "{e:?}"
+    );
+    assert!(matches!(
+        apply(&mut s, &retire(90_000, "eu.g2")),
+        Outcome::Rejected(Rejection::NotRetirable { .. })
+    ));
+    assert_eq!(s.retirable(59_999), Vec::<String>::new());
+    assert_eq!(s.retirable(60_000), vec!["eu".to_string()]);
+    assert!(matches!(
+        apply(&mut s, &retire(60_000, "eu")),
+        Outcome::HierarchyChanged { .. }
+    ));
+    assert_eq!(s.issuer_phase("eu"), Some(IssuerPhase::Retired));
+    assert_eq!(s.issuer("eu").unwrap().sealed_key, None, "key destroyed");
+    assert_eq!(s.retired_at("eu"), Some(60_000));
+    assert!(matches!(
+        apply(&mut s, &retire(70_000, "eu")),
+        Outcome::Rejected(Rejection::NotRetirable { .. })
+    ));
+    // Nothing more is recorded under a retired issuer.
+    assert!(matches!(
+        apply(&mut s, &record(1, "eu", 2, &[3], 90_000)),
+        Outcome::Rejected(Rejection::IssuerRetired { .. })
+    ));
+    let audit: Vec<_> = s
+        .audit_entries(0, 100, |_| true)
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(
+        audit.contains(&"rotate".to_string()) && audit.contains(&"retire-issuer".to_string()),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn a_root_rotation_is_whole_cross_signed_and_the_old_root_leaves_after_its_grace_and_children() {
+    let mut s = with_issuers();
+    let cross = vec![
+        CrossCert {
+            subject: "root2".into(),
+            signer: "root".into(),
+            cert_der: vec![0x30, 0x00],
+            not_after_ms: 10_000_000,
+        },
+        CrossCert {
+            subject: "root".into(),
+            signer: "root2".into(),
+            cert_der: vec![0x30, 0x00],
+            not_after_ms: 10_000_000,
+        },
+    ];
+    let good = HierarchyChange::Rotate {
+        root: Some(issuer("root2", None, None)),
+        cross: cross.clone(),
+        intermediates: vec![
+            issuer("eu.g2", Some("eu"), Some("root2")),
+            issuer("us.g2", Some("us"), Some("root2")),
+        ],
+        root_grace_ms: 100_000,
+    };
+    // Refused whole: an intermediate under the old root, no cross certs,
+    // two for one region.
+    for bad in [
+        HierarchyChange::Rotate {
+            root: Some(issuer("root2", None, None)),
+            cross: cross.clone(),
+            intermediates: vec![issuer("eu.g2", Some("eu"), Some("root"))],
+            root_grace_ms: 0,
+        },
+        HierarchyChange::Rotate {
+            root: Some(issuer("root2", None, None)),
+            cross: vec![],
+            intermediates: vec![issuer("eu.g2", Some("eu"), Some("root2"))],
+            root_grace_ms: 0,
+        },
+        HierarchyChange::Rotate {
+            root: None,
+            cross: vec![],
+            intermediates: vec![
+                issuer("eu.g2", Some("eu"), Some("root")),
+                issuer("eu.g3", Some("eu"), Some("root")),
+            ],
+            root_grace_ms: 0,
+        },
+    ] {
+        let before = s.clone();
+        assert!(matches!(
+            apply(&mut s, &hierarchy(3_000, bad)),
+            Outcome::Rejected(Rejection::Invalid { .. })
+        ));
+        assert_eq!(s.issuers().count(), before.issuers().count());
+        assert_eq!(s.active_issuer("eu").unwrap().id, "eu");
+    }
+    assert!(matches!(
+        apply(&mut s, &hierarchy(3_000, good)),
+        Outcome::HierarchyChanged { .. }
+    ));
+    assert_eq!(s.current_root().unwrap().id, "root2");
+    assert_eq!(s.issuer_phase("root"), Some(IssuerPhase::PreviousRoot));
+    assert_eq!(s.active_issuer("us").unwrap().id, "us.g2");
+    assert_eq!(s.cross_certs().count(), 2);
+    // The old root waits for its grace window and for its intermediates.
+    assert!(matches!(
+        apply(&mut s, &retire(50_000, "root")),
+        Outcome::Rejected(Rejection::NotRetirable { .. })
+    ));
+    let e = apply(&mut s, &retire(200_000, "root"));
+    assert!(
+        matches!(&e, Outcome::Rejected(Rejection::NotRetirable { reason, .. }) if reason.contains("not retired")),
+        "{e:?}"
+    );
+    for id in ["eu", "us", "root"] {
+        assert!(
+            matches!(
+                apply(&mut s, &retire(200_000, id)),
+                Outcome::HierarchyChanged { .. }
+            ),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        s.cross_certs().count(),
+        0,
+        "cross certs leave with the root"
+    );
+    assert!(matches!(
+        apply(&mut s, &retire(300_000, "root2")),
+        Outcome::Rejected(Rejection::NotRetirable { .. })
+    ));
+}
+
+#[test]
+fn force_renew_markers_are_numbered_bounded_and_checked() {
+    let mut s = with_issuers();
+    let force = |issuer: Option<&str>, ns: Option<&str>| {
+        hierarchy(
+            5_000,
+            HierarchyChange::ForceRenew {
+                issuer: issuer.map(String::from),
+                namespace: ns.map(String::from),
+            },
+        )
+    };
+    assert!(matches!(
+        apply(&mut s, &force(None, None)),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    assert!(matches!(
+        apply(&mut s, &force(Some("nope"), None)),
+        Outcome::Rejected(Rejection::UnknownIssuer { .. })
+    ));
+    for _ in 0..(MAX_FORCE_RENEW_MARKERS + 3) {
+        assert!(matches!(
+            apply(&mut s, &force(Some("eu"), Some("payments"))),
+            Outcome::HierarchyChanged { .. }
+        ));
+    }
+    let ids: Vec<u64> = s.force_renew_markers().map(|m| m.id).collect();
+    assert_eq!(ids.len(), MAX_FORCE_RENEW_MARKERS);
+    assert_eq!(*ids.last().unwrap(), MAX_FORCE_RENEW_MARKERS as u64 + 3);
+    let m = s.force_renew_markers().last().unwrap();
+    assert_eq!(
+        (m.issuer.as_deref(), m.namespace.as_deref(), m.at_ms),
+        (Some("eu"), Some("payments"), 5_000)
+    );
+    let copy = State::decode(&s.encode()).unwrap();
+    assert_eq!(copy.hash(), s.hash());
+}
