@@ -12,7 +12,8 @@ use quorumca_ca::{
 };
 use quorumca_consensus::{now_ms, ConsensusError, Node};
 use quorumca_ledger::{
-    Command, IssuanceRecord, IssuerRecord, Outcome, Proposal, Rejection, RevocationReason, Serial,
+    Command, HierarchyChange, IssuanceRecord, IssuerRecord, Outcome, Proposal, Rejection,
+    RevocationReason, Serial,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Mutex;
@@ -95,6 +96,8 @@ pub struct Issued {
     /// first attempt with the same idempotency key recorded (and
     /// `log_index` is 0).
     pub replayed: bool,
+    /// The namespace it was issued in.
+    pub namespace: String,
 }
 
 struct LeaseCursor {
@@ -199,10 +202,10 @@ impl Authority {
         let now = now_ms() as i64 / 1000;
         let root_signer = match self
             .node
-            .read_linearizable(|s| s.issuer(ROOT_ID).cloned())
+            .read_linearizable(|s| s.current_root().cloned())
             .await?
         {
-            Some(_) => self.signer(ROOT_ID)?,
+            Some(root) => self.signer(&root.id)?,
             None if self.cfg.root_files.is_some() => {
                 let (cert_path, key_path) = self.cfg.root_files.clone().expect("checked");
                 let read = |p: &std::path::Path| {
@@ -343,10 +346,14 @@ impl Authority {
         let info = quorumca_ca::check_intermediate(root_der, cert_der, &pkcs8, now)?;
         let existing_root = self
             .node
-            .read_linearizable(|s| s.issuer(ROOT_ID).map(|r| r.cert_der.clone()))
+            .read_linearizable(|s| s.current_root().map(|r| (r.id.clone(), r.cert_der.clone())))
             .await?;
         let mut out = Vec::new();
-        match existing_root {
+        let parent = existing_root
+            .as_ref()
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| ROOT_ID.to_string());
+        match existing_root.map(|(_, der)| der) {
             Some(der) if der != root_der => {
                 return Err(AuthorityError::InvalidArgument(
                     "the cluster already trusts a different root; intermediates must chain to it"
@@ -377,7 +384,7 @@ impl Authority {
             region: Some(region.into()),
             cert_der: cert_der.to_vec(),
             sealed_key: Some(sealed_key.to_vec()),
-            parent: Some(ROOT_ID.into()),
+            parent: Some(parent),
             not_after_ms: info.not_after as u64 * 1000,
             crl_shards: self.cfg.crl_shards.max(1),
         });
@@ -399,6 +406,251 @@ impl Authority {
             | Outcome::Rejected(Rejection::IssuerExists { .. }) => Ok(()),
             o => Err(rejected(o)),
         }
+    }
+
+    /// What follows a leaf of `issuer_id` in its chain: the intermediate,
+    /// then the cross certificates of the intermediate's root, so relying
+    /// parties that trust either root of a rollover find a path.
+    pub(crate) fn chain_tail(&self, issuer_id: &str) -> String {
+        self.node.read_local(|s| {
+            let Some(i) = s.issuer(issuer_id) else {
+                return String::new();
+            };
+            let mut out = pem_encode("CERTIFICATE", &i.cert_der);
+            for c in s
+                .cross_certs()
+                .filter(|c| Some(&c.subject) == i.parent.as_ref())
+            {
+                out.push_str(&pem_encode("CERTIFICATE", &c.cert_der));
+            }
+            out
+        })
+    }
+
+    /// A new intermediate for `region` under `root`, its key sealed, with
+    /// the next free generation id (`<region>.g2`, `.g3`, ...).
+    fn new_intermediate(
+        &self,
+        root: &CaSigner,
+        root_id: &str,
+        root_not_after_ms: u64,
+        region: &str,
+        taken: &mut std::collections::BTreeSet<String>,
+    ) -> Result<IssuerRecord, AuthorityError> {
+        let (id, generation) = next_generation(region, taken);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let sealed = self.seal_key(&key, &id)?;
+        let now = now_ms() as i64 / 1000;
+        let validity = Validity {
+            not_before: now - 60,
+            not_after: (now + 365 * 86_400).min((root_not_after_ms / 1000) as i64),
+        };
+        let int = quorumca_ca::sign_intermediate(
+            root,
+            key,
+            &format!("QuorumCA {region} G{generation}"),
+            validity,
+            &self.random_serial()?,
+        )?;
+        Ok(IssuerRecord {
+            id,
+            region: Some(region.into()),
+            cert_der: int.cert_der.clone(),
+            sealed_key: Some(sealed),
+            parent: Some(root_id.into()),
+            not_after_ms: validity.not_after as u64 * 1000,
+            crl_shards: self.cfg.crl_shards.max(1),
+        })
+    }
+
+    /// The signer of the current root; a root kept offline cannot sign in
+    /// the cluster, and the error says what to do instead.
+    fn root_signer(&self, root: &IssuerRecord) -> Result<Arc<CaSigner>, AuthorityError> {
+        if root.sealed_key.is_none() {
+            return Err(AuthorityError::NoIssuer(format!(
+                "{} (the root's key is kept offline, so the cluster cannot sign with it)",
+                root.id
+            )));
+        }
+        self.signer(&root.id)
+    }
+
+    /// Plans a rotation of `region`'s intermediate: a new key and
+    /// certificate under the current root. Nothing is recorded yet.
+    pub async fn plan_intermediate_rotation(
+        &self,
+        region: &str,
+    ) -> Result<HierarchyChange, AuthorityError> {
+        let (root, active, mut taken) = self
+            .node
+            .read_linearizable(|s| {
+                (
+                    s.current_root().cloned(),
+                    s.active_issuer(region).map(|i| i.id.clone()),
+                    s.issuers().map(|i| i.id.clone()).collect(),
+                )
+            })
+            .await?;
+        let root = root.ok_or_else(|| {
+            AuthorityError::NoIssuer("root (bootstrap the hierarchy first)".into())
+        })?;
+        if active.is_none() {
+            return Err(AuthorityError::InvalidArgument(format!(
+                "region {region:?} has no intermediate to rotate (`quorumca bundle show` lists the regions)"
+            )));
+        }
+        let signer = self.root_signer(&root)?;
+        let rec =
+            self.new_intermediate(&signer, &root.id, root.not_after_ms, region, &mut taken)?;
+        Ok(HierarchyChange::Rotate {
+            root: None,
+            cross: vec![],
+            intermediates: vec![rec],
+            root_grace_ms: 0,
+        })
+    }
+
+    /// Plans a root rollover: a new root, cross-signed with the current
+    /// one both ways, and a new intermediate under it for every region.
+    pub async fn plan_root_rotation(
+        &self,
+        grace: Duration,
+    ) -> Result<HierarchyChange, AuthorityError> {
+        let (old, regions, mut taken) = self
+            .node
+            .read_linearizable(|s| {
+                let regions: Vec<String> = s
+                    .issuers()
+                    .filter(|i| s.issuer_phase(&i.id) == Some(quorumca_ledger::IssuerPhase::Active))
+                    .filter_map(|i| i.region.clone())
+                    .collect();
+                (
+                    s.current_root().cloned(),
+                    regions,
+                    s.issuers().map(|i| i.id.clone()).collect(),
+                )
+            })
+            .await?;
+        let old = old.ok_or_else(|| {
+            AuthorityError::NoIssuer("root (bootstrap the hierarchy first)".into())
+        })?;
+        let old_signer = self.root_signer(&old)?;
+        let (id, generation) = next_generation(ROOT_ID, &mut taken);
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?;
+        let sealed = self.seal_key(&key, &id)?;
+        let now = now_ms() as i64 / 1000;
+        let validity = Validity {
+            not_before: now - 60,
+            not_after: now + 10 * 365 * 86_400,
+        };
+        let new = quorumca_ca::self_signed_root(
+            key,
+            &format!("QuorumCA Root G{generation}"),
+            validity,
+            &self.random_serial()?,
+        )?;
+        // A cross certificate never outlives the root that signs it.
+        let old_end = (old.not_after_ms / 1000) as i64;
+        let cross_validity = Validity {
+            not_before: now - 60,
+            not_after: old_end.min(validity.not_after),
+        };
+        let cross = vec![
+            quorumca_ledger::CrossCert {
+                subject: id.clone(),
+                signer: old.id.clone(),
+                cert_der: quorumca_ca::cross_sign(
+                    &old_signer,
+                    &new.cert_der,
+                    cross_validity,
+                    &self.random_serial()?,
+                )?,
+                not_after_ms: cross_validity.not_after as u64 * 1000,
+            },
+            quorumca_ledger::CrossCert {
+                subject: old.id.clone(),
+                signer: id.clone(),
+                cert_der: quorumca_ca::cross_sign(
+                    &new,
+                    &old.cert_der,
+                    cross_validity,
+                    &self.random_serial()?,
+                )?,
+                not_after_ms: cross_validity.not_after as u64 * 1000,
+            },
+        ];
+        let root_not_after_ms = validity.not_after as u64 * 1000;
+        let mut intermediates = Vec::new();
+        for region in &regions {
+            intermediates.push(self.new_intermediate(
+                &new,
+                &id,
+                root_not_after_ms,
+                region,
+                &mut taken,
+            )?);
+        }
+        if intermediates.is_empty() {
+            return Err(AuthorityError::InvalidArgument(
+                "no region has an intermediate yet; bootstrap the hierarchy first".into(),
+            ));
+        }
+        Ok(HierarchyChange::Rotate {
+            root: Some(IssuerRecord {
+                id,
+                region: None,
+                cert_der: new.cert_der.clone(),
+                sealed_key: Some(sealed),
+                parent: None,
+                not_after_ms: root_not_after_ms,
+                crl_shards: 1,
+            }),
+            cross,
+            intermediates,
+            root_grace_ms: grace.as_millis() as u64,
+        })
+    }
+
+    /// Commits a hierarchy change; returns the new bundle version.
+    pub async fn apply_hierarchy(
+        &self,
+        change: HierarchyChange,
+        actor: &str,
+    ) -> Result<u64, AuthorityError> {
+        match self
+            .propose(Proposal::new(now_ms(), Command::Hierarchy(change)).by(actor))
+            .await?
+            .0
+        {
+            Outcome::HierarchyChanged { bundle_version } => Ok(bundle_version),
+            o => Err(rejected(o)),
+        }
+    }
+
+    /// Retires every issuer whose time has come (the leader only, so the
+    /// cluster proposes each retirement once).
+    pub async fn retire_due(&self) -> Result<Vec<String>, AuthorityError> {
+        if !self.node.is_leader() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let due = self.node.read_local(|s| s.retirable(now));
+        let mut done = Vec::new();
+        for id in due {
+            let change = HierarchyChange::Retire { id: id.clone() };
+            match self
+                .apply_hierarchy(change, &format!("node {} (housekeeping)", self.node.id()))
+                .await
+            {
+                Ok(_) => {
+                    self.signers.lock().expect("signer cache").remove(&id);
+                    done.push(id);
+                }
+                Err(AuthorityError::Rejected(Rejection::NotRetirable { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
     }
 
     fn random_serial(&self) -> Result<Vec<u8>, AuthorityError> {
@@ -468,6 +720,12 @@ impl Authority {
     /// The signer of `issuer_id`, unsealed on first use and cached. The
     /// unsealed PKCS#8 bytes are zeroized as soon as the key is loaded.
     pub(crate) fn signer(&self, issuer_id: &str) -> Result<Arc<CaSigner>, AuthorityError> {
+        if self.node.read_local(|s| s.retired_at(issuer_id).is_some()) {
+            self.signers.lock().expect("signer cache").remove(issuer_id);
+            return Err(AuthorityError::NoIssuer(format!(
+                "{issuer_id} (retired: its key is destroyed)"
+            )));
+        }
         if let Some(s) = self.signers.lock().expect("signer cache").get(issuer_id) {
             return Ok(s.clone());
         }
@@ -584,12 +842,14 @@ impl Authority {
         let cert_der = record.full_der.ok_or_else(|| {
             AuthorityError::Internal("a keyed issuance was recorded without its certificate".into())
         })?;
+        let _ = issuer_der;
         Ok(Some(Issued {
             chain_pem: format!(
                 "{}{}",
                 pem_encode("CERTIFICATE", &cert_der),
-                pem_encode("CERTIFICATE", &issuer_der)
+                self.chain_tail(&record.issuer)
             ),
+            namespace: record.namespace,
             issuer: record.issuer,
             serial: record.serial.0,
             cert_der,
@@ -709,10 +969,16 @@ impl Authority {
                 "a renewal keeps the names of the certificate being renewed; put exactly its DNS, IP and URI names in the CSR (or Issue a new certificate)".into(),
             ));
         }
-        let issuer_id = self.cfg.region.clone();
-        if self.node.read_local(|s| s.issuer(&issuer_id).is_none()) {
-            self.node.read_linearizable(|_| ()).await?;
-        }
+        let region = self.cfg.region.clone();
+        let active = |s: &quorumca_ledger::State| s.active_issuer(&region).map(|i| i.id.clone());
+        let issuer_id = match self.node.read_local(active) {
+            Some(id) => id,
+            None => self
+                .node
+                .read_linearizable(active)
+                .await?
+                .unwrap_or_else(|| region.clone()),
+        };
         let signer = self.signer(&issuer_id)?;
         let shards = self
             .node
@@ -777,7 +1043,7 @@ impl Authority {
                 let chain_pem = format!(
                     "{}{}",
                     pem_encode("CERTIFICATE", &cert_der),
-                    signer.cert_pem()
+                    self.chain_tail(&issuer)
                 );
                 Ok(Issued {
                     issuer,
@@ -788,6 +1054,7 @@ impl Authority {
                     not_before: decision.validity.not_before,
                     not_after: decision.validity.not_after,
                     replayed: false,
+                    namespace: decision.namespace.clone(),
                 })
             }
             o => Err(rejected(o)),
@@ -924,6 +1191,20 @@ impl Authority {
             Ok(der) => der,
             Err(e) => e.response_der(),
         }
+    }
+}
+
+/// The next unused generation of `base`: `base.g2`, `base.g3`, ... (the
+/// bootstrap issuer is generation 1 and carries the bare name). Reserves
+/// it in `taken`.
+fn next_generation(base: &str, taken: &mut std::collections::BTreeSet<String>) -> (String, u32) {
+    let mut n = 2;
+    loop {
+        let id = format!("{base}.g{n}");
+        if taken.insert(id.clone()) {
+            return (id, n);
+        }
+        n += 1;
     }
 }
 

@@ -189,6 +189,7 @@ fn issue_response(issued: crate::authority::Issued) -> pb::IssueResponse {
         not_after: issued.not_after,
         log_index: issued.log_index,
         replayed: issued.replayed,
+        namespace: issued.namespace,
     }
 }
 
@@ -457,13 +458,56 @@ impl pb::authority_service_server::AuthorityService for Services {
         req: Request<pb::GetTrustBundleRequest>,
     ) -> Result<Response<pb::TrustBundle>, Status> {
         self.caller(&req)?;
-        let issuers = self
+        let bundle = self
             .0
             .node()
-            .read_linearizable(|s| s.issuers().cloned().collect::<Vec<_>>())
+            .read_linearizable(bundle_of)
             .await
             .map_err(|e| to_status(e.into()))?;
-        Ok(Response::new(bundle_of(issuers)))
+        Ok(Response::new(bundle))
+    }
+
+    async fn rotate_intermediate(
+        &self,
+        req: Request<pb::RotateIntermediateRequest>,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        let caller = self.allow(&req, Action::ChangeCa)?;
+        let region = req.into_inner().region;
+        let change = self
+            .0
+            .plan_intermediate_rotation(&region)
+            .await
+            .map_err(to_status)?;
+        self.hierarchy_change(&caller, change, true).await
+    }
+
+    async fn rotate_root(
+        &self,
+        req: Request<pb::RotateRootRequest>,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        let caller = self.allow(&req, Action::ChangeCa)?;
+        let grace = match req.into_inner().grace_seconds {
+            0 => Duration::from_secs(30 * 86_400),
+            s => Duration::from_secs(s),
+        };
+        let change = self.0.plan_root_rotation(grace).await.map_err(to_status)?;
+        self.hierarchy_change(&caller, change, true).await
+    }
+
+    async fn force_renew(
+        &self,
+        req: Request<pb::ForceRenewRequest>,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        let caller = self.allow(&req, Action::ChangeCa)?;
+        let r = req.into_inner();
+        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        let change = quorumca_ledger::HierarchyChange::ForceRenew {
+            issuer: nonempty(r.issuer),
+            namespace: nonempty(r.namespace),
+        };
+        // An emergency measure: it only makes holders renew, so it never
+        // waits for a second admin.
+        self.hierarchy_change(&caller, change, false).await
     }
 
     type WatchTrustBundleStream =
@@ -483,8 +527,7 @@ impl pb::authority_service_server::AuthorityService for Services {
         tokio::spawn(async move {
             let mut sent = None;
             loop {
-                let issuers = node.read_local(|s| s.issuers().cloned().collect::<Vec<_>>());
-                let bundle = bundle_of(issuers);
+                let bundle = node.read_local(bundle_of);
                 if sent != Some(bundle.version) {
                     sent = Some(bundle.version);
                     if tx.send(Ok(bundle)).await.is_err() {
@@ -518,25 +561,57 @@ impl pb::authority_service_server::AuthorityService for Services {
     }
 }
 
-/// The bundle of these issuers. Issuers are only ever added, so their
-/// count is the bundle's version.
-fn bundle_of(issuers: Vec<quorumca_ledger::IssuerRecord>) -> pb::TrustBundle {
-    let roots_pem = issuers
-        .iter()
-        .filter(|i| i.parent.is_none())
-        .map(|i| pem_encode("CERTIFICATE", &i.cert_der))
+/// The trust bundle as the ledger holds it: roots not withdrawn, issuers
+/// not retired, cross certificates of a rollover, forced-renewal markers.
+fn bundle_of(s: &quorumca_ledger::State) -> pb::TrustBundle {
+    use quorumca_ledger::IssuerPhase;
+    let live: Vec<_> = s
+        .issuers()
+        .filter_map(|i| match s.issuer_phase(&i.id)? {
+            IssuerPhase::Retired => None,
+            phase => Some((i, phase)),
+        })
         .collect();
     pb::TrustBundle {
-        roots_pem,
-        version: issuers.len() as u64,
-        issuers: issuers
+        roots_pem: live
+            .iter()
+            .filter(|(i, _)| i.parent.is_none())
+            .map(|(i, _)| pem_encode("CERTIFICATE", &i.cert_der))
+            .collect(),
+        version: s.bundle_version(),
+        issuers: live
             .into_iter()
-            .map(|i| pb::Issuer {
+            .map(|(i, phase)| pb::Issuer {
                 certificate_pem: pem_encode("CERTIFICATE", &i.cert_der),
-                id: i.id,
-                region: i.region.unwrap_or_default(),
-                parent: i.parent.unwrap_or_default(),
+                id: i.id.clone(),
+                region: i.region.clone().unwrap_or_default(),
+                parent: i.parent.clone().unwrap_or_default(),
                 crl_shards: i.crl_shards,
+                phase: match phase {
+                    IssuerPhase::CurrentRoot => "current-root",
+                    IssuerPhase::PreviousRoot => "previous-root",
+                    IssuerPhase::Active => "active",
+                    IssuerPhase::Retiring => "retiring",
+                    IssuerPhase::Retired => "retired",
+                }
+                .into(),
+            })
+            .collect(),
+        cross_certificates: s
+            .cross_certs()
+            .map(|c| pb::CrossCertificate {
+                subject: c.subject.clone(),
+                signer: c.signer.clone(),
+                certificate_pem: pem_encode("CERTIFICATE", &c.cert_der),
+            })
+            .collect(),
+        force_renew: s
+            .force_renew_markers()
+            .map(|m| pb::ForceRenewMarker {
+                id: m.id,
+                issuer: m.issuer.clone().unwrap_or_default(),
+                namespace: m.namespace.clone().unwrap_or_default(),
+                at_ms: m.at_ms,
             })
             .collect(),
     }
@@ -769,6 +844,51 @@ impl pb::policy_service_server::PolicyService for Services {
 }
 
 impl Services {
+    /// Commits a hierarchy change, or files it for a second admin when
+    /// `approvable` and the policy's `[approvals] ca` asks for one.
+    async fn hierarchy_change(
+        &self,
+        caller: &Caller,
+        change: quorumca_ledger::HierarchyChange,
+        approvable: bool,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        let new_issuers = match &change {
+            quorumca_ledger::HierarchyChange::Rotate {
+                root,
+                intermediates,
+                ..
+            } => root
+                .iter()
+                .chain(intermediates)
+                .map(|r| r.id.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if approvable && self.0.local_policy().approvals.ca {
+            return match self
+                .propose_change(caller, Change::Hierarchy(change))
+                .await?
+            {
+                Outcome::ChangePending { id } => Ok(Response::new(pb::RotateResponse {
+                    bundle_version: 0,
+                    pending_change: id,
+                    new_issuers,
+                })),
+                o => Err(to_status(rejected(o))),
+            };
+        }
+        let bundle_version = self
+            .0
+            .apply_hierarchy(change, &caller.identity)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RotateResponse {
+            bundle_version,
+            pending_change: 0,
+            new_issuers,
+        }))
+    }
+
     async fn propose_change(&self, caller: &Caller, change: Change) -> Result<Outcome, Status> {
         let p = Proposal::new(
             quorumca_consensus::now_ms(),
@@ -805,12 +925,14 @@ fn policy_reply(
             pending_change: 0,
         })),
         // An approved CA change.
-        Outcome::IssuerRegistered { .. } => Ok(Response::new(pb::ApplyPolicyResponse {
-            version: 0,
-            diff,
-            applied: true,
-            pending_change: 0,
-        })),
+        Outcome::IssuerRegistered { .. } | Outcome::HierarchyChanged { .. } => {
+            Ok(Response::new(pb::ApplyPolicyResponse {
+                version: 0,
+                diff,
+                applied: true,
+                pending_change: 0,
+            }))
+        }
         Outcome::ChangePending { id } => Ok(Response::new(pb::ApplyPolicyResponse {
             version: current,
             diff,

@@ -527,8 +527,9 @@ async fn report_health(
     }
 }
 
-/// Rebuilds changed CRL shards twice a second; the leader prunes expired
-/// records every half minute (an hour after expiry, so each revoked entry
+/// Rebuilds changed CRL shards twice a second; the leader retires issuers
+/// whose last leaf expired every two seconds and prunes expired records
+/// every half minute (an hour after expiry, so each revoked entry
 /// still appears on CRLs issued after its certificate expired).
 async fn housekeeping(a: &Authority, stopped: &mut watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -544,6 +545,16 @@ async fn housekeeping(a: &Authority, stopped: &mut watch::Receiver<bool>) {
             Ok(0) => {}
             Ok(built) => tracing::debug!(built, "CRL shards rebuilt"),
             Err(e) => tracing::debug!(error = %e, "CRL rebuild deferred"),
+        }
+        if n.is_multiple_of(4) {
+            match a.retire_due().await {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::info!(issuer = %id, "issuer retired (last leaf expired); its key is destroyed");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "retirement deferred"),
+            }
         }
         if n.is_multiple_of(60) {
             match a.prune_expired(Duration::from_secs(3600)).await {

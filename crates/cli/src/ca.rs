@@ -9,6 +9,9 @@
 //! the cluster: a node generates the intermediate's key (it never leaves the
 //! cluster unsealed) and a CSR; after the offline signing, the certificate
 //! is checked and registered.
+//!
+//! `rotate-intermediate`, `rotate-root` and `force-renew` change the
+//! hierarchy of a running cluster whose root key it holds.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -89,6 +92,45 @@ pub enum CaCmd {
         /// The <region>.sealed-key written by prepare-intermediate.
         #[arg(long)]
         sealed_key: PathBuf,
+    },
+    /// Rotate a region's intermediate: a new key and certificate under the
+    /// current root sign the region's new leaves from now on. The old one
+    /// stays in the bundle, and its CRLs and OCSP stay served, until its
+    /// last leaf expires; then the cluster retires it and destroys its key.
+    ///
+    /// Example: quorumca ca rotate-intermediate --region dev-a
+    RotateIntermediate {
+        #[command(flatten)]
+        conn: crate::cluster::Conn,
+        #[arg(long)]
+        region: String,
+    },
+    /// Roll the root over: a new root, cross-signed with the current one
+    /// both ways, and a new intermediate under it for every region. Both
+    /// roots stay in the trust bundle for the grace window (clients holding
+    /// either validate every chain); then the old root is withdrawn once
+    /// its intermediates are retired.
+    ///
+    /// Example: quorumca ca rotate-root --grace 30d
+    RotateRoot {
+        #[command(flatten)]
+        conn: crate::cluster::Conn,
+        /// How long both roots stay in the bundle at least.
+        #[arg(long, default_value = "30d")]
+        grace: humantime::Duration,
+    },
+    /// Make every agent holding a certificate of an issuer (or namespace)
+    /// renew now: the response to a compromised key.
+    ///
+    /// Example: quorumca ca force-renew --issuer dev-a
+    #[command(group = clap::ArgGroup::new("scope").required(true).multiple(true))]
+    ForceRenew {
+        #[command(flatten)]
+        conn: crate::cluster::Conn,
+        #[arg(long, group = "scope")]
+        issuer: Option<String>,
+        #[arg(long, group = "scope")]
+        namespace: Option<String>,
     },
     /// Sign an intermediate CA (pathLen 0) for a CSR with the offline root.
     ///
@@ -263,6 +305,31 @@ pub(crate) fn random_serial(rng: &SystemRandom) -> anyhow::Result<Vec<u8>> {
     Ok(s.to_vec())
 }
 
+fn rotated(
+    output: &crate::output::Output,
+    r: &quorumca_api::pb::RotateResponse,
+    done: &str,
+) -> anyhow::Result<()> {
+    match output {
+        crate::output::Output::Json => crate::out!(
+            "{}",
+            crate::output::json(&serde_json::json!({
+                "bundle_version": r.bundle_version,
+                "pending_change": r.pending_change,
+                "new_issuers": r.new_issuers,
+            }))
+        ),
+        crate::output::Output::Table if r.pending_change != 0 => crate::out!(
+            "waiting for a second admin: quorumca approve {}",
+            r.pending_change
+        ),
+        crate::output::Output::Table => {
+            crate::out!("{done} (trust bundle version {})", r.bundle_version)
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -340,6 +407,62 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
                 "intermediate {region} installed; nodes of region {region} now issue under it"
             );
             Ok(())
+        }
+        CaCmd::RotateIntermediate { conn, region } => {
+            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
+            let r = c
+                .rotate_intermediate(quorumca_api::pb::RotateIntermediateRequest {
+                    region: region.clone(),
+                })
+                .await
+                .map_err(crate::client::status_error)
+                .context("rotating the intermediate")?
+                .into_inner();
+            rotated(
+                &conn.output,
+                &r,
+                &format!("region {region} now issues under {}; the old intermediate is retired when its last leaf expires", r.new_issuers.join(", ")),
+            )
+        }
+        CaCmd::RotateRoot { conn, grace } => {
+            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
+            let r = c
+                .rotate_root(quorumca_api::pb::RotateRootRequest {
+                    grace_seconds: grace.as_secs().max(1),
+                })
+                .await
+                .map_err(crate::client::status_error)
+                .context("rotating the root")?
+                .into_inner();
+            rotated(
+                &conn.output,
+                &r,
+                &format!(
+                    "new root and intermediates: {}; both roots stay in the trust bundle for at least {grace}",
+                    r.new_issuers.join(", ")
+                ),
+            )
+        }
+        CaCmd::ForceRenew {
+            conn,
+            issuer,
+            namespace,
+        } => {
+            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
+            let r = c
+                .force_renew(quorumca_api::pb::ForceRenewRequest {
+                    issuer: issuer.unwrap_or_default(),
+                    namespace: namespace.unwrap_or_default(),
+                })
+                .await
+                .map_err(crate::client::status_error)
+                .context("requesting a forced renewal")?
+                .into_inner();
+            rotated(
+                &conn.output,
+                &r,
+                "agents following the trust bundle renew their matching certificates now",
+            )
         }
         CaCmd::InitRoot {
             out_dir,

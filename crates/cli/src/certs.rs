@@ -580,12 +580,21 @@ pub async fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                     serde_json::json!({
                         "id": i.id, "region": i.region, "parent": i.parent,
                         "crl_shards": i.crl_shards, "certificate_pem": i.certificate_pem,
+                        "phase": i.phase,
                     })
                 })
                 .collect();
+            let cross: Vec<_> = b
+                .cross_certificates
+                .iter()
+                .map(|c| serde_json::json!({"subject": c.subject, "signer": c.signer, "certificate_pem": c.certificate_pem}))
+                .collect();
             crate::out!(
                 "{}",
-                json(&serde_json::json!({"roots_pem": b.roots_pem, "issuers": issuers}))
+                json(
+                    &serde_json::json!({"roots_pem": b.roots_pem, "issuers": issuers,
+                    "cross_certificates": cross, "version": b.version})
+                )
             )
         }
         CertOutput::Table => {
@@ -611,13 +620,20 @@ pub async fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
                             i.parent.clone()
                         },
                         i.crl_shards.to_string(),
+                        i.phase.clone(),
                     ]
                 })
                 .collect();
             crate::out!(
                 "{}",
-                table(&["ISSUER", "KIND", "REGION", "PARENT", "CRL SHARDS"], &rows)
+                table(
+                    &["ISSUER", "KIND", "REGION", "PARENT", "CRL SHARDS", "PHASE"],
+                    &rows
+                )
             );
+            for c in &b.cross_certificates {
+                crate::out!("cross certificate: {} signed by {}", c.subject, c.signer);
+            }
             crate::out!("\n(-o pem prints the roots to trust)");
         }
     }
