@@ -59,6 +59,10 @@ pub struct Agent {
     cluster_ca: Vec<u8>,
     /// Roots from the last trust bundle, trusted beside `cluster_ca`.
     roots: RwLock<Option<String>>,
+    /// Forced-renewal markers from the last trust bundle.
+    markers: RwLock<Vec<pb::ForceRenewMarker>>,
+    /// Per intent: wakes its task for a forced renewal.
+    nudges: std::collections::BTreeMap<String, Arc<tokio::sync::Notify>>,
     status: Mutex<Status>,
 }
 
@@ -81,10 +85,17 @@ impl Agent {
         })?;
         // Counters survive restarts so metrics stay monotonic.
         let status = Status::read(&cfg.state_dir).unwrap_or_default();
+        let nudges = cfg
+            .intents
+            .iter()
+            .map(|i| (i.name.clone(), Arc::new(tokio::sync::Notify::new())))
+            .collect();
         Ok(Arc::new(Self {
             cfg,
             cluster_ca,
             roots: RwLock::new(None),
+            markers: RwLock::new(Vec::new()),
+            nudges,
             status: Mutex::new(status),
         }))
     }
@@ -192,6 +203,8 @@ impl Agent {
         // One jitter draw per certificate, so restarts do not re-roll it.
         let mut jitter_of: Option<(String, f64)> = None;
         let mut failures: u32 = 0;
+        let mut forced = false;
+        let nudge = self.nudges[&name].clone();
         loop {
             let current = match store.current() {
                 Ok(v) => v,
@@ -248,8 +261,14 @@ impl Agent {
                 };
             });
             let wait = (due - now()).max(0) as u64;
-            if wait > 0 && failures == 0 {
-                tokio::time::sleep(Duration::from_secs(wait)).await;
+            if wait > 0 && failures == 0 && !forced {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                    _ = nudge.notified() => {
+                        tracing::warn!(intent = %name, "forced renewal requested by the cluster");
+                        forced = true;
+                    }
+                }
                 continue;
             }
             self.update(&name, |s| {
@@ -258,8 +277,14 @@ impl Agent {
                 }
             });
             match self.obtain(&intent, &store, current.as_ref()).await {
-                Ok((v, issuer, replayed)) => {
+                Ok((v, issuer, replayed, markers_before)) => {
                     failures = 0;
+                    forced = false;
+                    // Every marker known before the request was committed
+                    // before this certificate was issued: it is satisfied.
+                    if markers_before > store.force_renew_handled() {
+                        store.set_force_renew_handled(markers_before)?;
+                    }
                     tracing::info!(intent = %name, serial = %v.info.serial, not_after = v.info.not_after, replayed, "certificate renewed");
                     store.link_outputs(
                         &intent.key_file,
@@ -311,7 +336,15 @@ impl Agent {
         intent: &Intent,
         store: &Store,
         current: Option<&Version>,
-    ) -> Result<(Version, String, bool), AgentError> {
+    ) -> Result<(Version, String, bool, u64), AgentError> {
+        let markers_before = self
+            .markers
+            .read()
+            .expect("markers")
+            .iter()
+            .map(|m| m.id)
+            .max()
+            .unwrap_or(0);
         let from_serial = current.map(|v| v.info.serial.clone());
         let pending = match store.load_pending() {
             Some(p) if p.from_serial == from_serial => p,
@@ -359,10 +392,14 @@ impl Agent {
             &pending.key_pem,
             &resp.certificate_pem,
             &resp.chain_pem,
+            &store::VersionMeta {
+                issuer: resp.issuer.clone(),
+                namespace: resp.namespace.clone(),
+            },
             Self::perms(intent),
         )?;
         store.clear_pending()?;
-        Ok((v, resp.issuer, resp.replayed))
+        Ok((v, resp.issuer, resp.replayed, markers_before))
     }
 
     async fn bootstrap(
@@ -448,6 +485,29 @@ impl Agent {
         }
     }
 
+    /// Wakes every intent whose certificate a marker it has not handled
+    /// names (by issuer and namespace) and that was installed before the
+    /// marker (give or take clock skew between here and the cluster).
+    fn nudge_forced(&self, markers: &[pb::ForceRenewMarker]) {
+        const SKEW_MS: i64 = 5_000;
+        for intent in &self.cfg.intents {
+            let store = Store::peek(&self.cfg.state_dir, &intent.name);
+            let Ok(Some(v)) = store.current() else {
+                continue;
+            };
+            let handled = store.force_renew_handled();
+            let hit = markers.iter().any(|m| {
+                m.id > handled
+                    && (m.issuer.is_empty() || m.issuer == v.meta.issuer)
+                    && (m.namespace.is_empty() || m.namespace == v.meta.namespace)
+                    && (m.at_ms as i64) + SKEW_MS > v.installed_at * 1000
+            });
+            if hit {
+                self.nudges[&intent.name].notify_one();
+            }
+        }
+    }
+
     fn any_credentials(&self) -> Option<Credentials> {
         self.cfg.intents.iter().find_map(|i| {
             let v = Store::peek(&self.cfg.state_dir, &i.name).current().ok()??;
@@ -498,6 +558,8 @@ impl Agent {
                 *self.roots.write().expect("roots") = Some(b.roots_pem.clone());
                 tracing::info!(version = b.version, "trust bundle written");
             }
+            *self.markers.write().expect("markers") = b.force_renew.clone();
+            self.nudge_forced(&b.force_renew);
             let mut s = self.status.lock().expect("status");
             if s.bundle_version != b.version || changed {
                 s.bundle_version = b.version;

@@ -50,6 +50,14 @@ pub struct Version {
     /// When this version was installed (Unix seconds): the start of its
     /// useful life, as `not_before` is backdated for clock skew.
     pub installed_at: i64,
+    pub meta: VersionMeta,
+}
+
+/// What the cluster said about a version's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionMeta {
+    pub issuer: String,
+    pub namespace: String,
 }
 
 /// How written files are owned and protected.
@@ -240,7 +248,15 @@ impl Store {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_secs() as i64)
             .unwrap_or(info.not_before);
+        // Absent for a version written before meta existed: matched by
+        // nothing, which only means a forced renewal naming its issuer
+        // waits for the normal renewal.
+        let meta = fs::read(dir.join("meta.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Ok(Version {
+            meta,
             installed_at,
             dir,
             key_pem,
@@ -272,6 +288,7 @@ impl Store {
         key_pem: &str,
         cert_pem: &str,
         chain_pem: &str,
+        meta: &VersionMeta,
         perms: Perms,
     ) -> Result<Version, AgentError> {
         let info = cert_info(cert_pem)?;
@@ -304,6 +321,11 @@ impl Store {
         failpoint("between-key-and-cert");
         write("cert.pem", cert_pem, perms.cert_mode)?;
         write("chain.pem", chain_pem, perms.cert_mode)?;
+        write_synced(
+            &tmp.join("meta.json"),
+            &serde_json::to_vec(meta).expect("plain struct"),
+            0o644,
+        )?;
         sync_dir(&tmp)?;
         let name = n.to_string();
         fs::rename(&tmp, vdir.join(&name)).map_err(io(vdir.display()))?;
@@ -334,6 +356,23 @@ impl Store {
             swap_symlink(c, &cur.join("chain.pem"))?;
         }
         Ok(())
+    }
+
+    /// The newest forced-renewal marker this intent has satisfied.
+    pub fn force_renew_handled(&self) -> u64 {
+        fs::read_to_string(self.dir.join("force-renew-handled"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn set_force_renew_handled(&self, id: u64) -> Result<(), AgentError> {
+        replace_file(
+            &self.dir.join("force-renew-handled"),
+            id.to_string().as_bytes(),
+            0o644,
+            None,
+        )
     }
 
     /// Records the key of a request about to be sent, before it is sent.
@@ -394,7 +433,8 @@ mod tests {
         assert!(s.current().unwrap().is_none());
         let out = d.path().join("out");
         let (k1, c1) = pair();
-        s.install(&k1, &c1, &c1, PERMS).unwrap();
+        s.install(&k1, &c1, &c1, &VersionMeta::default(), PERMS)
+            .unwrap();
         s.link_outputs(&out.join("key.pem"), &out.join("cert.pem"), None)
             .unwrap();
         assert_eq!(fs::read_to_string(out.join("key.pem")).unwrap(), k1);
@@ -405,7 +445,8 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         for _ in 0..3 {
             let (k, c) = pair();
-            s.install(&k, &c, &c, PERMS).unwrap();
+            s.install(&k, &c, &c, &VersionMeta::default(), PERMS)
+                .unwrap();
             assert_eq!(fs::read_to_string(out.join("key.pem")).unwrap(), k);
             assert_eq!(fs::read_to_string(out.join("cert.pem")).unwrap(), c);
         }
@@ -419,9 +460,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), "web").unwrap();
         let (k1, c1) = pair();
-        s.install(&k1, &c1, &c1, PERMS).unwrap();
+        s.install(&k1, &c1, &c1, &VersionMeta::default(), PERMS)
+            .unwrap();
         let (k2, _) = pair();
-        let e = s.install(&k2, &c1, &c1, PERMS).unwrap_err();
+        let e = s
+            .install(&k2, &c1, &c1, &VersionMeta::default(), PERMS)
+            .unwrap_err();
         assert!(e.to_string().contains("not for our key"), "{e}");
         assert_eq!(s.current().unwrap().unwrap().key_pem, k1);
     }
@@ -431,7 +475,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(d.path(), "web").unwrap();
         let (k1, c1) = pair();
-        s.install(&k1, &c1, &c1, PERMS).unwrap();
+        s.install(&k1, &c1, &c1, &VersionMeta::default(), PERMS)
+            .unwrap();
         // What a crash between the key and the certificate leaves.
         let tmp = s.dir().join("v").join(".tmp-2");
         fs::create_dir(&tmp).unwrap();

@@ -90,9 +90,15 @@ impl Authority {
         shard: u64,
         delta: bool,
     ) -> Result<PublishedCrl, AuthorityError> {
+        // A retired issuer has no live leaf left to revoke, and no key to
+        // sign with: its CRLs are withdrawn with it.
         let shards = self
             .node
-            .read_local(|s| s.issuer(issuer).map(|i| i.crl_shards.max(1)))
+            .read_local(|s| {
+                s.issuer(issuer)
+                    .filter(|_| s.retired_at(issuer).is_none())
+                    .map(|i| i.crl_shards.max(1))
+            })
             .ok_or_else(|| AuthorityError::NoIssuer(issuer.into()))?;
         if shard >= shards {
             return Err(AuthorityError::UnknownCrlShard {
@@ -130,6 +136,12 @@ impl Authority {
                 .map(|i| (i.id.clone(), i.crl_shards.max(1)))
                 .collect()
         });
+        // Drop what retired issuers left in the cache.
+        self.crls
+            .shards
+            .write()
+            .expect("crl cache")
+            .retain(|(i, _), _| issuers.iter().any(|(id, _)| id == i));
         let now = now_ms() as i64 / 1000;
         let refresh_after = (self.cfg.crl_validity.as_secs() / 2) as i64;
         let mut built = 0;

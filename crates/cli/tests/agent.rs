@@ -349,3 +349,62 @@ async fn killing_the_agent_at_any_point_leaves_a_matching_pair() {
         seen.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_renewal_reaches_the_agents_it_names_and_only_those() {
+    let d = tempfile::tempdir().unwrap();
+    let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
+    let eps: Vec<String> = env_value(&env, "QUORUMCA_ENDPOINTS")
+        .split(',')
+        .map(String::from)
+        .collect();
+    // Not due for renewal for the whole test.
+    let s = setup(d.path(), &env, &eps, "1h", "");
+    let _agent = Procs(vec![spawn_agent(&s, None, "agent.log")]);
+    let first = wait_for(Duration::from_secs(30), "the first certificate", || {
+        let st = status(&s)?;
+        (st.intents.get("web")?.renewals >= 1 && st.bundle_version > 0).then(|| pair(&s.out))
+    })
+    .await;
+    let issuer = status(&s).unwrap().intents["web"].issuer.clone().unwrap();
+    let force = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["ca", "force-renew"])
+            .args(args)
+            .env("QUORUMCA_ENDPOINTS", env_value(&env, "QUORUMCA_ENDPOINTS"))
+            .env(
+                "QUORUMCA_CREDENTIALS",
+                env_value(&env, "QUORUMCA_CREDENTIALS"),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // Another namespace's emergency is not ours.
+    force(&["--namespace", "payments"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(pair(&s.out).serial, first.serial, "not named, not renewed");
+    // Ours: renewed within seconds, once.
+    let asked = Instant::now();
+    force(&["--issuer", &issuer]);
+    let renewed = wait_for(Duration::from_secs(15), "the forced renewal", || {
+        let p = pair(&s.out);
+        (p.serial != first.serial).then_some(p)
+    })
+    .await;
+    let took = asked.elapsed();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        pair(&s.out).serial,
+        renewed.serial,
+        "renewed once, not in a loop"
+    );
+    println!(
+        "forced renewal of issuer {issuer}: new certificate {:.1} s after the request",
+        took.as_secs_f64()
+    );
+}
