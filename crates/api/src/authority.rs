@@ -300,12 +300,26 @@ impl Authority {
     /// a CSR for the offline root to sign, plus the key sealed under the
     /// cluster's KEK (opaque to the operator, who hands it back to
     /// [`Authority::install_intermediate`]). Nothing is recorded yet.
-    pub fn prepare_intermediate(&self, region: &str) -> Result<(String, Vec<u8>), AuthorityError> {
+    pub fn prepare_intermediate(
+        &self,
+        region: &str,
+    ) -> Result<(String, Vec<u8>, String), AuthorityError> {
         check_issuer_id(region)?;
+        // A region that has an intermediate gets its next generation: the
+        // installation then rotates to it.
+        let id = self.node.read_local(|s| {
+            if s.active_issuer(region).is_some() {
+                let mut taken = s.issuers().map(|i| i.id.clone()).collect();
+                next_generation(region, &mut taken).0
+            } else {
+                region.to_string()
+            }
+        });
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let pkcs8 = zeroize::Zeroizing::new(key.serialize_der());
-        let csr = quorumca_ca::intermediate_csr(&pkcs8, region)?;
-        Ok((csr, self.seal_key(&key, region)?))
+        let csr = quorumca_ca::intermediate_csr(&pkcs8, &id)?;
+        let sealed = self.seal_key(&key, &id)?;
+        Ok((csr, sealed, id))
     }
 
     /// Registers an intermediate signed by an offline root: checks that it
@@ -320,28 +334,64 @@ impl Authority {
         root_der: &[u8],
         sealed_key: &[u8],
     ) -> Result<(), AuthorityError> {
-        for rec in self
+        match self
             .check_install(region, cert_der, root_der, sealed_key)
             .await?
         {
-            self.register_issuer(rec).await?;
+            Install::Register(recs) => {
+                for rec in recs {
+                    self.register_issuer(rec).await?;
+                }
+            }
+            Install::Rotate(change) => {
+                self.apply_hierarchy(change, &format!("node {}", self.node.id()))
+                    .await?;
+            }
         }
         Ok(())
     }
 
     /// The checks of [`Authority::install_intermediate`]; returns what to
-    /// register, in order (the root first when the cluster has none), so
-    /// the registration can also wait for a second admin.
+    /// commit (the root first when the cluster has none, or a rotation when
+    /// the region has an intermediate), so it can also wait for a second
+    /// admin.
     pub async fn check_install(
         &self,
         region: &str,
         cert_der: &[u8],
         root_der: &[u8],
         sealed_key: &[u8],
-    ) -> Result<Vec<IssuerRecord>, AuthorityError> {
+    ) -> Result<Install, AuthorityError> {
         check_issuer_id(region)?;
         let sealed = decode_sealed(sealed_key)?;
-        let pkcs8 = quorumca_ca::unseal(self.kek()?, &sealed, region.as_bytes())?;
+        // The key was sealed for the issuer id `prepare_intermediate`
+        // chose: the region itself, or one of its next generations.
+        let generations = self.node.read_local(|s| {
+            s.issuers()
+                .filter(|i| i.region.as_deref() == Some(region))
+                .count()
+        });
+        let candidates = std::iter::once(region.to_string())
+            .chain((2..=generations + 1).map(|n| format!("{region}.g{n}")));
+        let mut opened = None;
+        let mut first_error = None;
+        for id in candidates {
+            match quorumca_ca::unseal(self.kek()?, &sealed, id.as_bytes()) {
+                Ok(k) => {
+                    opened = Some((id, k));
+                    break;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Not sealed for this region at all: the error of the plain id.
+        let (id, pkcs8) = match (opened, first_error) {
+            (Some(found), _) => found,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => unreachable!("the region itself is always a candidate"),
+        };
         let now = now_ms() as i64 / 1000;
         let info = quorumca_ca::check_intermediate(root_der, cert_der, &pkcs8, now)?;
         let existing_root = self
@@ -374,21 +424,28 @@ impl Authority {
                 });
             }
         }
-        if self.node.read_local(|s| s.issuer(region).is_some()) {
-            return Err(AuthorityError::Rejected(Rejection::IssuerExists {
-                id: region.into(),
-            }));
+        if self.node.read_local(|s| s.issuer(&id).is_some()) {
+            return Err(AuthorityError::Rejected(Rejection::IssuerExists { id }));
         }
-        out.push(IssuerRecord {
-            id: region.into(),
+        let rec = IssuerRecord {
+            id: id.clone(),
             region: Some(region.into()),
             cert_der: cert_der.to_vec(),
             sealed_key: Some(sealed_key.to_vec()),
             parent: Some(parent),
             not_after_ms: info.not_after as u64 * 1000,
             crl_shards: self.cfg.crl_shards.max(1),
-        });
-        Ok(out)
+        };
+        if id != region {
+            return Ok(Install::Rotate(HierarchyChange::Rotate {
+                root: None,
+                cross: vec![],
+                intermediates: vec![rec],
+                root_grace_ms: 0,
+            }));
+        }
+        out.push(rec);
+        Ok(Install::Register(out))
     }
 
     /// Registers an issuer; losing a race to another node that registered
@@ -1192,6 +1249,16 @@ impl Authority {
             Err(e) => e.response_der(),
         }
     }
+}
+
+/// What installing an offline-signed intermediate commits.
+#[derive(Debug)]
+pub enum Install {
+    /// A region's first intermediate (and the root, if the cluster has
+    /// none yet).
+    Register(Vec<IssuerRecord>),
+    /// A region's next intermediate: a rotation to it.
+    Rotate(HierarchyChange),
 }
 
 /// The next unused generation of `base`: `base.g2`, `base.g3`, ... (the

@@ -410,13 +410,14 @@ impl pb::authority_service_server::AuthorityService for Services {
         req: Request<pb::PrepareIntermediateRequest>,
     ) -> Result<Response<pb::PrepareIntermediateResponse>, Status> {
         self.allow(&req, Action::ChangeCa)?;
-        let (csr_pem, sealed_key) = self
+        let (csr_pem, sealed_key, issuer_id) = self
             .0
             .prepare_intermediate(&req.into_inner().region)
             .map_err(to_status)?;
         Ok(Response::new(pb::PrepareIntermediateResponse {
             csr_pem,
             sealed_key,
+            issuer_id,
         }))
     }
 
@@ -429,11 +430,20 @@ impl pb::authority_service_server::AuthorityService for Services {
         let cert = cert_der_of(&r.certificate_pem, "certificate_pem").map_err(to_status)?;
         let root = cert_der_of(&r.root_pem, "root_pem").map_err(to_status)?;
         // Checked now, whether it applies now or after approval.
-        let records = self
+        let install = self
             .0
             .check_install(&r.region, &cert, &root, &r.sealed_key)
             .await
             .map_err(to_status)?;
+        let records = match install {
+            crate::authority::Install::Register(records) => records,
+            crate::authority::Install::Rotate(change) => {
+                let r = self.hierarchy_change(&caller, change, true).await?;
+                return Ok(Response::new(pb::InstallIntermediateResponse {
+                    pending_change: r.into_inner().pending_change,
+                }));
+            }
+        };
         if !self.0.local_policy().approvals.ca {
             for rec in records {
                 self.0.register_issuer(rec).await.map_err(to_status)?;

@@ -58,7 +58,7 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
 
     // Node 2 prepares; the root signs offline; node 1 installs (any node
     // with the unseal secret can).
-    let (csr_pem, sealed) = auths[1].prepare_intermediate("eu").unwrap();
+    let (csr_pem, sealed, _) = auths[1].prepare_intermediate("eu").unwrap();
     let csr = parse_csr(csr_pem.as_bytes()).unwrap();
     let int = sign_intermediate_csr(&root, &csr, "QuorumCA eu", validity, &[0x10]).unwrap();
 
@@ -152,6 +152,57 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
     // key is not here), not an error.
     let built = auths[2].refresh_crls().await.unwrap();
     assert_eq!(built, 4, "the 4 shards of eu");
+
+    // Rotation under the offline root: preparing again for eu gives its
+    // next generation, and installing that rotates the region to it.
+    let (csr_pem, sealed, id) = auths[1].prepare_intermediate("eu").unwrap();
+    assert_eq!(id, "eu.g2");
+    let csr = parse_csr(csr_pem.as_bytes()).unwrap();
+    let int2 = sign_intermediate_csr(&root, &csr, "QuorumCA eu.g2", validity, &[0x11]).unwrap();
+    auths[2]
+        .install_intermediate("eu", &int2, &root.cert_der, &sealed)
+        .await
+        .unwrap();
+    let (active, phase) = auths[0]
+        .node()
+        .read_linearizable(|s| {
+            (
+                s.active_issuer("eu").map(|i| i.id.clone()),
+                s.issuer_phase("eu"),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(active.as_deref(), Some("eu.g2"));
+    assert_eq!(phase, Some(quorumca_ledger::IssuerPhase::Retiring));
+    let e = auths[2]
+        .install_intermediate("eu", &int2, &root.cert_der, &sealed)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already registered"), "{e}");
+    let issued = auths[1]
+        .issue(IssueRequest {
+            csr: test_csr("b.payments.svc.cluster.local"),
+            namespace: "payments".into(),
+            profile: "web".into(),
+            lifetime: None,
+            requester: "test".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(issued.issuer, "eu.g2");
+    let chain = write_file(dir.path(), "chain2.pem", &issued.chain_pem);
+    let (ok, out) = openssl(&[
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        &root_pem,
+        "-untrusted",
+        &chain,
+        &chain,
+    ]);
+    assert!(ok, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -171,7 +222,7 @@ async fn with_ca_approvals_an_install_waits_for_a_second_admin() {
         .unwrap();
     let root = offline_root("Offline Root");
     let now = now_ms() as i64 / 1000;
-    let (csr_pem, sealed) = auths[1].prepare_intermediate("eu").unwrap();
+    let (csr_pem, sealed, _) = auths[1].prepare_intermediate("eu").unwrap();
     let csr = parse_csr(csr_pem.as_bytes()).unwrap();
     let int = sign_intermediate_csr(
         &root,

@@ -363,12 +363,24 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
                 .into_inner();
             std::fs::create_dir_all(&out_dir)
                 .with_context(|| format!("creating {}", out_dir.display()))?;
-            let csr = out_dir.join(format!("{region}.csr"));
-            let sealed = out_dir.join(format!("{region}.sealed-key"));
+            // The region, or its next generation when it has an
+            // intermediate (installing that one rotates the region).
+            let id = if r.issuer_id.is_empty() {
+                region.clone()
+            } else {
+                r.issuer_id.clone()
+            };
+            let csr = out_dir.join(format!("{id}.csr"));
+            let sealed = out_dir.join(format!("{id}.sealed-key"));
             write_new(&csr, r.csr_pem.as_bytes(), 0o644)?;
             write_new(&sealed, &r.sealed_key, 0o600)?;
+            if id != region {
+                eprintln!(
+                    "region {region} has an intermediate: installing this one rotates the region to {id}"
+                );
+            }
             crate::out!(
-                "wrote {} and {}\nnext, on the offline machine: quorumca ca sign-intermediate --csr {} --region {region} ...",
+                "wrote {} and {}\nnext, on the offline machine: quorumca ca sign-intermediate --csr {} --region {id} ...",
                 csr.display(),
                 sealed.display(),
                 csr.display()

@@ -11,18 +11,13 @@ use std::time::{Duration, Instant};
 
 use quorumca_agent::keys::{cert_info, key_matches, CertInfo};
 use quorumca_agent::status::{RenewalState, Status};
-use support::{env_value, start_dev, CutProxy, Procs, BIN};
+use support::{env_value, quorumca, start_dev, CutProxy, Procs, BIN};
 
 fn join_token(env: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["token", "create", "--namespace", "default", "-o", "json"])
-        .env("QUORUMCA_ENDPOINTS", env_value(env, "QUORUMCA_ENDPOINTS"))
-        .env(
-            "QUORUMCA_CREDENTIALS",
-            env_value(env, "QUORUMCA_CREDENTIALS"),
-        )
-        .output()
-        .unwrap();
+    let out = quorumca(
+        env,
+        &["token", "create", "--namespace", "default", "-o", "json"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -30,6 +25,13 @@ fn join_token(env: &str) -> String {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["token"].as_str().unwrap().to_string()
+}
+
+fn api_endpoints(env: &str) -> Vec<String> {
+    env_value(env, "QUORUMCA_ENDPOINTS")
+        .split(',')
+        .map(String::from)
+        .collect()
 }
 
 struct Setup {
@@ -165,8 +167,8 @@ async fn agent_keeps_its_certificate_while_cut_off_and_renews_when_a_node_is_bac
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
     let mut proxies = Vec::new();
-    for e in env_value(&env, "QUORUMCA_ENDPOINTS").split(',') {
-        proxies.push(CutProxy::start(e.to_string()).await);
+    for e in api_endpoints(&env) {
+        proxies.push(CutProxy::start(e).await);
     }
     let eps: Vec<String> = proxies
         .iter()
@@ -252,10 +254,7 @@ async fn killing_the_agent_at_any_point_leaves_a_matching_pair() {
     use std::os::unix::process::ExitStatusExt;
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
-    let eps: Vec<String> = env_value(&env, "QUORUMCA_ENDPOINTS")
-        .split(',')
-        .map(String::from)
-        .collect();
+    let eps = api_endpoints(&env);
     // Renewed every 3 s.
     let s = setup(d.path(), &env, &eps, "6s", "");
     let mut agent = Procs(vec![spawn_agent(&s, None, "agent-1.log")]);
@@ -354,10 +353,7 @@ async fn killing_the_agent_at_any_point_leaves_a_matching_pair() {
 async fn a_forced_renewal_reaches_the_agents_it_names_and_only_those() {
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
-    let eps: Vec<String> = env_value(&env, "QUORUMCA_ENDPOINTS")
-        .split(',')
-        .map(String::from)
-        .collect();
+    let eps = api_endpoints(&env);
     // Not due for renewal for the whole test.
     let s = setup(d.path(), &env, &eps, "1h", "");
     let _agent = Procs(vec![spawn_agent(&s, None, "agent.log")]);
@@ -368,16 +364,7 @@ async fn a_forced_renewal_reaches_the_agents_it_names_and_only_those() {
     .await;
     let issuer = status(&s).unwrap().intents["web"].issuer.clone().unwrap();
     let force = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["ca", "force-renew"])
-            .args(args)
-            .env("QUORUMCA_ENDPOINTS", env_value(&env, "QUORUMCA_ENDPOINTS"))
-            .env(
-                "QUORUMCA_CREDENTIALS",
-                env_value(&env, "QUORUMCA_CREDENTIALS"),
-            )
-            .output()
-            .unwrap();
+        let out = quorumca(&env, &[&["ca", "force-renew"], args].concat());
         assert!(
             out.status.success(),
             "{}",

@@ -17,25 +17,31 @@ use std::time::{Duration, Instant, SystemTime};
 use quorumca_agent::status::Status;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use support::{env_value, start_dev, Procs, BIN};
+use support::{env_value, quorumca, start_dev, Procs, BIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Stdout of a command that must succeed.
 fn cli(env: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("QUORUMCA_ENDPOINTS", env_value(env, "QUORUMCA_ENDPOINTS"))
-        .env(
-            "QUORUMCA_CREDENTIALS",
-            env_value(env, "QUORUMCA_CREDENTIALS"),
-        )
-        .output()
-        .unwrap();
+    let out = quorumca(env, args);
     assert!(
         out.status.success(),
         "quorumca {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the CLI and returns (success, stdout then stderr).
+fn try_cli(env: &str, args: &[&str]) -> (bool, String) {
+    let out = quorumca(env, args);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -411,27 +417,6 @@ async fn mtls_traffic_never_fails_through_renewals_and_intermediate_and_root_rot
     assert!(renewals() >= 16, "{}", renewals());
 }
 
-/// Runs the CLI and returns (success, stdout + stderr).
-fn try_cli(env: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("QUORUMCA_ENDPOINTS", env_value(env, "QUORUMCA_ENDPOINTS"))
-        .env(
-            "QUORUMCA_CREDENTIALS",
-            env_value(env, "QUORUMCA_CREDENTIALS"),
-        )
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// After a rollover the replaced issuers keep serving CRLs until their
 /// last leaf expires; then the cluster retires them (audited, keys
 /// dropped), and once the grace window is over the old root leaves the
@@ -501,19 +486,23 @@ async fn replaced_issuers_serve_until_their_last_leaf_expires_then_retire_and_th
         2
     );
     // Still served while its leaf lives.
-    let (ok, out) = try_cli(
-        &env,
-        &[
-            "crl",
-            "get",
-            "--issuer",
-            &old_int,
-            "--shard",
-            "0",
-            "--out",
-            d.path().join("old.crl").to_str().unwrap(),
-        ],
-    );
+    let crl = |file: &str| {
+        let out = d.path().join(file);
+        try_cli(
+            &env,
+            &[
+                "crl",
+                "get",
+                "--issuer",
+                &old_int,
+                "--shard",
+                "0",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, out) = crl("old.crl");
     assert!(ok, "{out}");
 
     // Retired after the leaf expires, and the old root after that.
@@ -530,19 +519,7 @@ async fn replaced_issuers_serve_until_their_last_leaf_expires_then_retire_and_th
     let b = bundle();
     assert_eq!(b["roots_pem"].as_str().unwrap().matches("BEGIN").count(), 1);
     assert_eq!(b["cross_certificates"].as_array().unwrap().len(), 0);
-    let (ok, out) = try_cli(
-        &env,
-        &[
-            "crl",
-            "get",
-            "--issuer",
-            &old_int,
-            "--shard",
-            "0",
-            "--out",
-            d.path().join("gone.crl").to_str().unwrap(),
-        ],
-    );
+    let (ok, out) = crl("gone.crl");
     assert!(!ok, "a retired issuer's CRL is no longer served: {out}");
     let audit = cli(&env, &["audit", "query", "--limit", "1000", "-o", "json"]);
     for id in [old_int.as_str(), "root"] {

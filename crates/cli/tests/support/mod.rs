@@ -151,3 +151,17 @@ impl CutProxy {
         self.open.send_replace(true);
     }
 }
+
+/// Runs `quorumca` against a `quorumca dev` cluster: its endpoints and
+/// admin credential bundle come from the env file's text.
+pub fn quorumca(env: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .env("QUORUMCA_ENDPOINTS", env_value(env, "QUORUMCA_ENDPOINTS"))
+        .env(
+            "QUORUMCA_CREDENTIALS",
+            env_value(env, "QUORUMCA_CREDENTIALS"),
+        )
+        .output()
+        .expect("run quorumca")
+}
