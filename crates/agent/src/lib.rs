@@ -133,7 +133,20 @@ impl Agent {
         }
         for intent in self.cfg.intents.clone() {
             let me = self.clone();
-            tasks.spawn(async move { me.keep(intent).await });
+            // One intent's trouble (an unwritable directory, say) must not
+            // stop the others: it is reported and retried on its own.
+            tasks.spawn(async move {
+                loop {
+                    if let Err(e) = me.clone().keep(intent.clone()).await {
+                        tracing::error!(intent = %intent.name, "{e}; retrying in 5 s");
+                        me.update(&intent.name, |s| {
+                            s.failures += 1;
+                            s.last_error = Some(e.to_string());
+                        });
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            });
         }
         let me = self.clone();
         tasks.spawn(async move {
@@ -159,15 +172,20 @@ impl Agent {
         }
     }
 
-    fn perms(intent: &Intent) -> Perms {
-        Perms {
-            key_mode: parse_mode(&intent.key_mode).expect("validated"),
-            cert_mode: parse_mode(&intent.cert_mode).expect("validated"),
+    /// Modes were checked when the config was read; the owner is looked
+    /// up again, as the user may have gone since.
+    fn perms(intent: &Intent) -> Result<Perms, AgentError> {
+        let at = |m: String| AgentError::Config(format!("intent {:?}: {m}", intent.name));
+        Ok(Perms {
+            key_mode: parse_mode(&intent.key_mode).map_err(at)?,
+            cert_mode: parse_mode(&intent.cert_mode).map_err(at)?,
             owner: intent
                 .owner
                 .as_deref()
-                .map(|o| store::resolve_owner(o).expect("validated")),
-        }
+                .map(store::resolve_owner)
+                .transpose()
+                .map_err(at)?,
+        })
     }
 
     /// The roots the agent trusts for the nodes' TLS: the configured ones
@@ -396,7 +414,7 @@ impl Agent {
                 issuer: resp.issuer.clone(),
                 namespace: resp.namespace.clone(),
             },
-            Self::perms(intent),
+            Self::perms(intent)?,
         )?;
         store.clear_pending()?;
         Ok((v, resp.issuer, resp.replayed, markers_before))
@@ -455,7 +473,12 @@ impl Agent {
             .cfg
             .intents
             .iter()
-            .filter_map(|i| Some((i.bundle_file.clone()?, Self::perms(i))))
+            .filter_map(|i| {
+                let perms = Self::perms(i)
+                    .inspect_err(|e| tracing::error!("trust bundle file not kept: {e}"))
+                    .ok()?;
+                Some((i.bundle_file.clone()?, perms))
+            })
             .collect();
         let mut failures = 0u32;
         let mut next = 0usize;

@@ -355,8 +355,26 @@ async fn a_forced_renewal_reaches_the_agents_it_names_and_only_those() {
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
     let eps = api_endpoints(&env);
-    // Not due for renewal for the whole test.
-    let s = setup(d.path(), &env, &eps, "1h", "");
+    // Not due for renewal for the whole test. A second intent whose
+    // output path cannot exist (under a regular file) fails on its own
+    // without stopping the first.
+    let token2 = d.path().join("token2");
+    std::fs::write(&token2, join_token(&env)).unwrap();
+    let file = d.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let broken = format!(
+        r#"
+[[intent]]
+name = "broken"
+dns = ["broken.default.svc.dev.internal"]
+key_file = "{f}/key.pem"
+cert_file = "{f}/cert.pem"
+join_token_file = "{t}"
+"#,
+        f = file.display(),
+        t = token2.display()
+    );
+    let s = setup(d.path(), &env, &eps, "1h", &broken);
     let _agent = Procs(vec![spawn_agent(&s, None, "agent.log")]);
     let first = wait_for(Duration::from_secs(30), "the first certificate", || {
         let st = status(&s)?;
@@ -364,6 +382,11 @@ async fn a_forced_renewal_reaches_the_agents_it_names_and_only_those() {
     })
     .await;
     let issuer = status(&s).unwrap().intents["web"].issuer.clone().unwrap();
+    let err = wait_for(Duration::from_secs(20), "the broken intent's error", || {
+        status(&s)?.intents.get("broken")?.last_error.clone()
+    })
+    .await;
+    assert!(err.contains("a-file"), "{err}");
     let force = |args: &[&str]| {
         let out = quorumca(&env, &[&["ca", "force-renew"], args].concat());
         assert!(
