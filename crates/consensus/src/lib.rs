@@ -53,7 +53,9 @@ pub mod pb {
 pub use batching::spawn_batching;
 pub use config::{ConfigError, ServerConfig};
 pub use error::ConsensusError;
-pub use node::{now_ms, Committed, Member, Node, NodeConfig, Raft, RaftSettings, Status};
+pub use node::{
+    now_ms, set_clock, Committed, Member, Node, NodeConfig, Raft, RaftSettings, Status,
+};
 pub use quorumca_storage::{Archive, ArchivedRecord, NodeInfo, TypeConfig};
 pub use service::ClusterService;
 pub use tls::{ClusterGate, ClusterOp, NodeTls, PeerCheck};

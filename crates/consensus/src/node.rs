@@ -852,8 +852,22 @@ impl Inner {
     }
 }
 
+/// Where wall time comes from when not the system clock: a simulation
+/// sets its virtual clock here, once per process, so leases, proposal
+/// times and expiry follow simulated time.
+static CLOCK: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Replaces the wall clock of [`now_ms`] for this whole process (false if
+/// one was set already). For simulations only.
+pub fn set_clock(clock: fn() -> u64) -> bool {
+    CLOCK.set(clock).is_ok()
+}
+
 /// Unix milliseconds, for stamping proposals at the edge of the system.
 pub fn now_ms() -> u64 {
+    if let Some(clock) = CLOCK.get() {
+        return clock();
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
