@@ -13,6 +13,21 @@ use quorumca_consensus::now_ms;
 use quorumca_consensus::testing::{fast_settings, TestCluster};
 use quorumca_testkit::{openssl, write_file};
 
+/// OpenSSL verifies `chain_pem` (leaf first) against the root file.
+fn verifies(dir: &std::path::Path, root_pem: &str, chain_pem: &str, name: &str) {
+    let chain = write_file(dir, name, chain_pem);
+    let (ok, out) = openssl(&[
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        root_pem,
+        "-untrusted",
+        &chain,
+        &chain,
+    ]);
+    assert!(ok, "{out}");
+}
+
 fn offline_root(name: &str) -> quorumca_ca::CaSigner {
     let now = now_ms() as i64 / 1000;
     self_signed_root(
@@ -136,17 +151,7 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
         "root.pem",
         &pem_encode("CERTIFICATE", &root.cert_der),
     );
-    let chain = write_file(dir.path(), "chain.pem", &issued.chain_pem);
-    let (ok, out) = openssl(&[
-        "verify",
-        "-x509_strict",
-        "-CAfile",
-        &root_pem,
-        "-untrusted",
-        &chain,
-        &chain,
-    ]);
-    assert!(ok, "{out}");
+    verifies(dir.path(), &root_pem, &issued.chain_pem, "chain.pem");
 
     // CRLs are built for the intermediate; the offline root is skipped (its
     // key is not here), not an error.
@@ -192,17 +197,7 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
         .await
         .unwrap();
     assert_eq!(issued.issuer, "eu.g2");
-    let chain = write_file(dir.path(), "chain2.pem", &issued.chain_pem);
-    let (ok, out) = openssl(&[
-        "verify",
-        "-x509_strict",
-        "-CAfile",
-        &root_pem,
-        "-untrusted",
-        &chain,
-        &chain,
-    ]);
-    assert!(ok, "{out}");
+    verifies(dir.path(), &root_pem, &issued.chain_pem, "chain2.pem");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

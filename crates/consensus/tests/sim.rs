@@ -115,6 +115,15 @@ async fn host(id: u64, disk: MemDisk) -> turmoil::Result {
     Ok(())
 }
 
+/// Lets every held message through and every link carry traffic again.
+fn release_all(sim: &mut turmoil::Sim) {
+    for a in 1..=NODES {
+        for b in (1..=NODES).filter(|b| *b != a) {
+            sim.release(format!("n{a}"), format!("n{b}"));
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Fault {
     Isolate(u64),
@@ -172,13 +181,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
         if let Some(d) = down.take() {
             sim.bounce(name(d));
         }
-        for a in 1..=NODES {
-            for b in 1..=NODES {
-                if a != b {
-                    sim.release(name(a), name(b));
-                }
-            }
-        }
+        release_all(&mut sim);
         match &fault {
             Fault::Isolate(id) => {
                 // Held, not dropped: turmoil's TCP does not retransmit, so
@@ -202,13 +205,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
     if let Some(d) = down.take() {
         sim.bounce(name(d));
     }
-    for a in 1..=NODES {
-        for b in 1..=NODES {
-            if a != b {
-                sim.release(name(a), name(b));
-            }
-        }
-    }
+    release_all(&mut sim);
     run_for(&mut sim, Duration::from_secs(10))?;
     STOP.with(|s| *s.borrow_mut() = true);
     run_for(&mut sim, Duration::from_secs(5))?;
