@@ -47,6 +47,11 @@ pub fn intermediate_csr(key_pkcs8: &[u8], region: &str) -> Result<String, SignEr
 /// The DER of the first certificate in a PEM text (a file may hold a
 /// chain).
 pub fn first_certificate_der(pem: &[u8]) -> Result<Vec<u8>, SignError> {
+    // x509-cert 0.2.5's load_pem_chain underflows (panics) on input that
+    // is empty once trailing newlines are stripped.
+    if pem.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(bad("no certificate in the PEM text (it is empty)"));
+    }
     let certs =
         Certificate::load_pem_chain(pem).map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
     certs

@@ -1031,3 +1031,12 @@ fn an_offline_signed_intermediate_is_checked_against_root_key_and_constraints() 
     // Garbage.
     assert!(check_intermediate(&root.cert_der, b"junk", &pkcs8, now).is_err());
 }
+
+#[test]
+fn empty_or_blank_pem_is_an_error_not_a_panic() {
+    for pem in [&b""[..], b"\n", b"\r\n\r\n", b"   "] {
+        let e = first_certificate_der(pem).unwrap_err();
+        assert!(e.to_string().contains("no certificate"), "{e}");
+    }
+    assert!(first_certificate_der(b"-----BEGIN CERTIFICATE-----\nAAAA\n").is_err());
+}
