@@ -75,7 +75,8 @@ pub struct CertInfo {
 
 /// Reads the first certificate of a PEM text.
 pub fn cert_info(pem: &str) -> Result<CertInfo, AgentError> {
-    let der = first_pem_der(pem, "CERTIFICATE")?;
+    let der = quorumca_ca::first_certificate_der(pem.as_bytes())
+        .map_err(|e| AgentError::Files(format!("certificate: {e}")))?;
     let cert = x509_cert::Certificate::from_der(&der)
         .map_err(|e| AgentError::Files(format!("certificate: {e}")))?;
     let tbs = &cert.tbs_certificate;
@@ -99,26 +100,6 @@ pub fn cert_info(pem: &str) -> Result<CertInfo, AgentError> {
 pub fn key_matches(key_pem: &str, cert: &CertInfo) -> bool {
     use rcgen::PublicKeyData;
     rcgen::KeyPair::from_pem(key_pem).is_ok_and(|k| k.der_bytes() == cert.public_key.as_slice())
-}
-
-/// The DER of the first PEM block with this label.
-pub fn first_pem_der(pem: &str, label: &str) -> Result<Vec<u8>, AgentError> {
-    let begin = format!("-----BEGIN {label}-----");
-    let start = pem
-        .find(&begin)
-        .ok_or_else(|| AgentError::Files(format!("no {label} PEM block")))?;
-    let rest = &pem[start..];
-    let end_marker = format!("-----END {label}-----");
-    let end = rest
-        .find(&end_marker)
-        .ok_or_else(|| AgentError::Files(format!("unterminated {label} PEM block")))?;
-    let block = &rest[..end + end_marker.len()];
-    let (got, der) = der::pem::decode_vec(block.as_bytes())
-        .map_err(|e| AgentError::Files(format!("{label} PEM: {e}")))?;
-    if got != label {
-        return Err(AgentError::Files(format!("expected {label}, found {got}")));
-    }
-    Ok(der)
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ impl Agent {
                 cfg.cluster.ca_file.display()
             ))
         })?;
-        keys::first_pem_der(&String::from_utf8_lossy(&cluster_ca), "CERTIFICATE").map_err(|e| {
+        quorumca_ca::first_certificate_der(&cluster_ca).map_err(|e| {
             AgentError::Config(format!(
                 "[cluster] ca_file {}: {e}",
                 cfg.cluster.ca_file.display()

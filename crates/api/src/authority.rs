@@ -699,15 +699,24 @@ impl Authority {
                 .apply_hierarchy(change, &format!("node {} (housekeeping)", self.node.id()))
                 .await
             {
-                Ok(_) => {
-                    self.signers.lock().expect("signer cache").remove(&id);
-                    done.push(id);
-                }
+                Ok(_) => done.push(id),
                 Err(AuthorityError::Rejected(Rejection::NotRetirable { .. })) => {}
                 Err(e) => return Err(e),
             }
         }
+        self.forget_retired_signers();
         Ok(done)
+    }
+
+    /// Drops cached signers of issuers the ledger has retired: their keys
+    /// are destroyed, so nothing may sign with them again.
+    pub(crate) fn forget_retired_signers(&self) {
+        let mut cache = self.signers.lock().expect("signer cache");
+        if cache.is_empty() {
+            return;
+        }
+        self.node
+            .read_local(|s| cache.retain(|id, _| s.retired_at(id).is_none()));
     }
 
     fn random_serial(&self) -> Result<Vec<u8>, AuthorityError> {
@@ -777,12 +786,6 @@ impl Authority {
     /// The signer of `issuer_id`, unsealed on first use and cached. The
     /// unsealed PKCS#8 bytes are zeroized as soon as the key is loaded.
     pub(crate) fn signer(&self, issuer_id: &str) -> Result<Arc<CaSigner>, AuthorityError> {
-        if self.node.read_local(|s| s.retired_at(issuer_id).is_some()) {
-            self.signers.lock().expect("signer cache").remove(issuer_id);
-            return Err(AuthorityError::NoIssuer(format!(
-                "{issuer_id} (retired: its key is destroyed)"
-            )));
-        }
         if let Some(s) = self.signers.lock().expect("signer cache").get(issuer_id) {
             return Ok(s.clone());
         }
@@ -876,11 +879,9 @@ impl Authority {
         };
         let find = |s: &quorumca_ledger::State| match s.idempotent_outcome(key) {
             None => None,
-            Some(Outcome::IssuanceRecorded { issuer, serial }) => Some(
-                s.record(issuer, serial)
-                    .cloned()
-                    .zip(s.issuer(issuer).map(|i| i.cert_der.clone())),
-            ),
+            Some(Outcome::IssuanceRecorded { issuer, serial }) => {
+                Some(s.record(issuer, serial).cloned())
+            }
             Some(_) => Some(None),
         };
         let found = if linearizable {
@@ -888,7 +889,7 @@ impl Authority {
         } else {
             self.node.read_local(find)
         };
-        let (record, issuer_der) = match found {
+        let record = match found {
             None => return Ok(None),
             Some(None) => return Err(conflict()),
             Some(Some(found)) => found,
@@ -899,7 +900,6 @@ impl Authority {
         let cert_der = record.full_der.ok_or_else(|| {
             AuthorityError::Internal("a keyed issuance was recorded without its certificate".into())
         })?;
-        let _ = issuer_der;
         Ok(Some(Issued {
             chain_pem: format!(
                 "{}{}",
@@ -1226,6 +1226,11 @@ impl Authority {
 
     /// Answers an OCSP request from this node's applied ledger.
     pub fn ocsp(&self, issuer: &str, request_der: &[u8]) -> Vec<u8> {
+        // A retired issuer has no key to answer with, even if this node
+        // still holds its signer until the next housekeeping pass.
+        if self.node.read_local(|s| s.retired_at(issuer).is_some()) {
+            return quorumca_ca::OcspError::NotOurIssuer.response_der();
+        }
         let signer = match self.signer(issuer) {
             Ok(s) => s,
             Err(_) => return quorumca_ca::OcspError::NotOurIssuer.response_der(),

@@ -136,12 +136,14 @@ impl Authority {
                 .map(|i| (i.id.clone(), i.crl_shards.max(1)))
                 .collect()
         });
-        // Drop what retired issuers left in the cache.
+        // Drop what retired issuers (keys destroyed) left in the caches;
+        // the signer cache is checked here, off the issuance path.
         self.crls
             .shards
             .write()
             .expect("crl cache")
             .retain(|(i, _), _| issuers.iter().any(|(id, _)| id == i));
+        self.forget_retired_signers();
         let now = now_ms() as i64 / 1000;
         let refresh_after = (self.cfg.crl_validity.as_secs() / 2) as i64;
         let mut built = 0;

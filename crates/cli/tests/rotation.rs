@@ -178,7 +178,7 @@ reload = {{ command = ["touch", {reload:?}] }}
 /// CN of the certificate's issuer, e.g. "QuorumCA dev-a G2".
 fn issuer_cn(pem_path: &Path) -> String {
     let pem = std::fs::read_to_string(pem_path).unwrap();
-    let der = quorumca_agent::keys::first_pem_der(&pem, "CERTIFICATE").unwrap();
+    let der = quorumca_ca::first_certificate_der(pem.as_bytes()).unwrap();
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(&der).unwrap();
     cert.tbs_certificate.issuer.to_string()
