@@ -100,15 +100,7 @@ pub fn check(history: &History, nodes: &[NodeView]) -> Report {
     }
 
     // Rules 2 and 3: acknowledged effects are everywhere.
-    let revoked: BTreeSet<CertKey> = history
-        .ops
-        .iter()
-        .filter_map(|op| match (&op.action, &op.result) {
-            (Action::Revoke(k), OpResult::Revoked | OpResult::AlreadyRevoked)
-            | (Action::Status(k), OpResult::IsRevoked) => Some(k.clone()),
-            _ => None,
-        })
-        .collect();
+    let revoked = history.acknowledged_revocations();
     r.acknowledged_revocations = revoked.len();
     for n in nodes {
         for key in issued.keys() {

@@ -1,5 +1,7 @@
 //! The operation log a drill's workload writes: one line of JSON per call.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 /// A certificate as the ledger keys it: issuer id and lowercase hex serial.
@@ -103,6 +105,22 @@ impl History {
             .map(|o| serde_json::to_string(o).expect("an op serialises") + "\n")
             .collect()
     }
+
+    /// Certificates the history shows revoked for certain: a revocation
+    /// acknowledged, or a status read that saw it revoked (a revocation
+    /// whose answer was lost may still have been committed, and a later
+    /// read proves it was). The checker holds every node to these, so the
+    /// collector must ask each node's OCSP responder about exactly these.
+    pub fn acknowledged_revocations(&self) -> BTreeSet<CertKey> {
+        self.ops
+            .iter()
+            .filter_map(|op| match (&op.action, &op.result) {
+                (Action::Revoke(k), OpResult::Revoked | OpResult::AlreadyRevoked)
+                | (Action::Status(k), OpResult::IsRevoked) => Some(k.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -133,5 +151,35 @@ mod tests {
         assert_eq!(History::from_json_lines(&text).unwrap(), h);
         let err = History::from_json_lines(&format!("{text}\n{{not json")).unwrap_err();
         assert!(err.contains("line 4"), "{err}");
+    }
+
+    /// The chaos CI failure of stop 13: a revocation whose answer was lost,
+    /// then seen revoked by a status read, is held to OCSP by the checker;
+    /// the collector asked only about revocations answered "ok" and so
+    /// reported every node's OCSP as missing it.
+    #[test]
+    fn a_revocation_seen_by_a_later_read_counts_as_acknowledged() {
+        let op = |action, result| Op {
+            client: 1,
+            action,
+            invoked_ns: 1,
+            completed_ns: Some(2),
+            result,
+        };
+        let k = |s: &str| CertKey::new("eu", s);
+        let h = History {
+            ops: vec![
+                op(Action::Revoke(k("01")), OpResult::Revoked),
+                op(Action::Revoke(k("02")), OpResult::AlreadyRevoked),
+                op(Action::Revoke(k("03")), OpResult::Unknown),
+                op(Action::Status(k("03")), OpResult::IsRevoked),
+                op(Action::Revoke(k("04")), OpResult::Unknown),
+                op(Action::Status(k("05")), OpResult::Good),
+            ],
+        };
+        assert_eq!(
+            h.acknowledged_revocations(),
+            [k("01"), k("02"), k("03")].into_iter().collect()
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use quorumca_chaos::{check, Action, CertKey, History, Op, OpResult, Report};
+use quorumca_chaos::{check, History, Op, OpResult, Report};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -184,19 +184,15 @@ pub async fn run(spec: &DrillSpec) -> anyhow::Result<DrillReport> {
         ops: shared.ops.clone(),
     };
     std::fs::write(dir.join("history.jsonl"), history.to_json_lines())?;
-    // OCSP is asked about every acknowledged revocation.
-    let mut revoked_acked: Vec<(CertKey, super::workload::Held)> = Vec::new();
-    for op in &history.ops {
-        if let (Action::Revoke(k), OpResult::Revoked | OpResult::AlreadyRevoked) =
-            (&op.action, &op.result)
-        {
-            if let Some(h) = shared.held.get(k) {
-                revoked_acked.push((k.clone(), h.clone()));
-            }
-        }
-    }
-    revoked_acked.sort_by(|a, b| a.0.cmp(&b.0));
-    revoked_acked.dedup_by(|a, b| a.0 == b.0);
+    // OCSP is asked about every revocation the checker holds nodes to.
+    let revoked_acked = history
+        .acknowledged_revocations()
+        .into_iter()
+        .map(|k| match shared.held.get(&k) {
+            Some(h) => Ok((k, h.clone())),
+            None => anyhow::bail!("{k} was revoked but the workload never held it"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut views = Vec::new();
     for &id in &ids {
         views.push(collect::view(&cluster, id, &revoked_acked).await?);
