@@ -11,7 +11,7 @@
 //! batch separately, so callers see exactly what a single forward returns,
 //! and the retry rules of `leader_call` stay per proposal.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use quorumca_ledger::Proposal;
@@ -80,7 +80,7 @@ impl ForwardBatcher {
 /// Sends one batch, as one `ProposeBatch` per leader it names (normally
 /// one).
 async fn send_grouped(pool: PeerPool, items: Vec<Item>, timeout: Duration) {
-    let mut groups: HashMap<(u64, String), Vec<Item>> = HashMap::new();
+    let mut groups: BTreeMap<(u64, String), Vec<Item>> = BTreeMap::new();
     for i in items {
         groups
             .entry((i.target, i.addr.clone()))

@@ -251,7 +251,10 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             "install-snapshot response",
             |mut c, r| async move { c.install_snapshot(r).await },
         );
+        // Biased: an unbiased select draws from tokio's unseeded RNG, and
+        // the simulation must replay.
         tokio::select! {
+            biased;
             closed = cancel => Err(StreamingError::Closed(closed)),
             r = send => r.map_err(|e| match e {
                 RPCError::Unreachable(u) => StreamingError::Unreachable(u),

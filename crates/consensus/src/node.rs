@@ -5,7 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock, not std's: the same in production, and simulated time in the
+// simulation, so deadlines replay with the seed.
+use tokio::time::Instant;
 
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::ClientWriteError;

@@ -6,10 +6,13 @@
 //! same state.
 //!
 //! `QUORUMCA_SIM_SEEDS=N` runs N seeds (default 100, about a minute),
-//! `QUORUMCA_SIM_SEED=S` one, printing its faults and final state hash. A failure prints its seed. Not yet exactly replayable: openraft
-//! draws election timeouts from an unseeded RNG, so the same seed gives
-//! the same faults at the same simulated times but not always the same
-//! elections.
+//! `QUORUMCA_SIM_SEED=S` one, printing its faults and final state hash. A
+//! failure prints its seed, and a seed replays exactly: turmoil's network
+//! and clock follow the seed, each node start seeds openraft's election
+//! randomness (`quorumca_storage::runtime::with_seed`), the clock starts at
+//! a fixed date, and `--cfg tokio_unstable` (set in `.cargo/config.toml`)
+//! lets turmoil seed tokio's own RNG. The test runs its first seed twice
+//! and fails if the two runs differ in anything.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +37,10 @@ thread_local! {
     static INITIALIZED: RefCell<bool> = const { RefCell::new(false) };
     /// Set when the workload should stop, so the nodes can settle.
     static STOP: RefCell<bool> = const { RefCell::new(false) };
+    /// The seed being run, and how often each host has started: each
+    /// start's openraft randomness is seeded from both.
+    static SEED: RefCell<u64> = const { RefCell::new(0) };
+    static STARTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 fn transport(listener: turmoil::net::TcpListener) -> Transport {
@@ -142,17 +149,31 @@ fn run(seed: u64) -> Result<Outcome, String> {
     ACKED.with(|a| a.borrow_mut().clear());
     INITIALIZED.with(|i| *i.borrow_mut() = false);
     STOP.with(|s| *s.borrow_mut() = false);
+    SEED.with(|s| *s.borrow_mut() = seed);
+    STARTS.with(|s| s.borrow_mut().clear());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(600))
         .rng_seed(seed)
+        // A fixed start (2026-01-01), not the wall clock: proposal times
+        // are part of the state, so they must replay too.
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(rng.gen_range(2..30)))
         .build();
     let disks: Vec<MemDisk> = (1..=NODES).map(|_| MemDisk::new()).collect();
     for id in 1..=NODES {
         let disk = disks[id as usize - 1].clone();
-        sim.host(format!("n{id}"), move || host(id, disk.clone()));
+        sim.host(format!("n{id}"), move || {
+            let start = STARTS.with(|s| {
+                let mut s = s.borrow_mut();
+                let n = s.entry(id).or_default();
+                *n += 1;
+                *n
+            });
+            let seed = SEED.with(|s| *s.borrow()) ^ (id << 48) ^ (start << 32);
+            quorumca_storage::runtime::with_seed(seed, host(id, disk.clone()))
+        });
     }
     // The client only keeps the simulation going; faults come from here.
     sim.client("driver", async {
@@ -284,6 +305,15 @@ fn acknowledged_proposals_survive_seeded_partitions_and_crashes() {
         }
     };
     let started = std::time::Instant::now();
+    // Exact replay is a property to keep, not a hope: run the first seed
+    // twice and compare everything it produced.
+    let replay = |seed| run(seed).map(|(faults, acked, hash)| (format!("{faults:?}"), acked, hash));
+    let (a, b) = (replay(seeds[0]), replay(seeds[0]));
+    assert_eq!(
+        a, b,
+        "seed {} did not replay exactly (is --cfg tokio_unstable set? see .cargo/config.toml)",
+        seeds[0]
+    );
     let mut total = 0;
     for &seed in &seeds {
         match run(seed) {

@@ -18,6 +18,8 @@
 //!   when a prune applies, so the hot state tracks live certificates only.
 //! - [`MemDisk`]: the same stores in memory for deterministic simulations,
 //!   losing exactly the unflushed writes on a simulated crash.
+//! - [`runtime::Runtime`]: the async runtime in the Raft type config, tokio
+//!   with election randomness a simulation can seed.
 //!
 //! ## What it must never do
 //!
@@ -34,6 +36,7 @@ mod archive;
 mod error;
 mod log_store;
 mod mem_disk;
+pub mod runtime;
 mod state_machine;
 mod types;
 

@@ -35,6 +35,7 @@ openraft::declare_raft_types!(
         R = Outcome,
         NodeId = u64,
         Node = NodeInfo,
+        AsyncRuntime = crate::runtime::Runtime,
 );
 
 /// Snapshots travel and rest as one encoded buffer. Ledger state is compact
