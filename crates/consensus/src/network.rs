@@ -58,7 +58,15 @@ impl PeerPool {
                 let e = e
                     .connect_timeout(Duration::from_millis(500))
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10));
+                    // A peer that crashed while segments to it were in
+                    // flight can leave this connection waiting for acks
+                    // that never come (the simulation found a follower
+                    // left behind that way for longer than its 15 s check).
+                    // Pings find a dead connection within 5 s, and the
+                    // next call dials afresh.
+                    .http2_keep_alive_interval(Duration::from_secs(2))
+                    .keep_alive_timeout(Duration::from_secs(3))
+                    .keep_alive_while_idle(true);
                 let c = match &self.dial {
                     None => e.connect_lazy(),
                     Some(dial) => {
