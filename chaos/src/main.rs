@@ -109,7 +109,8 @@ fn summary(reports: &[DrillReport]) -> String {
     let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
-            let [before, during, after] = [&r.phases[0], &r.phases[1], &r.phases[2]];
+            let [before, after] = [&r.phases[0], &r.phases[2]];
+            let during = &r.after_failover;
             vec![
                 r.drill.clone(),
                 r.faults
@@ -119,6 +120,9 @@ fn summary(reports: &[DrillReport]) -> String {
                     .join("; "),
                 format!("{}/{}", r.check.acknowledged, r.check.operations),
                 pct(&before.all),
+                r.failover_seconds.map_or("-".into(), |f| {
+                    format!("{f:.1} ({})", r.unanswered_in_failover)
+                }),
                 pct(&during.roaming),
                 pct(&during.majority_side),
                 pct(&during.minority_side),
@@ -144,6 +148,7 @@ fn summary(reports: &[DrillReport]) -> String {
             "FAULT",
             "ACKED/OPS",
             "BEFORE",
+            "FAILOVER S (LOST)",
             "DURING ROAMING",
             "DURING MAJORITY",
             "DURING MINORITY",
@@ -236,7 +241,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         Output::Table => {
             println!("{table}");
             println!(
-                "\nAvailability is answered (acknowledged or definitely refused) / attempted operations, by invocation time; roaming clients fail over across every node, majority/minority clients are pinned to one node on that side. Details: {}",
+                "\nAvailability is answered (acknowledged or definitely refused) / attempted operations, by invocation time; roaming clients fail over across every node, majority/minority clients are pinned to one node on that side. FAILOVER is from the fault to the first acknowledged write invoked after it, with the operations left unanswered meanwhile (in flight when the fault struck, or waiting out the election); the DURING columns count what was invoked after failover (report.json has the whole fault too). Details: {}",
                 out.display()
             );
         }

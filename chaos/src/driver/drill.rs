@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use quorumca_chaos::{check, History, Op, OpResult, Report};
+use quorumca_chaos::{check, Action, History, Op, OpResult, Report};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -93,6 +93,16 @@ pub struct DrillReport {
     pub seed: u64,
     pub faults: Vec<Injected>,
     pub phases: Vec<PhaseReport>,
+    /// From the fault's injection until the first write a roaming client
+    /// invoked after it was acknowledged: the cluster serving again.
+    pub failover_seconds: Option<f64>,
+    /// Operations invoked between the fault and that moment that got no
+    /// answer (in flight when the fault struck, or waiting out the
+    /// election).
+    pub unanswered_in_failover: usize,
+    /// The fault after failover: what availability is judged on. The whole
+    /// fault, failover included, is `phases[1]`.
+    pub after_failover: PhaseReport,
     /// From healing until every pinned client had succeeded again.
     pub recovery_seconds: Option<f64>,
     pub policy_changes_ok: u64,
@@ -162,6 +172,7 @@ pub async fn run(spec: &DrillSpec) -> anyhow::Result<DrillReport> {
         eprintln!("  [{}] fault: {}", spec.name, i.description);
         faults.push(i);
     }
+    let injected_at = workload.now_ns();
     tokio::time::sleep(third).await;
     let heal_at = workload.now_ns();
     for i in faults.iter().rev() {
@@ -223,9 +234,43 @@ pub async fn run(spec: &DrillSpec) -> anyhow::Result<DrillReport> {
         phase("during", fault_at, heal_at),
         phase("after", heal_at, end_ns),
     ];
+    // "Availability after failover": judged from the moment the cluster
+    // serves writes again, so the operations the fault itself cut off (in
+    // flight as the leader died, or waiting out the election) are counted
+    // apart rather than as the cluster's availability during the fault.
+    let failover_at = history
+        .ops
+        .iter()
+        .filter(|o| o.invoked_ns >= injected_at && o.invoked_ns < heal_at)
+        .filter(|o| side_of(o.client) == Some(Kind::Roaming))
+        .filter(|o| {
+            matches!(
+                (&o.action, &o.result),
+                (Action::Issue, OpResult::Issued(_)) | (Action::Revoke(_), OpResult::Revoked)
+            )
+        })
+        .filter_map(|o| o.completed_ns)
+        .min();
+    let unanswered_in_failover = history
+        .ops
+        .iter()
+        .filter(|o| {
+            o.invoked_ns >= fault_at
+                && o.invoked_ns < failover_at.unwrap_or(heal_at)
+                && !o.acknowledged()
+                && !matches!(o.result, OpResult::Failed(_))
+        })
+        .count();
+    let after_failover = match failover_at {
+        Some(t) => phase("during, after failover", t.min(heal_at), heal_at),
+        None => phase("during", fault_at, heal_at),
+    };
     let mut failures = Vec::new();
     let keeps_quorum = spec.nemeses.iter().all(|n| n.keeps_quorum());
-    let during = &phases[1];
+    if keeps_quorum && failover_at.is_none() {
+        failures.push("no write was acknowledged during the fault: no failover".into());
+    }
+    let during = &after_failover;
     let sides_known = spec.nemeses.iter().all(|n| n.sides_known());
     if keeps_quorum {
         let mut expected = vec![("roaming clients", &during.roaming)];
@@ -236,7 +281,7 @@ pub async fn run(spec: &DrillSpec) -> anyhow::Result<DrillReport> {
             if let Some(a) = s.availability {
                 if a < 0.99 {
                     failures.push(format!(
-                        "{who} during the fault: availability {:.2} % (< 99 %)",
+                        "{who} during the fault, after failover: availability {:.2} % (< 99 %)",
                         a * 100.0
                     ));
                 }
@@ -256,6 +301,9 @@ pub async fn run(spec: &DrillSpec) -> anyhow::Result<DrillReport> {
         seed: spec.seed,
         faults,
         phases,
+        failover_seconds: failover_at.map(|t| t.saturating_sub(injected_at) as f64 / 1e9),
+        unanswered_in_failover,
+        after_failover,
         recovery_seconds,
         policy_changes_ok: shared.policy_ok,
         policy_changes_failed: shared.policy_failed,

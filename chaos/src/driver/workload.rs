@@ -292,7 +292,19 @@ async fn client_loop(
             r if r < 0.50 => issue(&ctx, &client, id, n).await,
             r if r < 0.65 => revoke(&ctx, &client, id, &mut rng).await,
             r if r < 0.90 => status(&ctx, &client, id, &mut rng).await,
-            _ => renew(&ctx, &endpoints, id, &mut rng).await,
+            _ => {
+                // The renewal's own client (it authenticates with the
+                // certificate being renewed) starts where this client last
+                // succeeded, as an agent that remembers a healthy node does;
+                // starting from the first endpoint every time cost each
+                // renewal an attempt timeout whenever that node was cut off.
+                let current = client.current_endpoint().addr.clone();
+                let mut order = endpoints.clone();
+                if let Some(i) = order.iter().position(|&e| api_addr(e) == current) {
+                    order.rotate_left(i);
+                }
+                renew(&ctx, &order, id, &mut rng).await
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
