@@ -64,6 +64,24 @@ pub struct Agent {
     /// Per intent: wakes its task for a forced renewal.
     nudges: std::collections::BTreeMap<String, Arc<tokio::sync::Notify>>,
     status: Mutex<Status>,
+    /// The node that last answered a renewal or bootstrap. Each of those
+    /// builds a new client (it authenticates with the certificate being
+    /// renewed), so without this every call would start at the first
+    /// endpoint and pay an attempt timeout whenever that node is down.
+    last_good: Mutex<Option<String>>,
+}
+
+/// `endpoints` starting from the one whose address is `first`, in their
+/// configured order otherwise.
+fn starting_from(endpoints: &[String], first: Option<&str>) -> Vec<String> {
+    let mut out = endpoints.to_vec();
+    if let Some(i) = first.and_then(|f| {
+        out.iter()
+            .position(|e| Endpoint::parse(e).is_ok_and(|p| p.addr == f))
+    }) {
+        out.rotate_left(i);
+    }
+    out
 }
 
 impl Agent {
@@ -94,6 +112,7 @@ impl Agent {
             cfg,
             cluster_ca,
             roots: RwLock::new(None),
+            last_good: Mutex::new(None),
             markers: RwLock::new(Vec::new()),
             nudges,
             status: Mutex::new(status),
@@ -200,7 +219,8 @@ impl Agent {
     }
 
     fn client(&self, endpoints: &[String], creds: Credentials) -> Result<Client, AgentError> {
-        let eps = endpoints
+        let last = self.last_good.lock().expect("last good").clone();
+        let eps = starting_from(endpoints, last.as_deref())
             .iter()
             .map(|e| Endpoint::parse(e))
             .collect::<Result<Vec<_>, _>>()
@@ -392,14 +412,16 @@ impl Agent {
                     cert_pem: v.chain_pem.clone().into_bytes(),
                     key_pem: v.key_pem.clone().into_bytes(),
                 };
-                self.client(&self.cfg.cluster.endpoints, creds)?
+                let c = self.client(&self.cfg.cluster.endpoints, creds)?;
+                let r = c
                     .renew(pb::RenewRequest {
                         csr,
                         lifetime_seconds,
                         idempotency_key: pending.idempotency_key.clone(),
                     })
-                    .await
-                    .map_err(cluster)?
+                    .await;
+                self.remember(&c, r.is_ok());
+                r.map_err(cluster)?
             }
             _ => {
                 self.bootstrap(intent, csr, lifetime_seconds, &pending)
@@ -420,6 +442,14 @@ impl Agent {
         Ok((v, resp.issuer, resp.replayed, markers_before))
     }
 
+    /// After a successful call, the node that answered is where the next
+    /// one starts.
+    fn remember(&self, c: &Client, ok: bool) {
+        if ok {
+            *self.last_good.lock().expect("last good") = Some(c.current_endpoint().addr.clone());
+        }
+    }
+
     async fn bootstrap(
         &self,
         intent: &Intent,
@@ -433,22 +463,23 @@ impl Agent {
                 AgentError::Config(format!("join_token_file {}: {e}", path.display()))
             })?;
             let creds = Credentials::server_only(self.trust_pem());
-            return self
-                .client(&self.cfg.cluster.enroll_endpoints, creds)?
+            let c = self.client(&self.cfg.cluster.enroll_endpoints, creds)?;
+            let r = c
                 .enroll(pb::EnrollRequest {
                     token: token.trim().to_string(),
                     csr,
                     lifetime_seconds,
                 })
-                .await
-                .map_err(cluster);
+                .await;
+            self.remember(&c, r.is_ok());
+            return r.map_err(cluster);
         }
         if let Some(dir) = &intent.bootstrap_credentials {
             let mut creds = Credentials::from_dir(dir)
                 .map_err(|e| AgentError::Config(format!("bootstrap_credentials: {e}")))?;
             creds.ca_pem = self.trust_pem();
-            return self
-                .client(&self.cfg.cluster.endpoints, creds)?
+            let c = self.client(&self.cfg.cluster.endpoints, creds)?;
+            let r = c
                 .issue(pb::IssueRequest {
                     csr,
                     namespace: intent.namespace.clone().unwrap_or_default(),
@@ -456,8 +487,9 @@ impl Agent {
                     lifetime_seconds,
                     idempotency_key: pending.idempotency_key.clone(),
                 })
-                .await
-                .map_err(cluster);
+                .await;
+            self.remember(&c, r.is_ok());
+            return r.map_err(cluster);
         }
         Err(AgentError::Config(format!(
             "intent {:?} has no valid certificate and no way to get a first one: set join_token_file or bootstrap_credentials",
@@ -594,5 +626,27 @@ impl Agent {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starting_from;
+
+    #[test]
+    fn calls_start_at_the_node_that_last_answered() {
+        let eps: Vec<String> = ["eu=10.0.0.1:7443", "10.0.0.2:7443", "us=10.0.0.3:7443"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(starting_from(&eps, None), eps);
+        assert_eq!(
+            starting_from(&eps, Some("10.0.0.3:7443")),
+            ["us=10.0.0.3:7443", "eu=10.0.0.1:7443", "10.0.0.2:7443"].map(String::from)
+        );
+        assert_eq!(
+            starting_from(&eps, Some("10.9.9.9:1")),
+            eps,
+            "unknown: unchanged"
+        );
     }
 }
