@@ -24,7 +24,9 @@ use std::time::Duration;
 use quorumca_api::testing::{test_csr, test_kek, TEST_POLICY, TEST_SECRET};
 use quorumca_api::{Authority, AuthorityConfig, AuthorityError, IssueRequest};
 use quorumca_chaos::{check, Action, CertKey, History, NodeView, Op, OpResult, Report};
-use quorumca_consensus::transport::{Conn, Transport};
+#[path = "../../crates/consensus/tests/sim_support/mod.rs"]
+mod support;
+
 use quorumca_consensus::{Node, NodeConfig, RaftSettings};
 use quorumca_ledger::{Rejection, RevocationReason, Serial};
 use quorumca_storage::MemDisk;
@@ -60,30 +62,6 @@ thread_local! {
     /// Set once the cluster is quiet: every node builds its CRLs.
     static REFRESH: RefCell<bool> = const { RefCell::new(false) };
     static REFRESHED: RefCell<BTreeSet<u64>> = const { RefCell::new(BTreeSet::new()) };
-    static SEED: RefCell<u64> = const { RefCell::new(0) };
-    static STARTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
-}
-
-fn transport(listener: turmoil::net::TcpListener) -> Transport {
-    let local_addr = listener.local_addr().expect("bound");
-    let incoming = futures::stream::unfold(listener, |l| async move {
-        let next = l.accept().await.map(|(s, remote)| {
-            let local = s.local_addr().ok();
-            Conn::new(s, local, Some(remote))
-        });
-        Some((next, l))
-    });
-    Transport {
-        local_addr,
-        incoming: Box::pin(incoming),
-        dial: Some(Arc::new(|addr: String| {
-            Box::pin(async move {
-                let s = turmoil::net::TcpStream::connect(addr).await?;
-                let (local, remote) = (s.local_addr().ok(), s.peer_addr().ok());
-                Ok(Conn::new(s, local, remote))
-            })
-        })),
-    }
 }
 
 fn node_config(id: u64, disk: MemDisk) -> NodeConfig {
@@ -238,7 +216,7 @@ async fn client_op(a: &Authority, client: u64, n: u64, rng: &mut StdRng) {
 /// stops, then build CRLs when asked.
 async fn host(id: u64, disk: MemDisk, seed: u64) -> turmoil::Result {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-    let node = Node::start_with_transport(node_config(id, disk), transport(listener))
+    let node = Node::start_with_transport(node_config(id, disk), support::transport(listener))
         .await
         .map_err(|e| e.to_string())?;
     let a = Arc::new(Authority::new(
@@ -290,15 +268,6 @@ async fn host(id: u64, disk: MemDisk, seed: u64) -> turmoil::Result {
             REFRESHED.with(|r| r.borrow_mut().insert(id));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Lets every held message through and every link carry traffic again.
-fn release_all(sim: &mut turmoil::Sim) {
-    for a in 1..=NODES {
-        for b in (1..=NODES).filter(|b| *b != a) {
-            sim.release(format!("n{a}"), format!("n{b}"));
-        }
     }
 }
 
@@ -402,56 +371,29 @@ fn run(seed: u64) -> Result<Outcome, String> {
         flag.with(|f| *f.borrow_mut() = false);
     }
     REFRESHED.with(|r| r.borrow_mut().clear());
-    SEED.with(|s| *s.borrow_mut() = seed);
-    STARTS.with(|s| s.borrow_mut().clear());
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(600))
-        .rng_seed(seed)
-        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600))
-        // Every link gets a fixed latency (drawn below), not a random one
-        // per message: certificate and signature sizes vary with the OS
-        // randomness ring uses, which varies the number of segments, and
-        // a per-message draw would then shift every later delivery.
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(1))
-        .build();
+    let mut sim = support::simulation(seed);
     let disks: Vec<MemDisk> = (1..=NODES).map(|_| MemDisk::new()).collect();
     for id in 1..=NODES {
         let disk = disks[id as usize - 1].clone();
         sim.host(format!("n{id}"), move || {
-            let start = STARTS.with(|s| {
-                let mut s = s.borrow_mut();
-                let n = s.entry(id).or_default();
-                *n += 1;
-                *n
-            });
-            let seed = SEED.with(|s| *s.borrow()) ^ (id << 48) ^ (start << 32);
+            let seed = support::start_seed(id);
             quorumca_storage::runtime::with_seed(seed, host(id, disk.clone(), seed))
         });
     }
     // Near within a region, far across regions, different on every link.
-    for a in 1..=NODES {
-        for b in (a + 1)..=NODES {
-            let ms = if region_of(a) == region_of(b) {
-                rng.gen_range(1..=3)
-            } else {
-                rng.gen_range(5..=40)
-            };
-            sim.set_link_latency(format!("n{a}"), format!("n{b}"), Duration::from_millis(ms));
+    support::set_link_latencies(&sim, NODES, |a, b| {
+        if region_of(a) == region_of(b) {
+            rng.gen_range(1..=3)
+        } else {
+            rng.gen_range(5..=40)
         }
-    }
+    });
     sim.client("driver", async {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(())
     });
-    let run_for = |sim: &mut turmoil::Sim, d: Duration| -> Result<(), String> {
-        let until = sim.elapsed() + d;
-        while sim.elapsed() < until {
-            sim.step().map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    };
+    let run_for = support::run_for;
     let name = |id: u64| format!("n{id}");
     run_for(&mut sim, Duration::from_secs(5))?;
     if !READY.with(|r| *r.borrow()) {
@@ -470,19 +412,16 @@ fn run(seed: u64) -> Result<Outcome, String> {
         if let Some(d) = down.take() {
             sim.bounce(name(d));
         }
-        release_all(&mut sim);
+        support::release_all(&mut sim, NODES);
         match &fault {
             Fault::Isolate(id) => {
-                for other in (1..=NODES).filter(|o| o != id) {
-                    sim.hold(name(*id), name(other));
-                }
+                let others: Vec<u64> = (1..=NODES).filter(|o| o != id).collect();
+                support::isolate(&mut sim, &[*id], &others);
             }
             Fault::IsolateRegion(r) => {
-                for inside in (1..=NODES).filter(|i| region_of(*i) == *r) {
-                    for outside in (1..=NODES).filter(|o| region_of(*o) != *r) {
-                        sim.hold(name(inside), name(outside));
-                    }
-                }
+                let (inside, outside): (Vec<u64>, Vec<u64>) =
+                    (1..=NODES).partition(|i| region_of(*i) == *r);
+                support::isolate(&mut sim, &inside, &outside);
             }
             Fault::Crash(id) => {
                 sim.crash(name(*id));
@@ -497,7 +436,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
     if let Some(d) = down.take() {
         sim.bounce(name(d));
     }
-    release_all(&mut sim);
+    support::release_all(&mut sim, NODES);
     run_for(&mut sim, Duration::from_secs(5))?;
     STOP.with(|s| *s.borrow_mut() = true);
     run_for(&mut sim, Duration::from_secs(5))?;
@@ -579,11 +518,7 @@ fn replayable(o: &Outcome) -> String {
 
 #[test]
 fn the_ca_keeps_its_invariants_under_seeded_partitions_and_crashes() {
-    quorumca_consensus::set_clock(|| {
-        turmoil::since_epoch()
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(1_767_225_600_000)
-    });
+    support::use_simulated_clock();
     let seeds: Vec<u64> = match std::env::var("QUORUMCA_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("QUORUMCA_SIM_SEED is a number")],
         Err(_) => {

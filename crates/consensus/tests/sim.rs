@@ -17,10 +17,11 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
-use quorumca_consensus::transport::{Conn, Transport};
+mod sim_support;
+use sim_support as support;
+
 use quorumca_consensus::{Node, NodeConfig, RaftSettings};
 use quorumca_ledger::{Command, Proposal};
 use quorumca_storage::MemDisk;
@@ -37,32 +38,6 @@ thread_local! {
     static INITIALIZED: RefCell<bool> = const { RefCell::new(false) };
     /// Set when the workload should stop, so the nodes can settle.
     static STOP: RefCell<bool> = const { RefCell::new(false) };
-    /// The seed being run, and how often each host has started: each
-    /// start's openraft randomness is seeded from both.
-    static SEED: RefCell<u64> = const { RefCell::new(0) };
-    static STARTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
-}
-
-fn transport(listener: turmoil::net::TcpListener) -> Transport {
-    let local_addr = listener.local_addr().expect("bound");
-    let incoming = futures::stream::unfold(listener, |l| async move {
-        let next = l.accept().await.map(|(s, remote)| {
-            let local = s.local_addr().ok();
-            Conn::new(s, local, Some(remote))
-        });
-        Some((next, l))
-    });
-    Transport {
-        local_addr,
-        incoming: Box::pin(incoming),
-        dial: Some(Arc::new(|addr: String| {
-            Box::pin(async move {
-                let s = turmoil::net::TcpStream::connect(addr).await?;
-                let (local, remote) = (s.local_addr().ok(), s.peer_addr().ok());
-                Ok(Conn::new(s, local, remote))
-            })
-        })),
-    }
 }
 
 fn config(id: u64, disk: MemDisk) -> NodeConfig {
@@ -85,7 +60,7 @@ fn config(id: u64, disk: MemDisk) -> NodeConfig {
 async fn host(id: u64, disk: MemDisk) -> turmoil::Result {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
     let node = Rc::new(
-        Node::start_with_transport(config(id, disk), transport(listener))
+        Node::start_with_transport(config(id, disk), support::transport(listener))
             .await
             .map_err(|e| e.to_string())?,
     );
@@ -140,15 +115,6 @@ fn statuses() -> String {
     })
 }
 
-/// Lets every held message through and every link carry traffic again.
-fn release_all(sim: &mut turmoil::Sim) {
-    for a in 1..=NODES {
-        for b in (1..=NODES).filter(|b| *b != a) {
-            sim.release(format!("n{a}"), format!("n{b}"));
-        }
-    }
-}
-
 #[derive(Debug)]
 enum Fault {
     Isolate(u64),
@@ -167,54 +133,23 @@ fn run(seed: u64) -> Result<Outcome, String> {
     ACKED.with(|a| a.borrow_mut().clear());
     INITIALIZED.with(|i| *i.borrow_mut() = false);
     STOP.with(|s| *s.borrow_mut() = false);
-    SEED.with(|s| *s.borrow_mut() = seed);
-    STARTS.with(|s| s.borrow_mut().clear());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(600))
-        .rng_seed(seed)
-        // A fixed start (2026-01-01), not the wall clock: proposal times
-        // are part of the state, so they must replay too.
-        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600))
-        // A fixed latency per link (drawn below) rather than a draw per
-        // message: turmoil draws per TCP segment from the one world RNG, so
-        // anything that changed how a write is cut into segments would
-        // shift every later delivery and the seed would not replay.
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(1))
-        .build();
+    let mut sim = support::simulation(seed);
     let disks: Vec<MemDisk> = (1..=NODES).map(|_| MemDisk::new()).collect();
     for id in 1..=NODES {
         let disk = disks[id as usize - 1].clone();
         sim.host(format!("n{id}"), move || {
-            let start = STARTS.with(|s| {
-                let mut s = s.borrow_mut();
-                let n = s.entry(id).or_default();
-                *n += 1;
-                *n
-            });
-            let seed = SEED.with(|s| *s.borrow()) ^ (id << 48) ^ (start << 32);
+            let seed = support::start_seed(id);
             quorumca_storage::runtime::with_seed(seed, host(id, disk.clone()))
         });
     }
+    support::set_link_latencies(&sim, NODES, |_, _| rng.gen_range(1..30));
     // The client only keeps the simulation going; faults come from here.
-    for a in 1..=NODES {
-        for b in (a + 1)..=NODES {
-            let ms = rng.gen_range(1..30);
-            sim.set_link_latency(format!("n{a}"), format!("n{b}"), Duration::from_millis(ms));
-        }
-    }
     sim.client("driver", async {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(())
     });
-    let run_for = |sim: &mut turmoil::Sim, d: Duration| -> Result<(), String> {
-        let until = sim.elapsed() + d;
-        while sim.elapsed() < until {
-            sim.step().map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    };
+    let run_for = support::run_for;
     let name = |id: u64| format!("n{id}");
     run_for(&mut sim, Duration::from_secs(5))?;
     let mut faults = Vec::new();
@@ -230,15 +165,11 @@ fn run(seed: u64) -> Result<Outcome, String> {
         if let Some(d) = down.take() {
             sim.bounce(name(d));
         }
-        release_all(&mut sim);
+        support::release_all(&mut sim, NODES);
         match &fault {
             Fault::Isolate(id) => {
-                // Held, not dropped: turmoil's TCP does not retransmit, so
-                // a dropped segment would tear a hole in the stream that
-                // real TCP would have filled after the partition healed.
-                for other in (1..=NODES).filter(|o| o != id) {
-                    sim.hold(name(*id), name(other));
-                }
+                let others: Vec<u64> = (1..=NODES).filter(|o| o != id).collect();
+                support::isolate(&mut sim, &[*id], &others);
             }
             Fault::Crash(id) => {
                 sim.crash(name(*id));
@@ -254,7 +185,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
     if let Some(d) = down.take() {
         sim.bounce(name(d));
     }
-    release_all(&mut sim);
+    support::release_all(&mut sim, NODES);
     run_for(&mut sim, Duration::from_secs(10))?;
     STOP.with(|s| *s.borrow_mut() = true);
     run_for(&mut sim, Duration::from_secs(5))?;
@@ -313,17 +244,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
 
 #[test]
 fn acknowledged_proposals_survive_seeded_partitions_and_crashes() {
-    // Leases, proposal times and expiry follow the simulated clock.
-    quorumca_consensus::set_clock(|| {
-        turmoil::since_epoch()
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0)
-            })
-    });
+    support::use_simulated_clock();
     let seeds: Vec<u64> = match std::env::var("QUORUMCA_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("QUORUMCA_SIM_SEED is a number")],
         Err(_) => {
