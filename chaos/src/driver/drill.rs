@@ -257,8 +257,7 @@ pub async fn run(spec: &DrillSpec) -> anyhow::Result<DrillReport> {
         .filter(|o| {
             o.invoked_ns >= fault_at
                 && o.invoked_ns < failover_at.unwrap_or(heal_at)
-                && !o.acknowledged()
-                && !matches!(o.result, OpResult::Failed(_))
+                && o.result == OpResult::Unknown
         })
         .count();
     let after_failover = match failover_at {

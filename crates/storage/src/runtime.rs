@@ -3,45 +3,34 @@
 //! seed. A simulation then replays a seed exactly; a production node, which
 //! never sets a seed, draws from the OS-seeded thread RNG as before.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::future::Future;
 use std::time::Duration;
 
 use openraft::rt::{AsyncRuntime, OptionalSend};
 use openraft_rt_tokio::TokioRuntime;
 use rand010::rngs::SmallRng;
-use rand010::SeedableRng;
+use rand010::{Rng, SeedableRng};
 
 tokio::task_local! {
-    /// The seed of the current task's RNG stream; absent outside
-    /// [`with_seed`].
-    static SEED: Cell<u64>;
+    /// The current task's seeded stream; absent outside [`with_seed`].
+    static RNG: RefCell<SmallRng>;
 }
 
-/// SplitMix64: a bijective mixer, so distinct inputs give distinct streams.
-fn mix(seed: u64, gamma: u64) -> u64 {
-    let z = seed.wrapping_add(gamma);
-    let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The next seed from the current task's stream; None when no seed is set.
+fn next_seed() -> Option<u64> {
+    RNG.try_with(|r| r.borrow_mut().next_u64()).ok()
 }
 
-/// The current task's seed, advanced so the next draw differs; None when
-/// no seed is set.
-fn take_seed() -> Option<u64> {
-    SEED.try_with(|c| {
-        let s = c.get();
-        c.set(mix(s, 0x6a09_e667_f3bc_c908));
-        s
-    })
-    .ok()
+fn seeded(seed: u64) -> RefCell<SmallRng> {
+    RefCell::new(SmallRng::seed_from_u64(seed))
 }
 
 /// Runs `f` with openraft's randomness drawn from `seed`: every draw in
 /// it, and in every task openraft spawns from it, follows from the seed
 /// and the order of the draws.
 pub fn with_seed<F: Future>(seed: u64, f: F) -> impl Future<Output = F::Output> {
-    SEED.scope(Cell::new(seed), f)
+    RNG.scope(seeded(seed), f)
 }
 
 /// Tokio, with seedable randomness (see the module doc).
@@ -65,10 +54,8 @@ impl AsyncRuntime for Runtime {
     {
         // A child gets its own stream, derived from the parent's, so the
         // parent's later draws do not depend on what the child draws.
-        match take_seed() {
-            Some(s) => {
-                TokioRuntime::spawn(SEED.scope(Cell::new(mix(s, 0x9e37_79b9_7f4a_7c15)), future))
-            }
+        match next_seed() {
+            Some(s) => TokioRuntime::spawn(RNG.scope(seeded(s), future)),
             None => TokioRuntime::spawn(future),
         }
     }
@@ -100,7 +87,7 @@ impl AsyncRuntime for Runtime {
     }
 
     fn thread_rng() -> Self::ThreadLocalRng {
-        match take_seed() {
+        match next_seed() {
             Some(s) => SmallRng::seed_from_u64(s),
             None => rand010::make_rng(),
         }
