@@ -71,7 +71,7 @@ struct Args {
     /// measurement moves by about 10 % from run to run, so the table shows
     /// each system's median round and every ratio is the median of the
     /// ratios taken within each round.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
 }
 
@@ -482,9 +482,6 @@ async fn measure_round(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.rounds == 0 {
-        bail!("--rounds must be at least 1");
-    }
     if let Some(n) = args.nodes.iter().find(|&&n| n != 1 && n != 3) {
         bail!("--nodes takes 1 and/or 3, not {n}");
     }
