@@ -196,7 +196,7 @@ fn record_issued(
 
 /// Renews a held certificate, authenticating with it (mTLS), as an agent
 /// does: a new key, the same names.
-async fn renew(ctx: &Ctx, endpoints: &[u64], id: u64, rng: &mut StdRng) {
+async fn renew(ctx: &Ctx, endpoints: &[u64], start_at: &str, id: u64, rng: &mut StdRng) {
     let Some((_, held)) = ctx.pick_cert(rng, true) else {
         return;
     };
@@ -205,7 +205,7 @@ async fn renew(ctx: &Ctx, endpoints: &[u64], id: u64, rng: &mut StdRng) {
         cert_pem: held.chain_pem.as_bytes().to_vec(),
         key_pem: held.key_pem.as_bytes().to_vec(),
     };
-    let Ok(client) = Client::new(config(endpoints, creds)) else {
+    let Ok(client) = Client::new(config(endpoints, creds).start_at(start_at)) else {
         return;
     };
     let names = quorumca_ca::certificate_names(&held.leaf_der).ok();
@@ -299,11 +299,7 @@ async fn client_loop(
                 // starting from the first endpoint every time cost each
                 // renewal an attempt timeout whenever that node was cut off.
                 let current = client.current_endpoint().addr.clone();
-                let mut order = endpoints.clone();
-                if let Some(i) = order.iter().position(|&e| api_addr(e) == current) {
-                    order.rotate_left(i);
-                }
-                renew(&ctx, &order, id, &mut rng).await
+                renew(&ctx, &endpoints, &current, id, &mut rng).await
             }
         }
         tokio::select! {

@@ -71,19 +71,6 @@ pub struct Agent {
     last_good: Mutex<Option<String>>,
 }
 
-/// `endpoints` starting from the one whose address is `first`, in their
-/// configured order otherwise.
-fn starting_from(endpoints: &[String], first: Option<&str>) -> Vec<String> {
-    let mut out = endpoints.to_vec();
-    if let Some(i) = first.and_then(|f| {
-        out.iter()
-            .position(|e| Endpoint::parse(e).is_ok_and(|p| p.addr == f))
-    }) {
-        out.rotate_left(i);
-    }
-    out
-}
-
 impl Agent {
     pub fn new(cfg: AgentConfig) -> Result<Arc<Self>, AgentError> {
         let cluster_ca = std::fs::read(&cfg.cluster.ca_file).map_err(|e| {
@@ -219,13 +206,15 @@ impl Agent {
     }
 
     fn client(&self, endpoints: &[String], creds: Credentials) -> Result<Client, AgentError> {
-        let last = self.last_good.lock().expect("last good").clone();
-        let eps = starting_from(endpoints, last.as_deref())
+        let eps = endpoints
             .iter()
             .map(|e| Endpoint::parse(e))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| AgentError::Config(e.to_string()))?;
         let mut cfg = ClientConfig::new(eps).credentials(creds);
+        if let Some(last) = self.last_good.lock().expect("last good").clone() {
+            cfg = cfg.start_at(last);
+        }
         if let Some(r) = &self.cfg.cluster.region {
             cfg = cfg.local_region(r.clone());
         }
@@ -626,27 +615,5 @@ impl Agent {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::starting_from;
-
-    #[test]
-    fn calls_start_at_the_node_that_last_answered() {
-        let eps: Vec<String> = ["eu=10.0.0.1:7443", "10.0.0.2:7443", "us=10.0.0.3:7443"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(starting_from(&eps, None), eps);
-        assert_eq!(
-            starting_from(&eps, Some("10.0.0.3:7443")),
-            ["us=10.0.0.3:7443", "eu=10.0.0.1:7443", "10.0.0.2:7443"].map(String::from)
-        );
-        assert_eq!(
-            starting_from(&eps, Some("10.9.9.9:1")),
-            eps,
-            "unknown: unchanged"
-        );
     }
 }

@@ -113,6 +113,13 @@ pub struct ClientConfig {
     /// mTLS credentials; None dials plaintext (only clusters that run with
     /// `insecure_plaintext` accept that).
     pub credentials: Option<Credentials>,
+    /// The address the first call goes to, when it is one of `endpoints`;
+    /// failover then goes on in the usual order. For a client that replaces
+    /// another (a renewal's client authenticates with the certificate being
+    /// renewed, so each renewal builds a new one): starting where the last
+    /// client succeeded spares every new client an attempt timeout while the
+    /// first endpoint is down.
+    pub start_at: Option<String>,
 }
 
 /// A credential bundle: the cluster's roots and this client's certificate
@@ -216,6 +223,7 @@ impl ClientConfig {
             breaker_failures: 3,
             breaker_cooldown: Duration::from_secs(5),
             credentials: None,
+            start_at: None,
         }
     }
 
@@ -226,6 +234,13 @@ impl ClientConfig {
 
     pub fn local_region(mut self, region: impl Into<String>) -> Self {
         self.local_region = Some(region.into());
+        self
+    }
+
+    /// See [`ClientConfig::start_at`]; an address that is not one of the
+    /// endpoints is ignored.
+    pub fn start_at(mut self, addr: impl Into<String>) -> Self {
+        self.start_at = Some(addr.into());
         self
     }
 }
@@ -327,10 +342,15 @@ impl Client {
                 })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
+        let first = cfg
+            .start_at
+            .as_deref()
+            .and_then(|a| nodes.iter().position(|n| n.endpoint.addr == a))
+            .unwrap_or(0);
         Ok(Self {
             cfg,
             nodes,
-            current: AtomicUsize::new(0),
+            current: AtomicUsize::new(first),
             calls: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
             failovers: AtomicU64::new(0),
@@ -617,6 +637,36 @@ mod tests {
         let order: Vec<&str> = c.nodes.iter().map(|n| n.endpoint.addr.as_str()).collect();
         assert_eq!(order, ["b:2", "d:4", "a:1", "c:3"]);
         assert!(Client::new(ClientConfig::new(vec![])).is_err());
+    }
+
+    #[test]
+    fn the_first_call_goes_to_start_at_and_failover_keeps_the_order() {
+        let eps: Vec<Endpoint> = ["us=a:1", "eu=b:2", "us=c:3", "eu=d:4"]
+            .iter()
+            .map(|s| Endpoint::parse(s).unwrap())
+            .collect();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let first = |cfg: ClientConfig| {
+            let c = Client::new(cfg).unwrap();
+            let at = c.current_endpoint().addr.clone();
+            let next = c.pick(c.current.load(Ordering::Relaxed) + 1);
+            (at, c.nodes[next].endpoint.addr.clone())
+        };
+        // Outside the local region too: that node answered last time.
+        let (at, next) = first(
+            ClientConfig::new(eps.clone())
+                .local_region("eu")
+                .start_at("c:3"),
+        );
+        assert_eq!((at.as_str(), next.as_str()), ("c:3", "b:2"), "then wraps");
+        let (at, _) = first(ClientConfig::new(eps.clone()).start_at("z:9"));
+        assert_eq!(at, "a:1", "an unknown address is ignored");
+        let (at, _) = first(ClientConfig::new(eps));
+        assert_eq!(at, "a:1");
     }
 
     #[test]
