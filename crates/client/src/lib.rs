@@ -622,34 +622,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn local_region_comes_first_and_order_is_otherwise_kept() {
-        let eps = ["us=a:1", "eu=b:2", "us=c:3", "eu=d:4"]
+    /// Two regions, interleaved.
+    fn four_endpoints() -> Vec<Endpoint> {
+        ["us=a:1", "eu=b:2", "us=c:3", "eu=d:4"]
             .iter()
             .map(|s| Endpoint::parse(s).unwrap())
-            .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
-        let c = Client::new(ClientConfig::new(eps).local_region("eu")).unwrap();
+            .collect()
+    }
+
+    // Async only because a client needs a runtime to build its channels.
+    #[tokio::test]
+    async fn local_region_comes_first_and_order_is_otherwise_kept() {
+        let c = Client::new(ClientConfig::new(four_endpoints()).local_region("eu")).unwrap();
         let order: Vec<&str> = c.nodes.iter().map(|n| n.endpoint.addr.as_str()).collect();
         assert_eq!(order, ["b:2", "d:4", "a:1", "c:3"]);
         assert!(Client::new(ClientConfig::new(vec![])).is_err());
     }
 
-    #[test]
-    fn the_first_call_goes_to_start_at_and_failover_keeps_the_order() {
-        let eps: Vec<Endpoint> = ["us=a:1", "eu=b:2", "us=c:3", "eu=d:4"]
-            .iter()
-            .map(|s| Endpoint::parse(s).unwrap())
-            .collect();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _g = rt.enter();
+    #[tokio::test]
+    async fn the_first_call_goes_to_start_at_and_failover_keeps_the_order() {
         let first = |cfg: ClientConfig| {
             let c = Client::new(cfg).unwrap();
             let at = c.current_endpoint().addr.clone();
@@ -658,14 +649,14 @@ mod tests {
         };
         // Outside the local region too: that node answered last time.
         let (at, next) = first(
-            ClientConfig::new(eps.clone())
+            ClientConfig::new(four_endpoints())
                 .local_region("eu")
                 .start_at("c:3"),
         );
         assert_eq!((at.as_str(), next.as_str()), ("c:3", "b:2"), "then wraps");
-        let (at, _) = first(ClientConfig::new(eps.clone()).start_at("z:9"));
+        let (at, _) = first(ClientConfig::new(four_endpoints()).start_at("z:9"));
         assert_eq!(at, "a:1", "an unknown address is ignored");
-        let (at, _) = first(ClientConfig::new(eps));
+        let (at, _) = first(ClientConfig::new(four_endpoints()));
         assert_eq!(at, "a:1");
     }
 
