@@ -131,6 +131,9 @@ impl Backend {
 
     fn log_remove(&self, range: KeyRange) -> io::Result<()> {
         match self {
+            // A batch on purpose, unlike appends: a truncation recovered in
+            // part would leave a gap in the log. Purges and truncations are
+            // rare, so its extra writes do not matter.
             Self::Sled { log, .. } => {
                 let mut batch = sled::Batch::default();
                 for kv in log.range(range) {
