@@ -152,6 +152,68 @@ async fn many_appends_share_flushes() {
     assert_eq!(log.len(), 200);
 }
 
+fn big_entry(term: u64, index: u64) -> Entry {
+    openraft::Entry {
+        log_id: log_id(term, 1, index),
+        payload: openraft::EntryPayload::Normal(Proposal::new(
+            index,
+            Command::Noop {
+                payload: vec![index as u8; 3000],
+            },
+        )),
+    }
+}
+
+/// sled's data file, whose length the patched sled keeps at whole segments.
+fn log_file_len(data_dir: &std::path::Path) -> u64 {
+    std::fs::metadata(data_dir.join("raft-log").join("db"))
+        .unwrap()
+        .len()
+}
+
+/// The vendored sled gives each new log segment its full length when it
+/// starts using it (vendor/sled/PATCHES.md, patch 4), so a flush overwrites
+/// blocks instead of growing the file. A log many segments long, flushed
+/// append by append, purged and grown again into freed segments, must read
+/// back whole after every reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_many_segments_long_survives_reopen_purge_and_regrowth() {
+    const SEGMENT: u64 = 512 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path()).unwrap();
+        for i in 1..=1200 {
+            append_durably(&mut log, vec![big_entry(1, i)]).await;
+            let len = log_file_len(dir.path());
+            assert_eq!(len % SEGMENT, 0, "file length {len} after append {i}");
+        }
+        assert!(log_file_len(dir.path()) >= 6 * SEGMENT);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    {
+        let (mut log, _sm) = open(dir.path()).unwrap();
+        let got = log.try_get_log_entries(0..2000).await.unwrap();
+        assert_eq!(got.len(), 1200);
+        for (e, i) in got.iter().zip(1..) {
+            assert_eq!(*e, big_entry(1, i));
+        }
+        log.purge(log_id(1, 1, 1100)).await.unwrap();
+        for i in 1201..=2400 {
+            append_durably(&mut log, vec![big_entry(1, i)]).await;
+        }
+        assert_eq!(log_file_len(dir.path()) % SEGMENT, 0);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let (mut log, _sm) = open(dir.path()).unwrap();
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, Some(log_id(1, 1, 1100)));
+    let got = log.try_get_log_entries(0..3000).await.unwrap();
+    assert_eq!(got.len(), 1300);
+    for (e, i) in got.iter().zip(1101..) {
+        assert_eq!(*e, big_entry(1, i));
+    }
+}
+
 #[tokio::test]
 async fn snapshot_restores_state_on_reopen() {
     let dir = tempfile::tempdir().unwrap();

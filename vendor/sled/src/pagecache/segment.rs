@@ -993,6 +993,22 @@ impl SegmentAccountant {
             }
         }
 
+        // QuorumCA patch 4: give the new segment its full length on disk
+        // now, filled like any free segment (startup fills those the same
+        // way, in `initialize_from_snapshot`). Otherwise every IO
+        // buffer written into it extends the file, and the fdatasync that
+        // makes a flush durable then also commits a journal transaction
+        // for the new size and blocks. Filled, the segment's writes
+        // overwrite allocated blocks: one such commit per segment instead
+        // of one per flush. A crash before the segment's header is
+        // written leaves a segment of garbage, which recovery treats as
+        // free, as it does after startup's own fill.
+        pwrite_all(
+            &self.config.file,
+            &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
+            lid,
+        )?;
+
         self.tip += self.config.segment_size as LogOffset;
 
         trace!("advancing file tip from {} to {}", lid, self.tip);
