@@ -86,12 +86,17 @@ fn log_id(term: u64, node: u64, index: u64) -> LogId {
 }
 
 fn entry(term: u64, index: u64) -> Entry {
+    entry_of(term, index, 1)
+}
+
+/// An entry whose no-op payload is `len` bytes.
+fn entry_of(term: u64, index: u64, len: usize) -> Entry {
     openraft::Entry {
         log_id: log_id(term, 1, index),
         payload: openraft::EntryPayload::Normal(Proposal::new(
             index,
             Command::Noop {
-                payload: vec![index as u8],
+                payload: vec![index as u8; len],
             },
         )),
     }
@@ -153,15 +158,7 @@ async fn many_appends_share_flushes() {
 }
 
 fn big_entry(term: u64, index: u64) -> Entry {
-    openraft::Entry {
-        log_id: log_id(term, 1, index),
-        payload: openraft::EntryPayload::Normal(Proposal::new(
-            index,
-            Command::Noop {
-                payload: vec![index as u8; 3000],
-            },
-        )),
-    }
+    entry_of(term, index, 3000)
 }
 
 /// sled's data file, whose length the patched sled keeps at whole segments.
@@ -172,7 +169,7 @@ fn log_file_len(data_dir: &std::path::Path) -> u64 {
 }
 
 /// The vendored sled gives each new log segment its full length when it
-/// starts using it (vendor/sled/PATCHES.md, patch 4), so a flush overwrites
+/// starts using it (vendor/sled/PATCHES.md, patch 3), so a flush overwrites
 /// blocks instead of growing the file. A log many segments long, flushed
 /// append by append, purged and grown again into freed segments, must read
 /// back whole after every reopen.

@@ -993,7 +993,7 @@ impl SegmentAccountant {
             }
         }
 
-        // QuorumCA patch 4: give the new segment its full length on disk
+        // QuorumCA patch: give the new segment its full length on disk
         // now, filled like any free segment (startup fills those the same
         // way, in `initialize_from_snapshot`). Otherwise every IO
         // buffer written into it extends the file, and the fdatasync that
@@ -1001,7 +1001,7 @@ impl SegmentAccountant {
         // for the new size and blocks. Filled, the segment's writes
         // overwrite allocated blocks: one such commit per segment instead
         // of one per flush. A crash before the segment's header is
-        // written leaves a segment of garbage, which recovery treats as
+        // written leaves a segment of zeros, which recovery treats as
         // free, as it does after startup's own fill.
         pwrite_all(
             &self.config.file,
