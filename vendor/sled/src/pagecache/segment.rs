@@ -635,11 +635,7 @@ impl SegmentAccountant {
         for segment_base in to_free {
             self.free_segment(segment_base)?;
             io_fail!(self.config, "zero garbage segment SA");
-            pwrite_all(
-                &self.config.file,
-                &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
-                segment_base,
-            )?;
+            self.zero_segment(segment_base)?;
         }
 
         // we want to complete all truncations because
@@ -669,6 +665,18 @@ impl SegmentAccountant {
 
         trace!("initialized self.ordering to {:?}", self.ordering);
 
+        Ok(())
+    }
+
+    /// Writes the whole segment at `lid` as free space: zero bytes, which
+    /// read as `MessageKind::Corrupted`. (QuorumCA patch: startup's fill of
+    /// free segments, made a function so `bump_tip` can run it too.)
+    fn zero_segment(&self, lid: LogOffset) -> Result<()> {
+        pwrite_all(
+            &self.config.file,
+            &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
+            lid,
+        )?;
         Ok(())
     }
 
@@ -1003,11 +1011,7 @@ impl SegmentAccountant {
         // of one per flush. A crash before the segment's header is
         // written leaves a segment of zeros, which recovery treats as
         // free, as it does after startup's own fill.
-        pwrite_all(
-            &self.config.file,
-            &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
-            lid,
-        )?;
+        self.zero_segment(lid)?;
 
         self.tip += self.config.segment_size as LogOffset;
 
