@@ -86,6 +86,8 @@ pub struct Issued {
     pub issuer: String,
     pub serial: Vec<u8>,
     pub cert_der: Vec<u8>,
+    /// The leaf alone, PEM.
+    pub cert_pem: String,
     /// Leaf, intermediate: what a TLS server presents.
     pub chain_pem: String,
     pub log_index: u64,
@@ -900,12 +902,10 @@ impl Authority {
         let cert_der = record.full_der.ok_or_else(|| {
             AuthorityError::Internal("a keyed issuance was recorded without its certificate".into())
         })?;
+        let cert_pem = pem_encode("CERTIFICATE", &cert_der);
         Ok(Some(Issued {
-            chain_pem: format!(
-                "{}{}",
-                pem_encode("CERTIFICATE", &cert_der),
-                self.chain_tail(&record.issuer)
-            ),
+            chain_pem: cert_pem.clone() + &self.chain_tail(&record.issuer),
+            cert_pem,
             namespace: record.namespace,
             issuer: record.issuer,
             serial: record.serial.0,
@@ -1097,12 +1097,10 @@ impl Authority {
                 }
             }
             Outcome::IssuanceRecorded { issuer, .. } => {
-                let chain_pem = format!(
-                    "{}{}",
-                    pem_encode("CERTIFICATE", &cert_der),
-                    self.chain_tail(&issuer)
-                );
+                let cert_pem = pem_encode("CERTIFICATE", &cert_der);
+                let chain_pem = cert_pem.clone() + &self.chain_tail(&issuer);
                 Ok(Issued {
+                    cert_pem,
                     issuer,
                     serial,
                     cert_der,

@@ -183,7 +183,7 @@ fn issue_response(issued: crate::authority::Issued) -> pb::IssueResponse {
     pb::IssueResponse {
         issuer: issued.issuer,
         serial: hex::encode(&issued.serial),
-        certificate_pem: pem_encode("CERTIFICATE", &issued.cert_der),
+        certificate_pem: issued.cert_pem,
         chain_pem: issued.chain_pem,
         not_before: issued.not_before,
         not_after: issued.not_after,

@@ -154,11 +154,8 @@ pub fn parse_csr(input: &[u8]) -> Result<VerifiedCsr, CsrError> {
         .to_der()
         .map_err(|e| CsrError::MalformedDer(e.to_string()))?;
     let key = classify_key(&req.info.public_key)?;
-    let tbs = req
-        .info
-        .to_der()
-        .map_err(|e| CsrError::MalformedDer(e.to_string()))?;
-    verify_signature(&req, key, &tbs)?;
+    let tbs = signed_info(&der).map_err(|e| CsrError::MalformedDer(e.to_string()))?;
+    verify_signature(&req, key, tbs)?;
     Ok(VerifiedCsr {
         der,
         spki_der,
@@ -166,6 +163,16 @@ pub fn parse_csr(input: &[u8]) -> Result<VerifiedCsr, CsrError> {
         common_name: common_name(&req),
         names: requested_names(&req)?,
     })
+}
+
+/// The CertificationRequestInfo as the requester's bytes carry it, which
+/// is what they signed: `CertReq::from_der` accepted only DER, so these
+/// are the bytes re-encoding the parsed info would give, without the cost.
+fn signed_info(der: &[u8]) -> der::Result<&[u8]> {
+    use der::Reader;
+    let mut r = der::SliceReader::new(der)?;
+    der::Header::decode(&mut r)?;
+    r.tlv_bytes()
 }
 
 fn pem_rfc7468_decode(input: &[u8]) -> Result<(String, Vec<u8>), der::Error> {

@@ -35,8 +35,25 @@ unsafe impl Send for AlignedBuf {}
 #[allow(unsafe_code)]
 unsafe impl Sync for AlignedBuf {}
 
+/// QuorumCA patch 5: IO buffers whose segment was written, kept for the
+/// next segment. A log rolls to a new segment-sized buffer every segment;
+/// allocating it fresh made the kernel fault in and clear every page of it
+/// again as messages were copied in (the allocator hands such large blocks
+/// back to the system when freed). Contents are never assumed: a new
+/// buffer was uninitialised memory before as well.
+static SPARE_BUFS: Mutex<Vec<AlignedBuf>> = parking_lot::const_mutex(Vec::new());
+
+/// Spare buffers kept at most, across all databases in the process.
+const MAX_SPARE_BUFS: usize = 4;
+
 impl AlignedBuf {
     fn new(len: usize) -> AlignedBuf {
+        {
+            let mut spare = SPARE_BUFS.lock();
+            if let Some(i) = spare.iter().position(|b| b.1 == len) {
+                return spare.swap_remove(i);
+            }
+        }
         let layout = Layout::from_size_align(len, 8192).unwrap();
         let ptr = unsafe { alloc(layout) };
 
@@ -48,6 +65,17 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.0.is_null() {
+            return;
+        }
+        {
+            let mut spare = SPARE_BUFS.lock();
+            if spare.len() < MAX_SPARE_BUFS {
+                spare.push(AlignedBuf(self.0, self.1));
+                self.0 = std::ptr::null_mut();
+                return;
+            }
+        }
         let layout = Layout::from_size_align(self.1, 8192).unwrap();
         unsafe {
             dealloc(self.0, layout);

@@ -672,11 +672,17 @@ impl SegmentAccountant {
     /// read as `MessageKind::Corrupted`. (QuorumCA patch: startup's fill of
     /// free segments, made a function so `bump_tip` can run it too.)
     fn zero_segment(&self, lid: LogOffset) -> Result<()> {
-        pwrite_all(
-            &self.config.file,
-            &*vec![MessageKind::Corrupted.into(); self.config.segment_size],
-            lid,
-        )?;
+        // QuorumCA patch 5: written from one static block of zeros, not a
+        // fresh segment-sized allocation whose pages the kernel has to
+        // fault in and clear for every new segment.
+        const _: () = assert!(MessageKind::Corrupted as u8 == 0);
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut written = 0;
+        while written < self.config.segment_size {
+            let len = ZEROS.len().min(self.config.segment_size - written);
+            pwrite_all(&self.config.file, &ZEROS[..len], lid + written as LogOffset)?;
+            written += len;
+        }
         Ok(())
     }
 
