@@ -1180,3 +1180,42 @@ fn force_renew_markers_are_numbered_bounded_and_checked() {
     let copy = State::decode(&s.encode()).unwrap();
     assert_eq!(copy.hash(), s.hash());
 }
+
+#[test]
+fn records_after_pages_in_issuer_then_serial_order_from_any_cursor() {
+    let mut s = with_issuers();
+    apply(&mut s, &lease(1, "eu", 10));
+    apply(&mut s, &lease(1, "us", 10));
+    let serials: [&[u8]; 4] = [&[1], &[1, 0], &[1, 0, 5], &[2]];
+    for (i, serial) in serials.iter().enumerate() {
+        for issuer in ["us", "eu"] {
+            let out = apply(&mut s, &record(1, issuer, i as u64, serial, 5_000));
+            assert!(matches!(out, Outcome::IssuanceRecorded { .. }), "{out:?}");
+        }
+    }
+    let listed = |after: Option<(&str, &Serial)>| -> Vec<(String, Vec<u8>)> {
+        s.records_after(after)
+            .map(|r| (r.issuer.clone(), r.serial.0.clone()))
+            .collect()
+    };
+    let all = listed(None);
+    let mut expected: Vec<(String, Vec<u8>)> = ["eu", "us"]
+        .iter()
+        .flat_map(|i| serials.iter().map(|s| (i.to_string(), s.to_vec())))
+        .collect();
+    expected.sort();
+    assert_eq!(all, expected);
+    // From each listed record, the rest follow.
+    for (n, (issuer, serial)) in all.iter().enumerate() {
+        let serial = Serial(serial.clone());
+        assert_eq!(listed(Some((issuer, &serial))), all[n + 1..]);
+    }
+    // A cursor naming no record: an issuer never seen, a serial longer than
+    // any recorded one can be (21 octets starting with a recorded serial).
+    assert_eq!(listed(Some(("et", &Serial(vec![9])))), all);
+    let mut long = vec![1, 0];
+    long.resize(21, 0);
+    assert_eq!(listed(Some(("eu", &Serial(long)))), all[2..]);
+    assert!(s.record("eu", &Serial(vec![1; 21])).is_none());
+    assert!(s.record("nobody", &Serial(vec![1])).is_none());
+}
