@@ -21,11 +21,15 @@ use tokio::sync::{mpsc, oneshot};
 use crate::node::{leader_of, now_ms, Raft};
 use crate::wire::{ForwardError, ForwardResponse, ForwardResult};
 
-/// Log entries being written at once: two lets the next batch start its
-/// storage write while the previous one replicates. More only made entries
-/// smaller (and so more of them) without more throughput in
-/// `benches/compare`.
-const MAX_IN_FLIGHT: usize = 2;
+/// Log entries being written at once. One: proposals that arrive while an
+/// entry is on its way queue up and become the next, larger entry, and
+/// every entry costs a log flush and an apply on each node, an
+/// AppendEntries per follower and the answers. Two (the next entry's
+/// storage write overlapping the previous one's replication) was faster
+/// while a log flush was dear; since sled's flushes got cheaper (vendor/sled
+/// patches 2, 3 and 5), one entry in flight costs about 7 % less CPU per
+/// 3-node issuance and answers sooner (`benches/README.md`).
+const MAX_IN_FLIGHT: usize = 1;
 
 struct Item {
     proposal: Proposal,
