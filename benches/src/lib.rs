@@ -33,7 +33,7 @@ use quorumca_ledger::Proposal;
 use serde::Serialize;
 
 /// Result of one load level.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct LevelResult {
     pub concurrency: usize,
     pub seconds: f64,
