@@ -310,11 +310,12 @@ fn etcd_ok(body: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v["header"].is_object())
 }
 
-/// QuorumCA as its users meet it: `nodes` durable nodes (in this
-/// process, a child of `compare`: [`quorumca_in_child`]) serving the public gRPC API over mTLS on loopback, with the PKI
-/// `quorumca dev` makes; issuance spread over every node through
-/// `CertificateService.Issue`, then raw proposals through `Cluster.Ping`
-/// (a 64-byte no-op committed through Raft, the equivalent of a put).
+/// QuorumCA as its users meet it: `nodes` durable nodes (in this process,
+/// a child of `compare`: [`quorumca_in_child`]) serving the public gRPC
+/// API over mTLS on loopback, with the PKI `quorumca dev` makes; issuance
+/// spread over every node through `CertificateService.Issue`, then raw
+/// proposals through `Cluster.Ping` (a 64-byte no-op committed through
+/// Raft, the equivalent of a put).
 async fn quorumca(
     args: &Args,
     dir: &Path,
