@@ -219,9 +219,12 @@ pub enum BundleCmd {
     Get(CertConn),
 }
 
+/// Writes a private key: 0600, also when `path` already existed with a
+/// wider mode (`mode` on open applies only to a file it creates). The mode
+/// is set before the first byte of the key is written.
 fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -229,7 +232,10 @@ fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
     f.write_all(data.as_bytes())?;
+    f.sync_all()?;
     Ok(())
 }
 
@@ -390,9 +396,11 @@ pub(crate) fn generate_key(t: KeyType) -> anyhow::Result<rcgen::KeyPair> {
 
 /// Writes `data` to `path` through a temporary file and a rename, so a
 /// reader sees the old file or the new one, never half of one.
+/// The file gets exactly `mode`, whatever the umask or a leftover
+/// temporary file had (a replaced key must not widen to 0644).
 fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("pem.tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -401,6 +409,8 @@ fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
@@ -759,4 +769,36 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Security hardening 8: a key file that already existed with a wider
+    /// mode is 0600 after it is written again, through either writer.
+    #[test]
+    fn replaced_key_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&key, "new key").unwrap();
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "new key");
+
+        // A leftover temporary file with a wide mode must not pass it on.
+        let renewed = dir.path().join("renewed.pem");
+        let tmp = renewed.with_extension("pem.tmp");
+        std::fs::write(&tmp, "left over").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+        replace_file(&renewed, b"renewed key", 0o600).unwrap();
+        assert_eq!(mode(&renewed), 0o600);
+        assert!(!tmp.exists());
+    }
 }

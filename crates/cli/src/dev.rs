@@ -212,7 +212,17 @@ fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
 
 pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     let base = args.data_dir.clone();
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    // The dev data dir holds the unseal secret, every key and the ledger:
+    // the owner's alone (also one an older version left at 0755).
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&base)
+            .and_then(|()| std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)))
+            .with_context(|| format!("creating {}", base.display()))?;
+    }
     let base = base.canonicalize()?;
     if args.base_port as u64 + ENROLL_PORT_OFFSET + args.nodes > 65_536 {
         bail!(

@@ -36,6 +36,7 @@ mod archive;
 mod error;
 mod log_store;
 mod mem_disk;
+pub mod private;
 pub mod runtime;
 mod state_machine;
 mod types;
@@ -55,11 +56,16 @@ use std::path::Path;
 /// Opens (or creates) the stores of one node under `data_dir`.
 ///
 /// Must be called inside a tokio runtime: the log store spawns its flusher.
+/// Everything under `data_dir` is private to the node's user (0700
+/// directories, 0600 files: [`private`]), also what an earlier version
+/// left there.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
-    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::Io {
+    let io = |e| StorageError::Io {
         path: data_dir.to_path_buf(),
         source: e,
-    })?;
+    };
+    private::create_dir_all(data_dir).map_err(io)?;
+    private::tighten(data_dir).map_err(io)?;
     let log = LogStore::open(&data_dir.join("raft-log"))?;
     let sm = StateMachineStore::open(&data_dir.join("snapshots"), &data_dir.join("archive"))?;
     Ok((log, sm))

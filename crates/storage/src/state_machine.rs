@@ -99,7 +99,7 @@ impl StateMachineStore {
     /// Opens the snapshot directory `dir` and the archive of expired
     /// records at `archive`, and restores the last snapshot, if any.
     pub fn open(dir: &Path, archive: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::Io {
+        crate::private::create_dir_all(dir).map_err(|e| StorageError::Io {
             path: dir.to_path_buf(),
             source: e,
         })?;
@@ -176,7 +176,7 @@ impl StateMachineStore {
         };
         let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = crate::private::create_file(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
         }

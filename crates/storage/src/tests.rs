@@ -339,3 +339,62 @@ async fn prune_moves_expired_records_to_the_archive_durably() {
     assert!(archive.get("eu", &Serial(vec![2])).unwrap().is_none());
     assert_eq!(sm.view().read().state.record_count(), 1);
 }
+
+/// Every directory and file under `dir` with its mode, for the message.
+fn modes_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        out.push((p.clone(), m.permissions().mode() & 0o777));
+        if m.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out
+}
+
+/// Security hardening 8: the data directory and everything in it (the
+/// Raft log's `raft-log/db`, the archive's `archive/db`, snapshots) are
+/// private to the node's user, under a permissive umask too, and a
+/// directory an older version left open is tightened on the next open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_directories_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    // What an older version left: an open directory and a readable file.
+    std::fs::create_dir_all(data.join("snapshots")).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("snapshots/old"), b"x").unwrap();
+    std::fs::set_permissions(
+        data.join("snapshots/old"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    {
+        let (mut log, mut sm) = open(&data).unwrap();
+        append_durably(&mut log, (1..=20).map(|i| entry(1, i)).collect()).await;
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+    }
+    let all = modes_under(&data);
+    for name in ["raft-log/db", "archive/db", "snapshots"] {
+        assert!(
+            all.iter().any(|(p, _)| p.ends_with(name)),
+            "{name} missing from {all:?}"
+        );
+    }
+    let loose: Vec<_> = all
+        .iter()
+        .filter(|(p, mode)| {
+            let want = if p.is_dir() { 0o700 } else { 0o600 };
+            *mode != want
+        })
+        .collect();
+    assert!(loose.is_empty(), "not private: {loose:?}");
+}

@@ -557,13 +557,14 @@ impl Config {
         let blob_dir: PathBuf = self.get_path().join("blobs");
 
         if !blob_dir.exists() {
-            fs::create_dir_all(blob_dir)?;
+            crate::private_dir_all(&blob_dir)?;
         }
 
         self.verify_config()?;
 
         // open the data file
         let mut options = fs::OpenOptions::new();
+        crate::private_file(&mut options);
 
         let _ = options.create(true);
         let _ = options.read(true);
@@ -670,8 +671,10 @@ impl Config {
 
         let path = self.config_path();
 
-        let mut f =
-            fs::OpenOptions::new().write(true).create(true).open(path)?;
+        let mut f = crate::private_file(
+            fs::OpenOptions::new().write(true).create(true),
+        )
+        .open(path)?;
 
         io_fail!(self, "write_config bytes");
         f.write_all(&*bytes)?;
@@ -849,7 +852,7 @@ impl RunningConfig {
         let snap_dir = Path::new(&absolute_path).parent().unwrap();
 
         if !snap_dir.exists() {
-            fs::create_dir_all(snap_dir)?;
+            crate::private_dir_all(snap_dir)?;
         }
 
         Ok(snap_dir.read_dir()?.filter_map(filter).collect())

@@ -461,3 +461,28 @@ mod compile_time_assertions {
 
     fn _assert_send_sync<S: Send + Sync>(_: &S) {}
 }
+
+/// QuorumCA patch 6: sled's files hold a CA's ledger, so they are created
+/// readable by their owner only (0600), whatever the process umask.
+pub(crate) fn private_file(
+    options: &mut std::fs::OpenOptions,
+) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// QuorumCA patch 6: directories sled creates are 0700.
+pub(crate) fn private_dir_all(path: &std::path::Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path)
+}
