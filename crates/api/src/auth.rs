@@ -38,6 +38,9 @@ pub struct Caller {
     pub identity: String,
     /// The leaf certificate it presented (None with [`Access::Open`]).
     pub cert_der: Option<Vec<u8>>,
+    /// SHA-256 of that certificate's public key: a role a join token
+    /// granted holds only for the key it was granted to.
+    pub spki_hash: Option<[u8; 32]>,
 }
 
 /// Denials recorded per identity and second: a refused client in a retry
@@ -62,6 +65,7 @@ impl Authority {
                     None => "unauthenticated".into(),
                 },
                 cert_der: None,
+                spki_hash: None,
             }),
             Access::Mtls { .. } => {
                 let leaf = peer_certs.and_then(|c| c.first()).ok_or_else(|| {
@@ -75,7 +79,7 @@ impl Authority {
                             .into(),
                     )
                 })?;
-                let identity = presented.identity;
+                let (identity, spki_hash) = (presented.identity, presented.spki_hash);
                 // TLS checked the chain and validity; revocation is ours to
                 // check. Certificates made outside the ledger (bootstrap
                 // identities) have no record and pass.
@@ -92,6 +96,7 @@ impl Authority {
                 Ok(Caller {
                     identity,
                     cert_der: Some(leaf.as_ref().to_vec()),
+                    spki_hash: Some(spki_hash),
                 })
             }
         }
@@ -129,7 +134,7 @@ impl Authority {
     pub fn scoped_key(&self, caller: &Caller, key: &str) -> String {
         match self.cfg.access {
             Access::Open => key.to_string(),
-            Access::Mtls { .. } => format!("{}#{key}", caller.identity),
+            Access::Mtls { .. } => scope_idempotency_key(&caller.identity, key),
         }
     }
 
@@ -150,14 +155,19 @@ impl Authority {
             return Ok(());
         };
         let policy = self.local_policy();
+        // A role from a join token counts only for the certificate it was
+        // bound to: another certificate naming the same identity (which
+        // an issuer of the namespace could mint) holds nothing from it.
         let enrolled = self.node.read_local(|s| {
-            s.enrollment(&caller.identity).and_then(|e| {
-                Some(quorumca_ca::Grant {
-                    identity: e.identity.clone(),
-                    role: quorumca_ca::Role::parse(&e.role)?,
-                    namespaces: vec![e.namespace.clone()],
+            s.enrollment(&caller.identity)
+                .filter(|e| Some(e.spki_hash) == caller.spki_hash)
+                .and_then(|e| {
+                    Some(quorumca_ca::Grant {
+                        identity: e.identity.clone(),
+                        role: quorumca_ca::Role::parse(&e.role)?,
+                        namespaces: vec![e.namespace.clone()],
+                    })
                 })
-            })
         });
         authorize(
             &policy,
@@ -220,6 +230,16 @@ impl Authority {
     }
 }
 
+/// The ledger's key for `identity`'s idempotency key `key`: the identity's
+/// length, then the identity, then the key. Length-prefixed so the pair can
+/// be read back unambiguously: with a plain separator, identity `.../x` with
+/// key `y#k1` and identity `.../x#y` with key `k1` were one key, and one
+/// caller could make another's retries fail. A scoped key starts with a
+/// digit, so it never meets the enrolment keys (`enroll#<token hash>`).
+pub(crate) fn scope_idempotency_key(identity: &str, key: &str) -> String {
+    format!("{}:{identity}#{key}", identity.len())
+}
+
 /// The gate in front of the Cluster service on the API port.
 pub struct Gate(pub Arc<Authority>);
 
@@ -244,5 +264,35 @@ impl ClusterGate for Gate {
                 .insert("quorumca-method", method.parse().expect("ascii"));
             s
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope_idempotency_key;
+    use proptest::prelude::*;
+
+    /// Security hardening 6: the two pairs that collided under
+    /// `identity#key`.
+    #[test]
+    fn keys_of_identities_that_share_a_prefix_do_not_collide() {
+        let a = scope_idempotency_key("spiffe://td/ns/a/x", "y#k1");
+        let b = scope_idempotency_key("spiffe://td/ns/a/x#y", "k1");
+        assert_ne!(a, b);
+        assert!(!a.starts_with("enroll#"));
+    }
+
+    proptest! {
+        /// Injective: two different (identity, key) pairs never give the
+        /// same scoped key, whatever characters either holds.
+        #[test]
+        fn scoping_is_injective(
+            i1 in "[a-z#:/0-9]{0,12}", k1 in "[a-z#:/0-9]{0,12}",
+            i2 in "[a-z#:/0-9]{0,12}", k2 in "[a-z#:/0-9]{0,12}",
+        ) {
+            if (i1.as_str(), k1.as_str()) != (i2.as_str(), k2.as_str()) {
+                prop_assert_ne!(scope_idempotency_key(&i1, &k1), scope_idempotency_key(&i2, &k2));
+            }
+        }
     }
 }

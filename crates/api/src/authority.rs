@@ -846,22 +846,10 @@ impl Authority {
         Ok(seq)
     }
 
-    /// Serial = 8-byte lease sequence || 8 bytes from the CSPRNG. Unique by
-    /// construction (sequences never repeat per issuer), 64 random bits,
-    /// positive because sequences stay below 2^63.
+    /// The serial for `sequence`: see [`Serial::for_leaf`] (a fixed prefix
+    /// octet, the sequence, 64 bits from the CSPRNG).
     fn serial_for(&self, sequence: u64) -> Result<Vec<u8>, AuthorityError> {
-        let rnd: [u8; 8] = self.random()?;
-        let mut s = sequence.to_be_bytes().to_vec();
-        s.extend_from_slice(&rnd);
-        // Minimal DER encoding: strip leading zero octets unless the next
-        // octet would then read as negative.
-        while s.len() > 1 && s[0] == 0 && s[1] & 0x80 == 0 {
-            s.remove(0);
-        }
-        if s[0] & 0x80 != 0 {
-            s.insert(0, 0);
-        }
-        Ok(s)
+        Ok(Serial::for_leaf(sequence, self.random()?).0)
     }
 
     /// The certificate a first attempt with idempotency key `key` recorded,
@@ -969,18 +957,77 @@ impl Authority {
         if revoked {
             return Err(denied("the presented certificate is revoked"));
         }
-        self.issue_checked(
-            IssueRequest {
-                csr,
-                namespace: record.namespace,
-                profile: record.profile,
-                lifetime,
-                requester: caller.identity.clone(),
-                idempotency_key,
+        // A token-bound role held by the presented certificate's key moves
+        // to the new key, before the new certificate is handed out. A
+        // retry (same idempotency key) is answered with the recorded
+        // certificate and moves it again if the first attempt did not.
+        let bound = self.node.read_local(|s| {
+            s.enrollment(&caller.identity)
+                .is_some_and(|e| e.spki_hash == spki_hash)
+        });
+        let new_spki = if bound {
+            let csr = parse_csr(&csr)?;
+            let h: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &csr.spki_der)
+                .as_ref()
+                .try_into()
+                .expect("32 bytes");
+            Some(h)
+        } else {
+            None
+        };
+        let issued = self
+            .issue_checked(
+                IssueRequest {
+                    csr,
+                    namespace: record.namespace,
+                    profile: record.profile,
+                    lifetime,
+                    requester: caller.identity.clone(),
+                    idempotency_key,
+                },
+                Some(record.subject_digest),
+            )
+            .await?;
+        if let Some(to_spki) = new_spki.filter(|h| *h != spki_hash) {
+            let p = Proposal::new(
+                now_ms(),
+                Command::RebindRole {
+                    identity: caller.identity.clone(),
+                    from_spki: spki_hash,
+                    to_spki,
+                },
+            )
+            .by(&caller.identity);
+            match self.propose(p).await?.0 {
+                Outcome::RoleRebound => {}
+                o => return Err(rejected(o)),
+            }
+        }
+        Ok(issued)
+    }
+
+    /// Every role granted by a join token, with the key that holds it.
+    pub fn role_bindings(&self) -> Vec<quorumca_ledger::Enrollment> {
+        self.node.read_local(|s| s.enrollments().cloned().collect())
+    }
+
+    /// Withdraws the token-bound role of `identity` (an admin's call).
+    pub async fn remove_role_binding(
+        &self,
+        actor: &str,
+        identity: &str,
+    ) -> Result<quorumca_ledger::Enrollment, AuthorityError> {
+        let p = Proposal::new(
+            now_ms(),
+            Command::RemoveRoleBinding {
+                identity: identity.into(),
             },
-            Some(record.subject_digest),
         )
-        .await
+        .by(actor);
+        match self.propose(p).await?.0 {
+            Outcome::RoleBindingRemoved(e) => Ok(e),
+            o => Err(rejected(o)),
+        }
     }
 
     /// Issues; with `same_names`, only if the decided names digest to it
@@ -1015,6 +1062,23 @@ impl Authority {
             self.limiter
                 .take(&limits, std::time::Instant::now())
                 .map_err(|(what, retry_after)| AuthorityError::RateLimited { what, retry_after })?;
+        }
+        // An identity a join token bound a role to is reserved for the
+        // certificate holding that role: nobody else gets a certificate
+        // naming it (its holder renews; an enrolment of it is refused).
+        if !decision.uris.is_empty() {
+            let taken = self.node.read_local(|s| {
+                decision
+                    .uris
+                    .iter()
+                    .find(|u| *u != &req.requester && s.enrollment(u).is_some())
+                    .cloned()
+            });
+            if let Some(identity) = taken {
+                return Err(AuthorityError::Rejected(Rejection::IdentityReserved {
+                    identity,
+                }));
+            }
         }
         let names = format!("{:?}|{:?}|{:?}", decision.dns, decision.ips, decision.uris);
         let names_digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, names.as_bytes())

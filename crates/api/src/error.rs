@@ -59,6 +59,7 @@ impl AuthorityError {
         match self {
             Self::Csr(_) | Self::Sign(_) => StatusCode::InvalidArgument,
             Self::Policy(PolicyError::NameNotAllowed { .. })
+            | Self::Policy(PolicyError::ReservedId { .. })
             | Self::Policy(PolicyError::ProfileNotAllowed { .. }) => StatusCode::PermissionDenied,
             Self::Policy(PolicyError::UnknownNamespace(_))
             | Self::Policy(PolicyError::UnknownProfile(_)) => StatusCode::NotFound,
@@ -66,7 +67,9 @@ impl AuthorityError {
             Self::Rejected(Rejection::UnknownCertificate { .. }) => StatusCode::NotFound,
             Self::Rejected(Rejection::SelfApproval { .. }) => StatusCode::PermissionDenied,
             Self::Rejected(Rejection::UnknownChange { .. }) => StatusCode::NotFound,
-            Self::Rejected(Rejection::TokenNotUsable) => StatusCode::PermissionDenied,
+            Self::Rejected(Rejection::TokenNotUsable)
+            | Self::Rejected(Rejection::IdentityReserved { .. }) => StatusCode::PermissionDenied,
+            Self::Rejected(Rejection::NoRoleBinding { .. }) => StatusCode::NotFound,
             Self::Rejected(_) => StatusCode::FailedPrecondition,
             Self::Consensus(ConsensusError::Unavailable { .. }) => StatusCode::Unavailable,
             Self::Consensus(ConsensusError::InvalidArgument(_)) => StatusCode::InvalidArgument,

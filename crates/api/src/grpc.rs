@@ -976,6 +976,39 @@ impl pb::token_service_server::TokenService for Services {
             expires_at_ms,
         }))
     }
+
+    async fn list_role_bindings(
+        &self,
+        req: Request<pb::ListRoleBindingsRequest>,
+    ) -> Result<Response<pb::ListRoleBindingsResponse>, Status> {
+        self.allow(&req, Action::ReadRoleBindings)?;
+        let bindings = self.0.role_bindings().iter().map(role_binding).collect();
+        Ok(Response::new(pb::ListRoleBindingsResponse { bindings }))
+    }
+
+    async fn remove_role_binding(
+        &self,
+        req: Request<pb::RemoveRoleBindingRequest>,
+    ) -> Result<Response<pb::RoleBinding>, Status> {
+        let caller = self.allow(&req, Action::RemoveRoleBinding)?;
+        let r = req.into_inner();
+        let gone = self
+            .0
+            .remove_role_binding(&caller.identity, &r.identity)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(role_binding(&gone)))
+    }
+}
+
+fn role_binding(e: &quorumca_ledger::Enrollment) -> pb::RoleBinding {
+    pb::RoleBinding {
+        identity: e.identity.clone(),
+        role: e.role.clone(),
+        namespace: e.namespace.clone(),
+        enrolled_at_ms: e.enrolled_at_ms,
+        key_sha256: hex::encode(e.spki_hash),
+    }
 }
 
 #[tonic::async_trait]

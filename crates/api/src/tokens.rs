@@ -4,7 +4,10 @@
 //! a role; the ledger keeps only its hash. The workload presents it once,
 //! with a CSR, on the enrolment port (the only listener that admits
 //! callers without a client certificate). From then on it renews with the
-//! certificate it got.
+//! certificate it got. A role the token carries is bound to that
+//! certificate's key (see [`quorumca_ledger::Enrollment`]): it follows the
+//! key through renewals and goes when the certificate is revoked or
+//! expires; its identity is reserved meanwhile.
 
 use std::time::Duration;
 
@@ -179,16 +182,49 @@ impl Authority {
                 )))
             }
         };
+        // An identity that holds a token-bound role is reserved for the
+        // certificate holding it. Checked here to answer before the token
+        // is touched; the ledger checks again when redeeming, so two
+        // racing enrolments cannot both pass.
+        let reserved = self
+            .node
+            .read_linearizable({
+                let identity = identity.clone();
+                move |s| s.enrollment(&identity).is_some()
+            })
+            .await?;
+        let refuse_reserved = |identity: &str| {
+            self.audit_denial_as(
+                ENROLMENT_DENIALS,
+                &label,
+                "enroll",
+                &format!("identity {identity:?} is reserved by a token-bound role"),
+            );
+            AuthorityError::Rejected(Rejection::IdentityReserved {
+                identity: identity.into(),
+            })
+        };
+        if reserved {
+            return Err(refuse_reserved(&identity));
+        }
+        let spki_hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &verified.spki_der)
+            .as_ref()
+            .try_into()
+            .expect("32 bytes");
         let p = Proposal::new(
             now_ms(),
             Command::RedeemToken {
                 token_hash: hash,
                 identity: identity.clone(),
+                spki_hash,
             },
         )
         .by(&identity);
         match self.propose(p).await?.0 {
             Outcome::TokenRedeemed(_) => {}
+            Outcome::Rejected(Rejection::IdentityReserved { identity }) => {
+                return Err(refuse_reserved(&identity));
+            }
             o => {
                 self.audit_denial_as(
                     ENROLMENT_DENIALS,

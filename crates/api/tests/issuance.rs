@@ -112,6 +112,16 @@ async fn thousands_of_concurrent_issuances_on_every_node_have_unique_random_seri
         all.iter().all(|(_, s)| s[0] & 0x80 == 0 && s.len() <= 20),
         "serials must be positive, <= 20 octets"
     );
+    // Every serial has the same length, the first lease's (sequence 0)
+    // included: none lost leading octets, and so none lost random bits.
+    let short: Vec<_> = all
+        .iter()
+        .filter(|(_, s)| s.len() != quorumca_ledger::LEAF_SERIAL_LEN)
+        .collect();
+    assert!(short.is_empty(), "serials of another length: {short:?}");
+    assert!(all
+        .iter()
+        .all(|(_, s)| s[0] == quorumca_ledger::LEAF_SERIAL_PREFIX));
     eprintln!("issued {} certificates on 3 nodes, all unique", all.len());
 }
 
@@ -692,6 +702,7 @@ async fn a_join_token_enrols_once_and_a_retry_gets_the_same_certificate() {
     let admin = quorumca_api::Caller {
         identity: "admin".into(),
         cert_der: None,
+        spki_hash: None,
     };
     let (token, _) = auths[0]
         .create_token(&admin, "payments", "", None, Duration::from_secs(60))
@@ -730,4 +741,42 @@ async fn a_join_token_enrols_once_and_a_retry_gets_the_same_certificate() {
         e.to_string().contains("unknown, already used, or expired"),
         "{e}"
     );
+}
+
+/// Security hardening 3: each malformed SPIFFE ID form that used to be
+/// issued inside an allowed prefix is refused with INVALID_ARGUMENT and
+/// records nothing; a well-formed one in the same namespace is issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_spiffe_ids_are_refused_and_record_nothing() {
+    let (_c, auths) = setup().await;
+    let uri_csr = |uri: &str| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        params.serialize_request(&key).unwrap().der().to_vec()
+    };
+    let records = |a: &Authority| a.node().read_local(|s| s.records().count());
+    let before = records(&auths[0]);
+    for uri in [
+        "spiffe://example.org/ns/payments/%2e%2e/%2e%2e/node/1",
+        "spiffe://example.org/ns/payments/x?y#z",
+        "spiffe://example.org/ns/payments/@evil",
+        "spiffe://example.org/ns/payments/../../node/1",
+        "spiffe://example.org/ns/payments/a//b",
+        "spiffe://example.org/ns/payments/a/",
+        "SPIFFE://example.org/ns/payments/a",
+    ] {
+        let e = auths[0].issue(request(uri_csr(uri))).await.expect_err(uri);
+        assert_eq!(
+            e.code(),
+            quorumca_api::StatusCode::InvalidArgument,
+            "{uri}: {e}"
+        );
+        assert!(e.to_string().contains("SPIFFE ID"), "{uri}: {e}");
+    }
+    auths[0]
+        .issue(request(uri_csr("spiffe://example.org/ns/payments/sa/api")))
+        .await
+        .expect("a valid SPIFFE ID");
+    assert_eq!(records(&auths[0]), before + 1);
 }

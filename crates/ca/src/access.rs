@@ -97,10 +97,16 @@ impl Approvals {
 /// Something a caller asks to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action<'a> {
-    Issue { namespace: &'a str },
-    Revoke { namespace: &'a str },
+    Issue {
+        namespace: &'a str,
+    },
+    Revoke {
+        namespace: &'a str,
+    },
     RevokeByKey,
-    ReadCertificates { namespace: Option<&'a str> },
+    ReadCertificates {
+        namespace: Option<&'a str>,
+    },
     ReadPolicy,
     ChangePolicy,
     ChangeCa,
@@ -109,6 +115,10 @@ pub enum Action<'a> {
     ChangeCluster,
     ReadAudit,
     CreateToken,
+    /// List the roles join tokens granted.
+    ReadRoleBindings,
+    /// Withdraw one.
+    RemoveRoleBinding,
 }
 
 impl Action<'_> {
@@ -130,6 +140,8 @@ impl Action<'_> {
             Action::ChangeCluster => "change cluster membership or leadership".into(),
             Action::ReadAudit => "read the audit log".into(),
             Action::CreateToken => "create join tokens".into(),
+            Action::ReadRoleBindings => "list roles granted by join tokens".into(),
+            Action::RemoveRoleBinding => "remove roles granted by join tokens".into(),
         }
     }
 }
@@ -174,6 +186,7 @@ fn allows(role: Role, namespaces: &[String], action: &Action) -> bool {
                 | Action::ReadPolicy
                 | Action::ReadCluster
                 | Action::ReadAudit
+                | Action::ReadRoleBindings
         ),
         Role::Issuer => match action {
             Action::Issue { namespace } | Action::Revoke { namespace } => in_ns(namespace),
@@ -257,6 +270,10 @@ pub(crate) fn validate_grants(policy: &Policy) -> Result<(), String> {
         if g.identity.ends_with('*') && !g.identity.ends_with("/*") {
             return Err(format!("{owner}: a wildcard must follow a '/'"));
         }
+        if crate::spiffe::has_spiffe_scheme(&g.identity) {
+            crate::spiffe::check_pattern(&g.identity)
+                .map_err(|why| format!("{owner}: not a SPIFFE ID or one followed by /*: {why}"))?;
+        }
         match g.role {
             Role::Issuer if g.namespaces.is_empty() => {
                 return Err(format!("{owner}: an issuer grant needs namespaces"));
@@ -287,6 +304,9 @@ pub struct PresentedCert {
     pub identity: String,
     /// The serial as the ledger keys records (DER INTEGER content).
     pub serial: Vec<u8>,
+    /// SHA-256 of its SubjectPublicKeyInfo: what a token-bound role is
+    /// bound to.
+    pub spki_hash: [u8; 32],
 }
 
 /// Reads a client certificate's identity and serial. None when the
@@ -300,9 +320,15 @@ pub fn presented_cert(cert_der: &[u8]) -> Option<PresentedCert> {
         .into_iter()
         .find(|u| u.starts_with("spiffe://"))
         .or_else(|| common_name(&cert))?;
+    use der::Encode;
+    let spki = cert.tbs_certificate.subject_public_key_info.to_der().ok()?;
     Some(PresentedCert {
         identity,
         serial: cert.tbs_certificate.serial_number.as_bytes().to_vec(),
+        spki_hash: ring::digest::digest(&ring::digest::SHA256, &spki)
+            .as_ref()
+            .try_into()
+            .expect("32 bytes"),
     })
 }
 

@@ -13,7 +13,9 @@
 //! - `access`: roles granted to caller identities, and which changes
 //!   need a second admin;
 //! - `policy`: profiles and namespaces from TOML, validated, diffed, and
-//!   [`Policy::decide`], which turns a request into a signing decision.
+//!   [`Policy::decide`], which turns a request into a signing decision;
+//! - [`spiffe`]: the SPIFFE ID grammar and the IDs the cluster reserves
+//!   for its nodes and break-glass admins.
 //!
 //! ## What it must never do
 //!
@@ -37,6 +39,7 @@ mod ocsp;
 mod policy;
 mod seal;
 mod sign;
+pub mod spiffe;
 
 pub use access::{
     authorize, identity_matches, identity_of, is_node_identity, node_identity, presented_cert,

@@ -117,9 +117,17 @@ pub struct Namespace {
     pub dns: Vec<String>,
     #[serde(default)]
     pub ips: Vec<IpNet>,
-    /// Exact URIs, or a prefix ending in `/*`.
+    /// Exact URIs, or a prefix ending in `/*`. A `spiffe://` entry must be
+    /// a valid SPIFFE ID (or one followed by `/*`).
     #[serde(default)]
     pub uris: Vec<String>,
+    /// Lets `uris` reach the SPIFFE IDs the cluster keeps for itself
+    /// (`/node/...`, `/admin/...`; see [`crate::spiffe`]). Off unless a
+    /// namespace says so: a node's or a break-glass admin's identity in a
+    /// workload's hands is a takeover, so it takes this explicit line
+    /// (e.g. for nodes that join with a token).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_reserved_ids: bool,
 }
 
 /// Issuance rate limits, each `"<count>/<s|m|h>"`, enforced by every node
@@ -215,6 +223,13 @@ pub enum PolicyError {
     },
     #[error("{name} is outside namespace {namespace:?}'s rules")]
     NameNotAllowed { namespace: String, name: String },
+    #[error("URI {uri:?} is not a valid SPIFFE ID: {why}")]
+    InvalidSpiffeId {
+        uri: String,
+        why: crate::spiffe::SpiffeIdError,
+    },
+    #[error("URI {uri:?} is a reserved SPIFFE ID (nodes and break-glass admins have root-signed bootstrap identities); namespace {namespace:?} does not set allow_reserved_ids")]
+    ReservedId { namespace: String, uri: String },
     #[error("the request names nothing to certify; put DNS, IP or URI names in the CSR")]
     NoNames,
     #[error("requested lifetime {requested:?} exceeds profile {profile:?}'s maximum {max:?}")]
@@ -366,6 +381,18 @@ impl Policy {
                         "{owner}: {u:?} is not a URI or a prefix ending in /*"
                     ));
                 }
+                if crate::spiffe::has_spiffe_scheme(u) {
+                    let (_, reserved) = crate::spiffe::check_pattern(u).map_err(|why| {
+                        PolicyError::Invalid(format!(
+                            "{owner}: {u:?} is not a SPIFFE ID or one followed by /*: {why}"
+                        ))
+                    })?;
+                    if reserved && !n.allow_reserved_ids {
+                        return bad(format!(
+                            "{owner}: {u:?} reaches the cluster's reserved SPIFFE IDs (/node/..., /admin/...); narrow it (e.g. spiffe://<td>/ns/{ns}/*), or set allow_reserved_ids = true if this namespace really certifies nodes or admins"
+                        ));
+                    }
+                }
             }
         }
         crate::access::validate_grants(self).map_err(PolicyError::Invalid)?;
@@ -439,6 +466,20 @@ impl Policy {
             }
         }
         for u in &names.uris {
+            if crate::spiffe::has_spiffe_scheme(u) {
+                let id = crate::spiffe::SpiffeId::parse(u).map_err(|why| {
+                    PolicyError::InvalidSpiffeId {
+                        uri: u.clone(),
+                        why,
+                    }
+                })?;
+                if id.is_reserved() && !ns.allow_reserved_ids {
+                    return Err(PolicyError::ReservedId {
+                        namespace: namespace.into(),
+                        uri: u.clone(),
+                    });
+                }
+            }
             if !ns.uris.iter().any(|pat| uri_allowed(pat, u)) {
                 return Err(refuse(format!("URI {u:?}")));
             }
@@ -615,20 +656,89 @@ dns = ["*.search.svc.cluster.local"]
                 ),
                 "URI",
             ),
-            (
-                csr(
-                    &[],
-                    &[],
-                    &["spiffe://example.org/ns/payments/../search"],
-                    KeyAlgorithm::EcdsaP256,
-                ),
-                "URI",
-            ),
         ] {
             let e = p.decide("payments", "web", &c, None, 0).unwrap_err();
             assert!(matches!(e, PolicyError::NameNotAllowed { .. }), "{e}");
             assert!(e.to_string().contains(needle), "expected {needle:?} in {e}");
         }
+    }
+
+    /// Security hardening 3: SPIFFE IDs that a string prefix match let
+    /// through (the namespace allows `spiffe://example.org/ns/payments/*`)
+    /// are refused by the grammar, whatever the case of their scheme.
+    #[test]
+    fn malformed_spiffe_ids_are_refused_even_inside_an_allowed_prefix() {
+        let p = Policy::from_toml(POLICY).unwrap();
+        for uri in [
+            "spiffe://example.org/ns/payments/../search",
+            "spiffe://example.org/ns/payments/%2e%2e/%2e%2e/node/1",
+            "spiffe://example.org/ns/payments/x?y#z",
+            "spiffe://example.org/ns/payments/@evil",
+            "spiffe://example.org/ns/payments/a//b",
+            "spiffe://example.org/ns/payments/a/",
+            "spiffe://example.org/ns/payments/./a",
+            "spiffe://example.org/ns/payments/a\u{0}b",
+            "SPIFFE://example.org/ns/payments/a",
+            "Spiffe://EXAMPLE.org/ns/payments/a",
+        ] {
+            let c = csr(&[], &[], &[uri], KeyAlgorithm::EcdsaP256);
+            let e = p.decide("payments", "web", &c, None, 0).unwrap_err();
+            assert!(
+                matches!(e, PolicyError::InvalidSpiffeId { .. }),
+                "{uri}: {e}"
+            );
+        }
+        let fine = csr(
+            &[],
+            &[],
+            &["spiffe://example.org/ns/payments/sa/api"],
+            KeyAlgorithm::EcdsaP256,
+        );
+        p.decide("payments", "web", &fine, None, 0).unwrap();
+    }
+
+    /// Security hardening 2: a namespace cannot reach node or admin
+    /// identities unless it says so, and even a pattern that would match
+    /// them does not get them issued.
+    #[test]
+    fn reserved_ids_need_an_explicit_namespace_rule() {
+        for pattern in [
+            "spiffe://example.org/*",
+            "spiffe://example.org/node/*",
+            "spiffe://example.org/node/1",
+            "spiffe://example.org/admin/*",
+        ] {
+            let text = format!(
+                "{POLICY}\n[namespaces.nodes]\nprofiles = [\"web\"]\nuris = [\"{pattern}\"]\n"
+            );
+            let e = Policy::from_toml(&text).unwrap_err();
+            assert!(e.to_string().contains("reserved"), "{pattern}: {e}");
+            let allowed = format!("{text}allow_reserved_ids = true\n");
+            let p = Policy::from_toml(&allowed).unwrap();
+            let again = Policy::from_toml(&p.to_canonical_toml()).unwrap();
+            assert!(again.namespaces["nodes"].allow_reserved_ids);
+        }
+        // A policy without the flag keeps its canonical text.
+        let p = Policy::from_toml(POLICY).unwrap();
+        assert!(!p.to_canonical_toml().contains("allow_reserved_ids"));
+        // Malformed patterns are refused outright.
+        let bad = POLICY.replace(
+            "spiffe://example.org/ns/payments/*",
+            "spiffe://example.org/ns/%70ayments/*",
+        );
+        assert!(Policy::from_toml(&bad).is_err());
+        // Decisions refuse reserved IDs in a namespace without the flag,
+        // even when a hand-built policy skipped validation.
+        let mut p = Policy::from_toml(POLICY).unwrap();
+        p.namespaces.get_mut("payments").unwrap().uris = vec!["spiffe://example.org/*".into()];
+        let c = csr(
+            &[],
+            &[],
+            &["spiffe://example.org/node/1"],
+            KeyAlgorithm::EcdsaP256,
+        );
+        let e = p.decide("payments", "web", &c, None, 0).unwrap_err();
+        assert!(matches!(e, PolicyError::ReservedId { .. }), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `quorumca token create` (admins) and `quorumca enroll` (a new workload
-//! with a token and no certificate yet).
+//! `quorumca token create` (admins), `token grants` and `token
+//! remove-grant` (the roles tokens granted), and `quorumca enroll` (a new
+//! workload with a token and no certificate yet).
 
 use std::path::PathBuf;
 
@@ -7,7 +8,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use quorumca_api::pb::enrollment_service_client::EnrollmentServiceClient;
 use quorumca_api::pb::token_service_client::TokenServiceClient;
-use quorumca_api::pb::{CreateTokenRequest, EnrollRequest};
+use quorumca_api::pb::{
+    CreateTokenRequest, EnrollRequest, ListRoleBindingsRequest, RemoveRoleBindingRequest,
+};
 
 use crate::client::status_error;
 use crate::cluster::Conn;
@@ -35,6 +38,89 @@ pub enum TokenCmd {
         #[arg(long, default_value = "15m")]
         ttl: humantime::Duration,
     },
+    /// List the roles join tokens granted. Each holds only for the
+    /// certificate whose key it names, follows it through renewals, and
+    /// ends when that certificate is revoked or expires; meanwhile its
+    /// identity is reserved.
+    #[command(after_help = "Example:
+  quorumca token grants -o json")]
+    Grants {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Withdraw the role a join token granted to an identity (and free the
+    /// identity).
+    #[command(after_help = "Example:
+  quorumca token remove-grant --identity spiffe://dev.internal/ns/default/ci")]
+    RemoveGrant {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        identity: String,
+    },
+}
+
+fn binding_json(b: &quorumca_api::pb::RoleBinding) -> serde_json::Value {
+    serde_json::json!({
+        "identity": b.identity,
+        "role": b.role,
+        "namespace": b.namespace,
+        "enrolled_at_ms": b.enrolled_at_ms,
+        "enrolled_at": crate::policy::when(b.enrolled_at_ms),
+        "key_sha256": b.key_sha256,
+    })
+}
+
+async fn grants(conn: Conn) -> anyhow::Result<()> {
+    let mut c = TokenServiceClient::new(conn.target.channel().await?);
+    let r = c
+        .list_role_bindings(ListRoleBindingsRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match conn.output {
+        Output::Json => crate::out!(
+            "{}",
+            json(&serde_json::Value::Array(
+                r.bindings.iter().map(binding_json).collect()
+            ))
+        ),
+        Output::Table => {
+            if r.bindings.is_empty() {
+                crate::out!("no roles granted by join tokens");
+            }
+            for b in &r.bindings {
+                crate::out!(
+                    "{}  {} of {}  key sha256 {}  since {}",
+                    b.identity,
+                    b.role,
+                    b.namespace,
+                    &b.key_sha256[..b.key_sha256.len().min(16)],
+                    crate::policy::when(b.enrolled_at_ms)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn remove_grant(conn: Conn, identity: String) -> anyhow::Result<()> {
+    let mut c = TokenServiceClient::new(conn.target.channel().await?);
+    let b = c
+        .remove_role_binding(RemoveRoleBindingRequest { identity })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match conn.output {
+        Output::Json => crate::out!("{}", json(&binding_json(&b))),
+        Output::Table => crate::out!(
+            "removed: {} no longer holds {} of {}",
+            b.identity,
+            b.role,
+            b.namespace
+        ),
+    }
+    Ok(())
 }
 
 /// Get a first certificate with a join token, on a node's enrolment port.
@@ -77,13 +163,17 @@ pub struct EnrollArgs {
 }
 
 pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
-    let TokenCmd::Create {
-        conn,
-        namespace,
-        profile,
-        role,
-        ttl,
-    } = cmd;
+    let (conn, namespace, profile, role, ttl) = match cmd {
+        TokenCmd::Create {
+            conn,
+            namespace,
+            profile,
+            role,
+            ttl,
+        } => (conn, namespace, profile, role, ttl),
+        TokenCmd::Grants { conn } => return grants(conn).await,
+        TokenCmd::RemoveGrant { conn, identity } => return remove_grant(conn, identity).await,
+    };
     let mut c = TokenServiceClient::new(conn.target.channel().await?);
     let r = c
         .create_token(CreateTokenRequest {

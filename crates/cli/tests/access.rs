@@ -509,6 +509,137 @@ async fn roles_namespaces_audit_and_two_person_changes_over_mtls() {
         "PermissionDenied",
     );
 
+    // Security hardening 1: the token's role is bound to the key of the
+    // certificate it was granted to. Its identity is reserved: a role-less
+    // token cannot enrol it and an admin cannot issue it; the holder keeps
+    // the role through a renewal; revoking the holding certificate ends
+    // the role, and a certificate minted for the identity afterwards holds
+    // nothing.
+    let batch_id = format!("{TD}/ns/search/batch");
+    let grants = cli.json(&admin, &["token", "grants"]);
+    let bound = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["identity"] == batch_id.as_str())
+        .unwrap_or_else(|| panic!("no binding for {batch_id} in {grants}"));
+    assert_eq!(bound["role"], "issuer");
+    let squat_token = token(None);
+    let out = enroll(
+        &squat_token,
+        &batch_id,
+        "squat.search.svc.dev.internal",
+        &d.join("squat"),
+    );
+    assert!(!out.status.success(), "a reserved identity was enrolled");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("reserved") && e.contains("PermissionDenied"),
+        "{e}"
+    );
+    cli.refused(
+        &admin,
+        &[
+            "issue",
+            "--namespace",
+            "search",
+            "--uri",
+            &batch_id,
+            "--out-dir",
+            d.join("minted").to_str().unwrap(),
+        ],
+        "reserved",
+    );
+    let renewed = cli.json(&batch, &["renew", "--dir", batch.to_str().unwrap()]);
+    cli.ok(
+        &batch,
+        &[
+            "issue",
+            "--namespace",
+            "search",
+            "--dns",
+            "z.search.svc.dev.internal",
+        ],
+    );
+    cli.ok(
+        &admin,
+        &[
+            "revoke",
+            "--issuer",
+            renewed["issuer"].as_str().unwrap(),
+            "--serial",
+            renewed["serial"].as_str().unwrap(),
+            "--reason",
+            "key-compromise",
+        ],
+    );
+    let grants = cli.json(&admin, &["token", "grants"]);
+    assert!(
+        !grants.to_string().contains(&batch_id),
+        "the revoked certificate's role survived: {grants}"
+    );
+    // The squatter's token was not used up by its refused attempt: with
+    // the identity free again it enrols, and holds no role.
+    let squat = d.join("squat2");
+    let out = enroll(
+        &squat_token,
+        &batch_id,
+        "squat.search.svc.dev.internal",
+        &squat,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli.refused(
+        &squat,
+        &[
+            "issue",
+            "--namespace",
+            "search",
+            "--dns",
+            "w.search.svc.dev.internal",
+        ],
+        "PermissionDenied",
+    );
+    // An admin removes a binding; removing it again is NOT_FOUND.
+    let worker = d.join("worker");
+    let out = enroll(
+        &token(Some("issuer")),
+        &format!("{TD}/ns/search/worker"),
+        "worker.search.svc.dev.internal",
+        &worker,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let worker_id = format!("{TD}/ns/search/worker");
+    cli.refused(
+        &auditor,
+        &["token", "remove-grant", "--identity", &worker_id],
+        "PermissionDenied",
+    );
+    cli.ok(&admin, &["token", "remove-grant", "--identity", &worker_id]);
+    cli.refused(
+        &admin,
+        &["token", "remove-grant", "--identity", &worker_id],
+        "NotFound",
+    );
+    cli.refused(
+        &worker,
+        &[
+            "issue",
+            "--namespace",
+            "search",
+            "--dns",
+            "v.search.svc.dev.internal",
+        ],
+        "PermissionDenied",
+    );
+
     // Refused during the handshake, before any service runs: no client
     // certificate, or one from another CA claiming alice's identity.
     // Nothing reaches the audit log for them.

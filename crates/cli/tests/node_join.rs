@@ -25,6 +25,8 @@ profiles = ["node"]
 dns = ["localhost"]
 ips = ["127.0.0.0/8"]
 uris = ["spiffe://dev.internal/node/*"]
+# Node identities are reserved: this namespace certifies nodes on purpose.
+allow_reserved_ids = true
 "#;
 
 fn run(env: &str, creds: &Path, args: &[&str]) -> Output {

@@ -10,6 +10,31 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Serial(pub Vec<u8>);
 
+/// The first octet of every leaf serial. Fixed and below 0x80, so the
+/// serial is a positive DER integer that never needs a leading zero and is
+/// never shortened: every leaf serial is exactly [`LEAF_SERIAL_LEN`] octets
+/// and carries all 64 random bits, whatever its lease sequence (Boulder
+/// prefixes its serials the same way).
+pub const LEAF_SERIAL_PREFIX: u8 = 0x51;
+
+/// Octets of a leaf serial: the prefix, the 8-octet lease sequence, 8
+/// random octets (RFC 5280 allows up to 20).
+pub const LEAF_SERIAL_LEN: usize = 17;
+
+impl Serial {
+    /// The serial of a leaf: prefix || sequence (big-endian) || random.
+    /// Unique by construction (a sequence is leased to one node once per
+    /// issuer) and unpredictable by its 64 bits from the CSPRNG, which the
+    /// caller draws: the ledger itself draws no randomness.
+    pub fn for_leaf(sequence: u64, random: [u8; 8]) -> Self {
+        let mut s = Vec::with_capacity(LEAF_SERIAL_LEN);
+        s.push(LEAF_SERIAL_PREFIX);
+        s.extend_from_slice(&sequence.to_be_bytes());
+        s.extend_from_slice(&random);
+        Serial(s)
+    }
+}
+
 impl fmt::Debug for Serial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Serial({})", hex::encode(&self.0))
@@ -221,14 +246,28 @@ pub enum Command {
     /// Files a join token (only its hash: the ledger never holds the
     /// secret).
     CreateToken(JoinToken),
-    /// Uses a join token up, once: `identity` (the enrolled workload's) is
-    /// bound to the token's role from now on.
+    /// Uses a join token up, once. A token with a role binds it to
+    /// `identity` *and* to the key `spki_hash` (the CSR's), so only the
+    /// certificate made for that key holds it. Refused while another
+    /// enrolment holds `identity`: such an identity is reserved.
     RedeemToken {
         token_hash: [u8; 32],
         identity: String,
+        spki_hash: [u8; 32],
     },
     /// Rotation, retirement and forced renewal in the CA hierarchy.
     Hierarchy(HierarchyChange),
+    /// Moves a token-bound role to the key of its holder's renewed
+    /// certificate. Applies only while the role is bound to `from_spki`
+    /// (a retry after it moved is answered the same way), and only to a
+    /// key with a live certificate.
+    RebindRole {
+        identity: String,
+        from_spki: [u8; 32],
+        to_spki: [u8; 32],
+    },
+    /// An admin withdraws a token-bound role (and so frees its identity).
+    RemoveRoleBinding { identity: String },
 }
 
 /// A certificate for one issuer's key signed by another issuer's key: what
@@ -321,13 +360,20 @@ pub struct JoinToken {
     pub created_by: String,
 }
 
-/// An identity that enrolled with a token carrying a role.
+/// A role a join token granted: bound to one identity and to the key of
+/// the certificate it was granted to, never to the identity string alone
+/// (anyone who can get a certificate naming the identity would hold it).
+/// It moves to the new key on Renew, and goes when that certificate is
+/// revoked or expires, or when an admin removes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
     pub identity: String,
     pub role: String,
     pub namespace: String,
     pub enrolled_at_ms: u64,
+    /// SHA-256 of the SubjectPublicKeyInfo of the certificate that holds
+    /// the role.
+    pub spki_hash: [u8; 32],
 }
 
 /// A change that can wait for approval.
@@ -454,6 +500,8 @@ impl fmt::Display for Proposal {
             Command::CreateToken(_) => "create-token",
             Command::RedeemToken { .. } => "redeem-token",
             Command::Hierarchy(_) => "hierarchy",
+            Command::RebindRole { .. } => "rebind-role",
+            Command::RemoveRoleBinding { .. } => "remove-role-binding",
         };
         write!(f, "{name}@{}", self.at_ms)?;
         if let Some(k) = &self.idempotency_key {
@@ -533,6 +581,10 @@ pub enum Outcome {
         bundle_version: u64,
     },
     Rejected(Rejection),
+    /// The role is bound to the renewed certificate's key now.
+    RoleRebound,
+    /// The role binding is gone.
+    RoleBindingRemoved(Enrollment),
 }
 
 /// Why a proposal changed nothing. Each says what the proposer must fix.
@@ -578,6 +630,10 @@ pub enum Rejection {
     SelfApproval { id: u64, proposer: String },
     #[error("the join token is unknown, already used, or expired; ask an admin for a new one (`quorumca token create`)")]
     TokenNotUsable,
+    #[error("identity {identity:?} holds a role granted by a join token and is reserved for the certificate that holds it; enrol with another identity (admins list and remove such roles with `quorumca token grants` and `quorumca token remove-grant`)")]
+    IdentityReserved { identity: String },
+    #[error("identity {identity:?} holds no role granted by a join token (`quorumca token grants` lists them)")]
+    NoRoleBinding { identity: String },
     #[error("invalid command: {reason}")]
     Invalid { reason: String },
 }

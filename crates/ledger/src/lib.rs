@@ -43,12 +43,13 @@ mod state;
 pub use command::{
     AuditEntry, BatchedRecord, Change, Command, CrossCert, Enrollment, HierarchyChange,
     IssuanceRecord, IssuerRecord, JoinToken, Outcome, PendingChange, PolicyVersion, Proposal,
-    Rejection, RevocationReason, Serial, SerialLease, MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH,
-    MAX_RECORD_BATCH,
+    Rejection, RevocationReason, Serial, SerialLease, LEAF_SERIAL_LEN, LEAF_SERIAL_PREFIX,
+    MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH, MAX_RECORD_BATCH,
 };
 pub use state::{
     apply, CrlShard, DecodeError, ForceRenewMarker, IssuerPhase, NodeLabels, Revocation, State,
-    IDEMPOTENCY_WINDOW_MS, MAX_AUDIT_ENTRIES, MAX_FORCE_RENEW_MARKERS, MAX_LEASE_BLOCK,
+    ENROLLMENT_GRACE_MS, IDEMPOTENCY_WINDOW_MS, MAX_AUDIT_ENTRIES, MAX_FORCE_RENEW_MARKERS,
+    MAX_LEASE_BLOCK,
 };
 
 #[cfg(test)]

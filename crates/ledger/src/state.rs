@@ -29,6 +29,11 @@ pub const MAX_AUDIT_ENTRIES: usize = 100_000;
 /// can burn.
 pub const MAX_LEASE_BLOCK: u64 = 1 << 24;
 
+/// How long a token-bound role survives without a live certificate for its
+/// key: the certificate is issued right after the token is redeemed, and a
+/// prune in between must not take the role away from it.
+pub const ENROLLMENT_GRACE_MS: u64 = 10 * 60 * 1000;
+
 /// Node placement labels.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLabels {
@@ -533,8 +538,15 @@ impl State {
     }
 
     /// The role a redeemed join token bound to `identity`, if any.
+    /// The token-bound role of `identity`, whichever key holds it (the
+    /// caller checks the key: see [`Enrollment::spki_hash`]).
     pub fn enrollment(&self, identity: &str) -> Option<&Enrollment> {
         self.enrollments.get(identity)
+    }
+
+    /// Every token-bound role, by identity.
+    pub fn enrollments(&self) -> impl Iterator<Item = &Enrollment> {
+        self.enrollments.values()
     }
 
     /// An unused join token, if it exists and is unexpired at `now_ms`.
@@ -689,10 +701,33 @@ fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
         Command::RedeemToken {
             token_hash,
             identity,
+            spki_hash,
         } => (
             "redeem-token",
-            format!("token sha256 {}", &hex::encode(token_hash)[..16]),
+            format!(
+                "token sha256 {}, key sha256 {}",
+                &hex::encode(token_hash)[..16],
+                &hex::encode(spki_hash)[..16]
+            ),
             identity.clone(),
+        ),
+        Command::RebindRole {
+            identity,
+            from_spki,
+            to_spki,
+        } => (
+            "rebind-role",
+            format!(
+                "role of {identity} from key sha256 {} to {}",
+                &hex::encode(from_spki)[..16],
+                &hex::encode(to_spki)[..16]
+            ),
+            p.actor.clone(),
+        ),
+        Command::RemoveRoleBinding { identity } => (
+            "remove-role-binding",
+            format!("role of {identity}"),
+            p.actor.clone(),
         ),
         Command::Hierarchy(change) => (
             match change {
@@ -892,8 +927,10 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                     revoked_at_ms: r.revoked_at_ms,
                 });
             }
-            let (not_after_ms, sequence) = (record.not_after_ms, record.sequence);
+            let (not_after_ms, sequence, spki) =
+                (record.not_after_ms, record.sequence, record.spki_hash);
             insert_revocation(state, key, sequence, not_after_ms, *reason, *revoked_at_ms);
+            drop_roles_of_key(state, &spki);
             Outcome::Revoked {
                 issuer: issuer.clone(),
                 serial: serial.clone(),
@@ -931,6 +968,7 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 );
                 revoked.push(key);
             }
+            drop_roles_of_key(state, spki_hash);
             Outcome::RevokedByKey { revoked }
         }
         Command::NextCrlNumber { issuer } => {
@@ -967,6 +1005,15 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                     }
                 }
             }
+            // A token-bound role goes with the last certificate of its key.
+            // One enrolled so recently that its certificate may not be
+            // recorded yet (it is issued right after the token is redeemed)
+            // stays until the grace period is over.
+            let key_index = &state.key_index;
+            state.enrollments.retain(|_, e| {
+                key_index.contains_key(&e.spki_hash)
+                    || e.enrolled_at_ms.saturating_add(ENROLLMENT_GRACE_MS) >= *before_ms
+            });
             // Leases whose whole range is expired and no longer referenced by
             // a live record can go too; a lease is kept while it is current.
             for leases in state.leases.values_mut() {
@@ -1051,14 +1098,25 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
         Command::RedeemToken {
             token_hash,
             identity,
+            spki_hash,
         } => {
             let usable = state
                 .tokens
                 .get(token_hash)
                 .is_some_and(|t| t.expires_at_ms > at_ms);
-            let Some(t) = state.tokens.remove(token_hash).filter(|_| usable) else {
+            if !usable {
+                // An expired token goes now rather than at the next filing.
+                state.tokens.remove(token_hash);
                 return Outcome::Rejected(Rejection::TokenNotUsable);
-            };
+            }
+            // Checked before the token is used up: a reserved identity is
+            // the enrollee's mistake (or an attack), and the token stays.
+            if state.enrollments.contains_key(identity) {
+                return Outcome::Rejected(Rejection::IdentityReserved {
+                    identity: identity.clone(),
+                });
+            }
+            let t = state.tokens.remove(token_hash).expect("checked usable");
             if let Some(role) = &t.role {
                 state.enrollments.insert(
                     identity.clone(),
@@ -1067,11 +1125,38 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                         role: role.clone(),
                         namespace: t.namespace.clone(),
                         enrolled_at_ms: at_ms,
+                        spki_hash: *spki_hash,
                     },
                 );
             }
             Outcome::TokenRedeemed(t)
         }
+        Command::RebindRole {
+            identity,
+            from_spki,
+            to_spki,
+        } => {
+            let has_live_cert = state.key_index.contains_key(to_spki);
+            match state.enrollments.get_mut(identity) {
+                Some(e) if e.spki_hash == *to_spki => Outcome::RoleRebound,
+                Some(e) if e.spki_hash == *from_spki && has_live_cert => {
+                    e.spki_hash = *to_spki;
+                    Outcome::RoleRebound
+                }
+                Some(_) => invalid(format!(
+                    "the role of {identity} is not bound to the renewed certificate's key, or the new key has no certificate"
+                )),
+                None => Outcome::Rejected(Rejection::NoRoleBinding {
+                    identity: identity.clone(),
+                }),
+            }
+        }
+        Command::RemoveRoleBinding { identity } => match state.enrollments.remove(identity) {
+            Some(e) => Outcome::RoleBindingRemoved(e),
+            None => Outcome::Rejected(Rejection::NoRoleBinding {
+                identity: identity.clone(),
+            }),
+        },
         Command::ProposeChange { change, proposer } => {
             if proposer.is_empty() {
                 return invalid("a change needs its proposer's identity");
@@ -1183,6 +1268,12 @@ fn record_issuance(state: &mut State, record: &IssuanceRecord) -> Outcome {
         issuer: record.issuer.clone(),
         serial: record.serial.clone(),
     }
+}
+
+/// A revoked key holds no role any more: drops the token-bound roles bound
+/// to it.
+fn drop_roles_of_key(state: &mut State, spki_hash: &[u8; 32]) {
+    state.enrollments.retain(|_, e| e.spki_hash != *spki_hash);
 }
 
 /// Records a revocation and lists it in its CRL shard.

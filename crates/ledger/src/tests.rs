@@ -852,6 +852,7 @@ fn join_tokens_are_single_use_expire_and_bind_their_role() {
             Command::RedeemToken {
                 token_hash: [hash; 32],
                 identity: who.into(),
+                spki_hash: [9; 32],
             },
         )
     };
@@ -1218,4 +1219,200 @@ fn records_after_pages_in_issuer_then_serial_order_from_any_cursor() {
     assert_eq!(listed(Some(("eu", &Serial(long)))), all[2..]);
     assert!(s.record("eu", &Serial(vec![1; 21])).is_none());
     assert!(s.record("nobody", &Serial(vec![1])).is_none());
+}
+
+/// Security hardening 10: the first lease starts at sequence 0, and a
+/// minimally encoded `sequence || random` lost its leading zero octets
+/// there (8-octet serials, 7 when the first random octet was 0 too). The
+/// prefix keeps every serial at full length with all 64 random bits.
+#[test]
+fn leaf_serials_keep_their_length_and_random_bits_from_sequence_zero() {
+    for (sequence, random) in [
+        (0, [0u8; 8]),
+        (0, [0, 0, 0, 1, 2, 3, 4, 5]),
+        (0, [0x80, 0, 0, 0, 0, 0, 0, 0]),
+        (1, [0xff; 8]),
+        (u64::MAX, [0xff; 8]),
+    ] {
+        let s = Serial::for_leaf(sequence, random);
+        assert_eq!(s.0.len(), LEAF_SERIAL_LEN, "{s:?}");
+        assert_eq!(s.0[0], LEAF_SERIAL_PREFIX);
+        assert_eq!(&s.0[1..9], &sequence.to_be_bytes());
+        assert_eq!(&s.0[9..], &random);
+    }
+}
+
+proptest! {
+    /// Every leaf serial is a positive, minimally encoded DER integer of
+    /// fixed length (no leading 0x00 needed, none strippable), and two
+    /// different sequences never give the same serial.
+    #[test]
+    fn leaf_serials_are_minimal_positive_der_of_fixed_length(
+        a in any::<u64>(), b in any::<u64>(), ra in any::<[u8; 8]>(), rb in any::<[u8; 8]>()
+    ) {
+        let s = Serial::for_leaf(a, ra);
+        prop_assert_eq!(s.0.len(), LEAF_SERIAL_LEN);
+        prop_assert!(s.0[0] != 0 && s.0[0] & 0x80 == 0);
+        if a != b {
+            prop_assert_ne!(s, Serial::for_leaf(b, rb));
+        }
+    }
+}
+
+/// A record like [`record`]'s, for the key `spki`.
+fn record_for_key(sequence: u64, serial: &[u8], spki: u8, not_after_ms: u64) -> Proposal {
+    let mut p = record(1, "eu", sequence, serial, not_after_ms);
+    if let Command::RecordIssuance(r) = &mut p.command {
+        r.spki_hash = [spki; 32];
+    }
+    p
+}
+
+/// Security hardening 1: a token's role is bound to the key it was granted
+/// to, reserves its identity, follows a renewal to the new key, and goes
+/// with a revocation, with the last certificate of its key, or by an admin.
+#[test]
+fn token_roles_are_bound_to_a_key_and_reserve_their_identity() {
+    use crate::JoinToken;
+    let mut s = with_issuers();
+    apply(&mut s, &lease(1, "eu", 100));
+    let token = |hash: u8, role: Option<&str>| {
+        Proposal::new(
+            100,
+            Command::CreateToken(JoinToken {
+                token_hash: [hash; 32],
+                namespace: "payments".into(),
+                profile: "web".into(),
+                role: role.map(String::from),
+                expires_at_ms: 1_000_000,
+                created_by: "admin".into(),
+            }),
+        )
+    };
+    let redeem = |hash: u8, who: &str, spki: u8| {
+        Proposal::new(
+            200,
+            Command::RedeemToken {
+                token_hash: [hash; 32],
+                identity: who.into(),
+                spki_hash: [spki; 32],
+            },
+        )
+    };
+    for (h, role) in [
+        (1, Some("issuer")),
+        (2, None),
+        (3, None),
+        (4, Some("issuer")),
+    ] {
+        assert_eq!(apply(&mut s, &token(h, role)), Outcome::TokenCreated);
+    }
+    let id = "spiffe://td/ns/payments/api";
+    assert!(matches!(
+        apply(&mut s, &redeem(1, id, 10)),
+        Outcome::TokenRedeemed(_)
+    ));
+    assert_eq!(s.enrollment(id).unwrap().spki_hash, [10; 32]);
+    // Another token, with or without a role, cannot take the identity,
+    // and its token is not used up by trying.
+    for h in [2, 4] {
+        assert_eq!(
+            apply(&mut s, &redeem(h, id, 11)),
+            Outcome::Rejected(Rejection::IdentityReserved {
+                identity: id.into()
+            })
+        );
+        assert!(s.token(&[h; 32], 300).is_some());
+    }
+    assert_eq!(s.enrollment(id).unwrap().spki_hash, [10; 32]);
+
+    // The certificate for key 10 is recorded; a renewal moves the role to
+    // key 12 once key 12 has a certificate, and a retry is answered alike.
+    apply(&mut s, &record_for_key(0, &[1, 0], 10, 5_000_000));
+    let rebind = |from: u8, to: u8| {
+        Proposal::new(
+            300,
+            Command::RebindRole {
+                identity: id.into(),
+                from_spki: [from; 32],
+                to_spki: [to; 32],
+            },
+        )
+    };
+    assert!(matches!(
+        apply(&mut s, &rebind(10, 12)),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    apply(&mut s, &record_for_key(1, &[1, 1], 12, 5_000_000));
+    assert_eq!(apply(&mut s, &rebind(10, 12)), Outcome::RoleRebound);
+    assert_eq!(apply(&mut s, &rebind(10, 12)), Outcome::RoleRebound);
+    assert_eq!(s.enrollment(id).unwrap().spki_hash, [12; 32]);
+    // Someone holding only the old key cannot move it anywhere.
+    apply(&mut s, &record_for_key(2, &[1, 2], 13, 5_000_000));
+    assert!(matches!(
+        apply(&mut s, &rebind(10, 13)),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    assert_eq!(State::decode(&s.encode()).unwrap(), s);
+
+    // Revoking the superseded certificate leaves the role; revoking the
+    // one that holds it takes the role away and frees the identity.
+    apply(&mut s, &revoke("eu", &[1, 0]));
+    assert!(s.enrollment(id).is_some());
+    apply(&mut s, &revoke("eu", &[1, 1]));
+    assert!(s.enrollment(id).is_none());
+    assert!(matches!(
+        apply(&mut s, &redeem(2, id, 14)),
+        Outcome::TokenRedeemed(_)
+    ));
+    assert!(
+        s.enrollment(id).is_none(),
+        "a role-less token binds nothing"
+    );
+
+    // Expiry: the role goes with the last certificate of its key, but not
+    // while a just-redeemed token's certificate may still be on its way.
+    let id2 = "spiffe://td/ns/payments/worker";
+    apply(&mut s, &redeem(4, id2, 20));
+    let prune = |before_ms: u64| Proposal::new(before_ms, Command::PruneExpired { before_ms });
+    apply(&mut s, &prune(1_000));
+    assert!(s.enrollment(id2).is_some(), "inside the grace period");
+    apply(&mut s, &record_for_key(3, &[1, 3], 20, 7_000_000));
+    apply(&mut s, &prune(6_000_000));
+    assert!(s.enrollment(id2).is_some(), "its certificate is live");
+    apply(&mut s, &prune(8_000_000));
+    assert!(s.enrollment(id2).is_none(), "its certificate expired");
+
+    // An admin removes a binding; removing it again says there is none.
+    apply(&mut s, &token(5, Some("issuer")));
+    apply(&mut s, &redeem(5, id2, 21));
+    assert!(matches!(
+        apply(
+            &mut s,
+            &Proposal::new(
+                400,
+                Command::RemoveRoleBinding {
+                    identity: id2.into()
+                }
+            )
+        ),
+        Outcome::RoleBindingRemoved(_)
+    ));
+    assert_eq!(
+        apply(
+            &mut s,
+            &Proposal::new(
+                401,
+                Command::RemoveRoleBinding {
+                    identity: id2.into()
+                }
+            )
+        ),
+        Outcome::Rejected(Rejection::NoRoleBinding {
+            identity: id2.into()
+        })
+    );
+    let log = s.audit_entries(0, 100, |_| true);
+    assert!(log.iter().any(|e| e.action == "rebind-role"));
+    assert!(log.iter().any(|e| e.action == "remove-role-binding"));
 }
