@@ -22,6 +22,45 @@ use crate::wire::{self, decode_payload, ForwardRequest, ForwardResult, SnapshotT
 /// Snapshots and large append batches exceed tonic's 4 MiB default.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
+/// How long opening a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The connection to a peer could not be opened, so no request went out on
+/// it. The one transport failure after which a forwarded proposal without
+/// an idempotency key may be sent again: any failure once a connection
+/// exists (a reset, a timeout, a closed stream) may come after the leader
+/// executed it. Our connector returns it; [`never_sent`] finds it.
+#[derive(Debug, thiserror::Error)]
+#[error("could not connect to {addr}: {source}")]
+pub struct NotSent {
+    pub addr: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Whether `status` is a failure to open the connection (a [`NotSent`]
+/// somewhere in its chain of sources), decided by type, never by the
+/// message's words: "connection reset" after the request was written must
+/// not read as "never sent".
+pub fn never_sent(status: &tonic::Status) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(e) = next {
+        if e.downcast_ref::<NotSent>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<NotSent>().is_some())
+            {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Shared pool of channels to peers, keyed by address. Channels reconnect
 /// by themselves, so one per address is enough for the node's lifetime.
 #[derive(Clone, Default)]
@@ -56,7 +95,7 @@ impl PeerPool {
                     e = e.tls_config(tls.clone())?;
                 }
                 let e = e
-                    .connect_timeout(Duration::from_millis(500))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     // A peer that crashed while segments to it were in
                     // flight can leave this connection waiting for acks
@@ -67,23 +106,42 @@ impl PeerPool {
                     .http2_keep_alive_interval(Duration::from_secs(2))
                     .keep_alive_timeout(Duration::from_secs(3))
                     .keep_alive_while_idle(true);
-                let c = match &self.dial {
-                    None => e.connect_lazy(),
-                    Some(dial) => {
-                        // TLS, when configured, is layered on top by tonic.
+                // Our own connector in both cases, so a connection that
+                // cannot be opened fails with a typed `NotSent`. TLS, when
+                // configured, is layered on top by tonic.
+                let dial = self.dial.clone();
+                let c = e.connect_with_connector_lazy(tower::service_fn(
+                    move |uri: tonic::codegen::http::Uri| {
                         let dial = dial.clone();
-                        e.connect_with_connector_lazy(tower::service_fn(
-                            move |uri: tonic::codegen::http::Uri| {
-                                let dial = dial.clone();
-                                async move {
-                                    let to =
-                                        uri.authority().map(|a| a.to_string()).unwrap_or_default();
-                                    dial(to).await.map(hyper_util::rt::TokioIo::new)
+                        async move {
+                            let to = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+                            let opened = match &dial {
+                                Some(dial) => {
+                                    tokio::time::timeout(CONNECT_TIMEOUT, dial(to.clone())).await
                                 }
-                            },
-                        ))
-                    }
-                };
+                                None => {
+                                    tokio::time::timeout(CONNECT_TIMEOUT, async {
+                                        let s = tokio::net::TcpStream::connect(&to).await?;
+                                        s.set_nodelay(true)?;
+                                        let (local, remote) =
+                                            (s.local_addr().ok(), s.peer_addr().ok());
+                                        Ok(crate::transport::Conn::new(s, local, remote))
+                                    })
+                                    .await
+                                }
+                            };
+                            let opened = opened.unwrap_or_else(|_| {
+                                Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                                ))
+                            });
+                            opened
+                                .map(hyper_util::rt::TokioIo::new)
+                                .map_err(|source| NotSent { addr: to, source })
+                        }
+                    },
+                ));
                 map.insert(addr.to_string(), c.clone());
                 c
             }
@@ -270,6 +328,73 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                 RPCError::Timeout(t) => StreamingError::Timeout(t),
                 RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
             }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn request() -> ForwardRequest {
+        ForwardRequest::Propose(Box::new(quorumca_ledger::Proposal::new(
+            1,
+            quorumca_ledger::Command::Noop { payload: vec![] },
+        )))
+    }
+
+    /// Security hardening 9: nothing listening is "never sent" by type; a
+    /// connection reset after the request went out is not, although its
+    /// message speaks of a connection (the old rule, UNAVAILABLE plus the
+    /// word "connect", retried it and could apply a proposal twice).
+    #[tokio::test]
+    async fn only_a_connection_that_never_opened_counts_as_never_sent() {
+        let pool = PeerPool::new(None, None);
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let status = pool
+            .forward(2, &addr, &request(), Duration::from_secs(2))
+            .await
+            .expect_err("nothing listens");
+        assert!(never_sent(&status), "{status:?}");
+
+        // A peer that reads the request, then resets the connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0;
+            // The HTTP/2 preface and settings, then the request's frames.
+            while got < 100 {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            // A zero linger makes the drop send RST (and does not block:
+            // there is nothing left to flush).
+            #[allow(deprecated)]
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+            got
+        });
+        let status = pool
+            .forward(2, &addr, &request(), Duration::from_secs(2))
+            .await
+            .expect_err("the peer reset the connection");
+        assert!(server.await.unwrap() >= 100, "the request was sent");
+        assert!(!never_sent(&status), "{status:?}");
+        // The words alone decide nothing: an UNAVAILABLE that speaks of a
+        // reset connection (as hyper, a proxy or the leader itself may
+        // say after the request arrived) is not "never sent".
+        for words in [
+            "error reading a body from connection: connection reset by peer",
+            "tcp connect error: Connection refused",
+        ] {
+            assert!(!never_sent(&tonic::Status::unavailable(words)), "{words}");
         }
     }
 }

@@ -608,11 +608,10 @@ impl Inner {
                     match sent {
                         Ok(r) => r,
                         Err(status) => {
-                            // A refused connection never reached the leader, so a
-                            // retry is safe; anything else may have been executed.
-                            let msg = status.message().to_ascii_lowercase();
-                            if status.code() == tonic::Code::Unavailable && msg.contains("connect")
-                            {
+                            // A connection that could not be opened never
+                            // reached the leader, so a retry is safe; anything
+                            // else may have been executed.
+                            if crate::network::never_sent(&status) {
                                 Err(ForwardError::NotLeader { leader: None })
                             } else {
                                 Err(ForwardError::Ambiguous(format!(
