@@ -1247,6 +1247,74 @@ impl Authority {
         }
     }
 
+    /// The issuer of the cluster that signed `cert_der`, and what the
+    /// certificate says; NOT_FOUND-style error when none of them did.
+    pub fn issuer_of(
+        &self,
+        cert_der: &[u8],
+    ) -> Result<(String, quorumca_ca::SignedLeaf), AuthorityError> {
+        let issuers: Vec<(String, Vec<u8>)> = self.node.read_local(|s| {
+            s.issuers()
+                .map(|i| (i.id.clone(), i.cert_der.clone()))
+                .collect()
+        });
+        let mut last = None;
+        for (id, issuer_der) in issuers {
+            match quorumca_ca::signed_leaf(&issuer_der, cert_der) {
+                Ok(leaf) => return Ok((id, leaf)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(AuthorityError::InvalidArgument(format!(
+            "no issuer of this cluster signed the certificate{}",
+            last.map(|e| format!(" (last check: {e})"))
+                .unwrap_or_default()
+        )))
+    }
+
+    /// Revokes a certificate `issuer` signed: as a recorded one when the
+    /// ledger has its record, otherwise as an unrecorded one (a bootstrap
+    /// identity), which every node then refuses as a client.
+    pub async fn revoke_signed_leaf(
+        &self,
+        actor: &str,
+        issuer: &str,
+        leaf: &quorumca_ca::SignedLeaf,
+        reason: RevocationReason,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u64, u64), AuthorityError> {
+        let serial = Serial(leaf.serial.clone());
+        let recorded = self
+            .node
+            .read_linearizable({
+                let (issuer, serial) = (issuer.to_string(), serial.clone());
+                move |s| s.record(&issuer, &serial).is_some()
+            })
+            .await?;
+        if recorded {
+            return self
+                .revoke_as(actor, issuer, &leaf.serial, reason, idempotency_key)
+                .await;
+        }
+        let now = now_ms();
+        let mut p = Proposal::new(
+            now,
+            Command::RevokeUnrecorded {
+                issuer: issuer.into(),
+                serial,
+                not_after_ms: (leaf.not_after.max(0) as u64) * 1000,
+                reason,
+                revoked_at_ms: now,
+            },
+        )
+        .by(actor);
+        p.idempotency_key = idempotency_key.map(String::from);
+        match self.propose(p).await? {
+            (Outcome::Revoked { revoked_at_ms, .. }, index) => Ok((revoked_at_ms, index)),
+            (o, _) => Err(rejected(o)),
+        }
+    }
+
     /// Revokes every live certificate for the public key in `spki_der` (a
     /// SubjectPublicKeyInfo, e.g. from a leaked key or one of its
     /// certificates): the key-compromise response. Returns how many were

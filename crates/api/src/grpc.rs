@@ -167,6 +167,43 @@ impl Services {
         to_status(e)
     }
 
+    /// Revoke, naming the certificate by itself: the issuer that signed it
+    /// is found in the hierarchy, and one the ledger has no record of (a
+    /// bootstrap identity) is revoked as such, by an admin or operator.
+    async fn revoke_certificate(
+        &self,
+        req: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::RevokeResponse>, Status> {
+        let der = quorumca_ca::first_certificate_der(&req.get_ref().certificate)
+            .map_err(|e| to_status(AuthorityError::Sign(e)))?;
+        let (issuer, leaf) = self.0.issuer_of(&der).map_err(to_status)?;
+        let namespace = self
+            .namespace_of(&issuer, &leaf.serial)
+            .await?
+            .unwrap_or_default();
+        let caller = self.allow(
+            &req,
+            Action::Revoke {
+                namespace: &namespace,
+            },
+        )?;
+        let r = req.into_inner();
+        let reason = reason_of(r.reason).map_err(to_status)?;
+        let key =
+            (!r.idempotency_key.is_empty()).then(|| self.0.scoped_key(&caller, &r.idempotency_key));
+        let (revoked_at_ms, log_index) = self
+            .0
+            .revoke_signed_leaf(&caller.identity, &issuer, &leaf, reason, key.as_deref())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RevokeResponse {
+            revoked_at_ms,
+            log_index,
+            issuer,
+            serial: hex::encode(&leaf.serial),
+        }))
+    }
+
     /// The namespace of a recorded certificate, read through the leader
     /// (a record this node has not applied yet still counts).
     async fn namespace_of(&self, issuer: &str, serial: &[u8]) -> Result<Option<String>, Status> {
@@ -246,6 +283,9 @@ impl pb::certificate_service_server::CertificateService for Services {
         &self,
         req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
+        if !req.get_ref().certificate.is_empty() {
+            return self.revoke_certificate(req).await;
+        }
         let serial = parse_serial(&req.get_ref().serial).map_err(to_status)?;
         let namespace = self
             .namespace_of(&req.get_ref().issuer, &serial)
@@ -269,6 +309,8 @@ impl pb::certificate_service_server::CertificateService for Services {
         Ok(Response::new(pb::RevokeResponse {
             revoked_at_ms,
             log_index,
+            issuer: r.issuer,
+            serial: r.serial,
         }))
     }
 

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use quorumca_ca::{identity_of, is_node_identity, node_identity, trust_domain};
+use quorumca_ca::{identity_of, is_node_identity, node_identity, presented_cert, trust_domain};
 use quorumca_consensus::NodeTls;
 use serde::Deserialize;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -138,11 +138,15 @@ impl NodeCredentials {
         NodeTls {
             server: self.server_config(),
             client: self.client_config(),
-            is_peer: Arc::new(move |chain| {
-                chain
-                    .first()
-                    .and_then(|c| identity_of(c.as_ref()))
-                    .is_some_and(|id| is_node_identity(&td, &id))
+            is_peer: Arc::new(move |chain, ledger| {
+                let Some(presented) = chain.first().and_then(|c| presented_cert(c.as_ref())) else {
+                    return false;
+                };
+                let serial = quorumca_ledger::Serial(presented.serial);
+                is_node_identity(&td, &presented.identity)
+                    && !ledger
+                        .issuers()
+                        .any(|i| ledger.revocation(&i.id, &serial).is_some())
             }),
         }
     }

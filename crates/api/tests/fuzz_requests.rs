@@ -113,6 +113,11 @@ async fn malformed_requests_get_actionable_statuses_and_change_nothing() {
             serial: random_string(&mut rng, 50),
             reason: rng.gen_range(-3..14),
             idempotency_key: String::new(),
+            certificate: if rng.gen_bool(0.3) {
+                random_string(&mut rng, 80).into_bytes()
+            } else {
+                Vec::new()
+            },
         };
         if let Err(s) = svc.revoke(Request::new(revoke)).await {
             assert!(acceptable.contains(&s.code()), "revoke {case}: {s:?}");

@@ -84,33 +84,7 @@ pub fn check_intermediate(
         .map_err(|e| bad(format!("the root certificate does not parse: {e}")))?;
     let int = Certificate::from_der(int_der)
         .map_err(|e| bad(format!("the intermediate certificate does not parse: {e}")))?;
-    if int.tbs_certificate.issuer != root.tbs_certificate.subject {
-        return Err(bad(format!(
-            "the intermediate was issued by {}, not by this root ({})",
-            int.tbs_certificate.issuer, root.tbs_certificate.subject
-        )));
-    }
-    let root_key = classify_key(&root.tbs_certificate.subject_public_key_info)
-        .map_err(|e| bad(format!("root key: {e}")))?;
-    let alg = verification_alg(root_key, int.signature_algorithm.oid)
-        .map_err(|e| bad(format!("intermediate signature: {e}")))?;
-    let tbs = int
-        .tbs_certificate
-        .to_der()
-        .map_err(|e| SignError::Build(e.to_string()))?;
-    let sig = int
-        .signature
-        .as_bytes()
-        .ok_or_else(|| bad("the intermediate's signature has unused bits"))?;
-    UnparsedPublicKey::new(
-        alg,
-        root.tbs_certificate
-            .subject_public_key_info
-            .subject_public_key
-            .raw_bytes(),
-    )
-    .verify(&tbs, sig)
-    .map_err(|_| bad("the intermediate's signature does not verify with the root's key"))?;
+    verify_issued_by(&root, &int, "intermediate", "root")?;
 
     let bc = int
         .tbs_certificate
@@ -149,6 +123,89 @@ pub fn check_intermediate(
         )));
     }
     Ok(IntermediateInfo { not_after })
+}
+
+/// Checks that `issuer` issued and signed `cert`.
+fn verify_issued_by(
+    issuer: &Certificate,
+    cert: &Certificate,
+    what: &str,
+    by: &str,
+) -> Result<(), SignError> {
+    if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
+        return Err(bad(format!(
+            "the {what} was issued by {}, not by this {by} ({})",
+            cert.tbs_certificate.issuer, issuer.tbs_certificate.subject
+        )));
+    }
+    let key = classify_key(&issuer.tbs_certificate.subject_public_key_info)
+        .map_err(|e| bad(format!("{by} key: {e}")))?;
+    let alg = verification_alg(key, cert.signature_algorithm.oid)
+        .map_err(|e| bad(format!("{what} signature: {e}")))?;
+    let tbs = cert
+        .tbs_certificate
+        .to_der()
+        .map_err(|e| SignError::Build(e.to_string()))?;
+    let sig = cert
+        .signature
+        .as_bytes()
+        .ok_or_else(|| bad(format!("the {what}'s signature has unused bits")))?;
+    UnparsedPublicKey::new(
+        alg,
+        issuer
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes(),
+    )
+    .verify(&tbs, sig)
+    .map_err(|_| {
+        bad(format!(
+            "the {what}'s signature does not verify with the {by}'s key"
+        ))
+    })
+}
+
+/// An end-entity certificate an issuer of the cluster signed, as checked
+/// by [`signed_leaf`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedLeaf {
+    /// DER INTEGER content, as the ledger keys serials.
+    pub serial: Vec<u8>,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// Checks that `issuer_der` signed `cert_der` and that it is not a CA: how
+/// a node accepts the revocation of a certificate it has no record of (a
+/// bootstrap identity the root signed before the cluster ran).
+pub fn signed_leaf(issuer_der: &[u8], cert_der: &[u8]) -> Result<SignedLeaf, SignError> {
+    let issuer = Certificate::from_der(issuer_der)
+        .map_err(|e| bad(format!("the issuer certificate does not parse: {e}")))?;
+    let cert = Certificate::from_der(cert_der)
+        .map_err(|e| bad(format!("the certificate does not parse: {e}")))?;
+    verify_issued_by(&issuer, &cert, "certificate", "issuer")?;
+    let is_ca = cert
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.extn_id == BasicConstraints::OID)
+        .any(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|bc| bc.ca));
+    if is_ca {
+        return Err(bad(
+            "the certificate is a CA's; issuers leave the hierarchy by retirement, not revocation",
+        ));
+    }
+    Ok(SignedLeaf {
+        serial: cert.tbs_certificate.serial_number.as_bytes().to_vec(),
+        not_after: cert
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_unix_duration()
+            .as_secs() as i64,
+    })
 }
 
 /// What a bootstrap identity certificate (a node's, or the first admin's)

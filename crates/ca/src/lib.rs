@@ -47,7 +47,8 @@ pub use access::{
 };
 pub use chain::{
     certificate_names, certificate_not_after, certificate_serial_and_spki, check_intermediate,
-    first_certificate_der, intermediate_csr, sign_identity, IdentitySpec, IntermediateInfo,
+    first_certificate_der, intermediate_csr, sign_identity, signed_leaf, IdentitySpec,
+    IntermediateInfo, SignedLeaf,
 };
 pub use crl::{sign_crl, CrlEntry, CrlSpec, MAX_CRL_VALIDITY_SECS};
 pub use csr::{

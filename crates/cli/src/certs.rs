@@ -138,24 +138,30 @@ impl Reason {
     }
 }
 
-/// Revoke one certificate (by issuer and serial) or every certificate of a
-/// compromised key (--key).
+/// Revoke one certificate (by issuer and serial, or the certificate file)
+/// or every certificate of a compromised key (--key).
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:
   quorumca revoke --issuer dev-a --serial 0000000000000005a1b2c3d4e5f60718 --reason superseded
+  quorumca revoke --cert dev-data/admin/cert.pem --reason key-compromise   # also bootstrap identities
   quorumca revoke --key leaked-cert.pem --reason key-compromise")]
 pub struct RevokeArgs {
     #[command(flatten)]
     pub conn: CertConn,
-    #[arg(long, required_unless_present = "key", requires = "serial")]
+    #[arg(long, required_unless_present_any = ["key", "cert"], requires = "serial")]
     pub issuer: Option<String>,
     /// Serial in hex, as printed by `quorumca issue` or `openssl x509 -serial`.
     #[arg(long, requires = "issuer")]
     pub serial: Option<String>,
     /// A public key, certificate or CSR (PEM or DER) holding the compromised
     /// key: revokes every live certificate for that key.
-    #[arg(long, conflicts_with_all = ["issuer", "serial"])]
+    #[arg(long, conflicts_with_all = ["issuer", "serial", "cert"])]
     pub key: Option<PathBuf>,
+    /// The certificate to revoke (PEM or DER). Works for certificates the
+    /// ledger has no record of too: the node and admin identities made by
+    /// `quorumca dev` and `ca issue-identity`.
+    #[arg(long, conflicts_with_all = ["issuer", "serial"])]
+    pub cert: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "unspecified")]
     pub reason: Reason,
 }
@@ -492,17 +498,25 @@ pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
             a.issuer.clone().unwrap_or_default(),
             a.serial.clone().unwrap_or_default(),
         );
+        let certificate = match &a.cert {
+            Some(path) => {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+            }
+            None => Vec::new(),
+        };
         let r = client
             .revoke(pb::RevokeRequest {
                 issuer: issuer.clone(),
                 serial: serial.clone(),
                 reason: a.reason.pb() as i32,
                 idempotency_key: quorumca_client::new_idempotency_key(),
+                certificate,
             })
             .await
             .context("revoking")?;
         serde_json::json!({
-            "issuer": issuer, "serial": serial,
+            "issuer": if r.issuer.is_empty() { issuer } else { r.issuer },
+            "serial": if r.serial.is_empty() { serial } else { r.serial },
             "revoked_at_ms": r.revoked_at_ms, "log_index": r.log_index,
         })
     };

@@ -701,4 +701,90 @@ async fn roles_namespaces_audit_and_two_person_changes_over_mtls() {
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     assert!(s.message().contains("cluster nodes only"), "{s:?}");
+
+    // Security hardening 7: bootstrap identities (made by `quorumca dev`,
+    // outside the ledger) can be revoked. Node 3's: before, a peer's Raft
+    // port admits it and the API knows it as an identity without roles;
+    // after, every node refuses it on both ports and the root's CRL lists
+    // it. (Node 3 is then cut off; nodes 1 and 2 keep the quorum.)
+    let node3 = d.join("dev/node3/tls");
+    let raft_status = |creds: PathBuf| async move {
+        let ch = support::channel(base, Some(&creds)).await.unwrap();
+        ClusterClient::new(ch).status(StatusRequest {}).await
+    };
+    raft_status(node3.clone())
+        .await
+        .expect("a node is admitted to a peer's Raft port");
+    cli.refused(&node3, &["cert", "list"], "PermissionDenied");
+    let by_serial = cli.refused(
+        &admin,
+        &[
+            "revoke",
+            "--issuer",
+            "root",
+            "--serial",
+            "01",
+            "--reason",
+            "key-compromise",
+        ],
+        "NotFound",
+    );
+    assert!(by_serial.contains("--cert"), "{by_serial}");
+    let revoked = cli.json(
+        &admin,
+        &[
+            "revoke",
+            "--cert",
+            node3.join("cert.pem").to_str().unwrap(),
+            "--reason",
+            "key-compromise",
+        ],
+    );
+    assert_eq!(revoked["issuer"], "root", "{revoked}");
+    eventually(
+        Duration::from_secs(10),
+        "node 3 refused as a client",
+        || {
+            let out = cli.run(&node3, &["cert", "list"]);
+            String::from_utf8_lossy(&out.stderr).contains("revoked")
+        },
+    );
+    let s = raft_status(node3.clone()).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    let serial = revoked["serial"].as_str().unwrap().to_ascii_uppercase();
+    let crl_file = d.join("root.crl");
+    eventually(
+        Duration::from_secs(15),
+        "the root's CRL lists node 3",
+        || {
+            cli.ok(
+                &admin,
+                &[
+                    "crl",
+                    "get",
+                    "--issuer",
+                    "root",
+                    "--out",
+                    crl_file.to_str().unwrap(),
+                ],
+            );
+            let (ok, text) = quorumca_testkit::openssl(&[
+                "crl",
+                "-inform",
+                "DER",
+                "-in",
+                crl_file.to_str().unwrap(),
+                "-noout",
+                "-text",
+            ]);
+            assert!(ok, "{text}");
+            text.to_ascii_uppercase().contains(&serial)
+        },
+    );
+    // Twice is "already revoked", not a second entry.
+    cli.refused(
+        &admin,
+        &["revoke", "--cert", node3.join("cert.pem").to_str().unwrap()],
+        "already revoked",
+    );
 }

@@ -50,7 +50,7 @@ pub(crate) async fn serve(
         Some(tls) => {
             // Only nodes get past the interceptor: on this port, the Cluster
             // service too is for peers (operators use the API port).
-            let check = peer_interceptor(tls.is_peer.clone());
+            let check = peer_interceptor(tls.is_peer.clone(), inner.view.clone());
             // Peers cancel RPCs that outlive their deadline; behind a slow
             // link many are cancelled before this side accepts them, and
             // h2's default (20) then tears down the whole connection with

@@ -12,8 +12,10 @@ use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 use tonic::Status;
 
 /// Decides whether a TLS peer (its certificate chain, leaf first) is a node
-/// of this cluster: only nodes may speak Raft or forward proposals.
-pub type PeerCheck = Arc<dyn Fn(&[CertificateDer<'static>]) -> bool + Send + Sync>;
+/// of this cluster: only nodes may speak Raft or forward proposals. It sees
+/// this node's ledger, so a node identity revoked there is refused.
+pub type PeerCheck =
+    Arc<dyn Fn(&[CertificateDer<'static>], &quorumca_ledger::State) -> bool + Send + Sync>;
 
 /// The TLS side of one node.
 #[derive(Clone)]
@@ -56,13 +58,14 @@ pub trait ClusterGate: Send + Sync + 'static {
 /// certificate is not a node's.
 pub(crate) fn peer_interceptor(
     check: PeerCheck,
+    view: quorumca_storage::LedgerView,
 ) -> impl Fn(tonic::Request<()>) -> Result<tonic::Request<()>, Status> + Clone {
     move |req: tonic::Request<()>| {
         let certs = req.peer_certs();
         match certs.as_deref() {
-            Some(chain) if !chain.is_empty() && check(chain) => Ok(req),
+            Some(chain) if !chain.is_empty() && check(chain, &view.read().state) => Ok(req),
             Some(_) => Err(Status::permission_denied(
-                "the Raft port admits cluster nodes only (a certificate with spiffe://<trust domain>/node/<id>); use the API port",
+                "the Raft port admits cluster nodes only (an unrevoked certificate with spiffe://<trust domain>/node/<id>); use the API port",
             )),
             None => Err(Status::unauthenticated(
                 "the Raft port requires a node's client certificate",

@@ -268,6 +268,18 @@ pub enum Command {
     },
     /// An admin withdraws a token-bound role (and so frees its identity).
     RemoveRoleBinding { identity: String },
+    /// Revokes a certificate the ledger has no record of: a bootstrap
+    /// identity (a node's or the first admin's) that the root signed
+    /// before the cluster ran. The API checked that `issuer` signed it; it
+    /// lands in the issuer's CRL (shard 0) and every node refuses it as a
+    /// client from then on, until `not_after_ms` when it leaves the CRL.
+    RevokeUnrecorded {
+        issuer: String,
+        serial: Serial,
+        not_after_ms: u64,
+        reason: RevocationReason,
+        revoked_at_ms: u64,
+    },
 }
 
 /// A certificate for one issuer's key signed by another issuer's key: what
@@ -502,6 +514,7 @@ impl fmt::Display for Proposal {
             Command::Hierarchy(_) => "hierarchy",
             Command::RebindRole { .. } => "rebind-role",
             Command::RemoveRoleBinding { .. } => "remove-role-binding",
+            Command::RevokeUnrecorded { .. } => "revoke-unrecorded",
         };
         write!(f, "{name}@{}", self.at_ms)?;
         if let Some(k) = &self.idempotency_key {
@@ -599,7 +612,7 @@ pub enum Rejection {
         sequence: u64,
     },
     #[error(
-        "certificate {serial} of issuer {issuer} is not in the ledger (unknown or already expired)"
+        "certificate {serial} of issuer {issuer} is not in the ledger (unknown or already expired); to revoke a bootstrap identity (made by `quorumca dev` or `ca issue-identity`), name it by its certificate: `quorumca revoke --cert cert.pem`"
     )]
     UnknownCertificate { issuer: String, serial: Serial },
     #[error("certificate {serial} of issuer {issuer} was already revoked at {revoked_at_ms} ms")]

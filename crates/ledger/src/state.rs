@@ -357,6 +357,17 @@ impl<'de> Deserialize<'de> for State {
                 .or_default()
                 .serials
                 .insert(serial.clone());
+            // A revocation without a record (a bootstrap identity's) is
+            // pruned by its own expiry, as `RevokeUnrecorded` filed it.
+            if let Some(serial) = SerialKey::new(&serial.0) {
+                let key = CertKey {
+                    issuer: issuer_names.intern(issuer),
+                    serial,
+                };
+                if !records.contains_key(&key) {
+                    expiry_index.insert((rev.not_after_ms, key));
+                }
+            }
         }
         let idempotency_expiry = r
             .idempotency
@@ -727,6 +738,16 @@ fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
         Command::RemoveRoleBinding { identity } => (
             "remove-role-binding",
             format!("role of {identity}"),
+            p.actor.clone(),
+        ),
+        Command::RevokeUnrecorded {
+            issuer,
+            serial,
+            reason,
+            ..
+        } => (
+            "revoke",
+            format!("issuer {issuer} serial {serial} (a bootstrap identity) reason {reason:?}"),
             p.actor.clone(),
         ),
         Command::Hierarchy(change) => (
@@ -1149,6 +1170,50 @@ fn apply_command(state: &mut State, command: &Command, at_ms: u64) -> Outcome {
                 None => Outcome::Rejected(Rejection::NoRoleBinding {
                     identity: identity.clone(),
                 }),
+            }
+        }
+        Command::RevokeUnrecorded {
+            issuer,
+            serial,
+            not_after_ms,
+            reason,
+            revoked_at_ms,
+        } => {
+            if !state.issuers.contains_key(issuer) {
+                return Outcome::Rejected(Rejection::UnknownIssuer { id: issuer.clone() });
+            }
+            let Some(serial_key) = SerialKey::new(&serial.0).filter(|_| !serial.0.is_empty())
+            else {
+                return invalid("serial must be 1 to 20 bytes (RFC 5280 section 4.1.2.2)");
+            };
+            if state
+                .key_of(issuer, serial)
+                .is_some_and(|k| state.records.contains_key(&k))
+            {
+                return invalid(format!(
+                    "certificate {serial} of issuer {issuer} is recorded; revoke it as usual"
+                ));
+            }
+            let key = (issuer.clone(), serial.clone());
+            if let Some(r) = state.revocations.get(&key) {
+                return Outcome::Rejected(Rejection::AlreadyRevoked {
+                    issuer: issuer.clone(),
+                    serial: serial.clone(),
+                    revoked_at_ms: r.revoked_at_ms,
+                });
+            }
+            insert_revocation(state, key, 0, *not_after_ms, *reason, *revoked_at_ms);
+            // Pruned like any revocation once the certificate expires (the
+            // expiry index is rebuilt the same way on load).
+            let cert_key = CertKey {
+                issuer: state.issuer_names.intern(issuer),
+                serial: serial_key,
+            };
+            state.expiry_index.insert((*not_after_ms, cert_key));
+            Outcome::Revoked {
+                issuer: issuer.clone(),
+                serial: serial.clone(),
+                revoked_at_ms: *revoked_at_ms,
             }
         }
         Command::RemoveRoleBinding { identity } => match state.enrollments.remove(identity) {

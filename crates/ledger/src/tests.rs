@@ -1416,3 +1416,64 @@ fn token_roles_are_bound_to_a_key_and_reserve_their_identity() {
     assert!(log.iter().any(|e| e.action == "rebind-role"));
     assert!(log.iter().any(|e| e.action == "remove-role-binding"));
 }
+
+/// Security hardening 7: a certificate the ledger has no record of (a
+/// bootstrap identity the root signed) can be revoked: it is listed in its
+/// issuer's CRL shard 0, found by `revocation`, refused twice, kept apart
+/// from recorded certificates, pruned when it expires, and a node that
+/// loaded a snapshot prunes it exactly as one that did not.
+#[test]
+fn unrecorded_certificates_can_be_revoked_and_leave_with_their_expiry() {
+    let mut s = with_issuers();
+    let revoke_unrecorded = |serial: &[u8], not_after_ms: u64| {
+        Proposal::new(
+            3_000,
+            Command::RevokeUnrecorded {
+                issuer: "root".into(),
+                serial: Serial(serial.to_vec()),
+                not_after_ms,
+                reason: RevocationReason::KeyCompromise,
+                revoked_at_ms: 3_000,
+            },
+        )
+    };
+    assert!(matches!(
+        apply(&mut s, &revoke_unrecorded(&[0x42, 1], 50_000)),
+        Outcome::Revoked { .. }
+    ));
+    let serial = Serial(vec![0x42, 1]);
+    assert!(s.revocation("root", &serial).is_some());
+    assert!(s.crl_shard("root", 0).unwrap().serials.contains(&serial));
+    assert!(matches!(
+        apply(&mut s, &revoke_unrecorded(&[0x42, 1], 50_000)),
+        Outcome::Rejected(Rejection::AlreadyRevoked { .. })
+    ));
+    // A recorded certificate is revoked the usual way.
+    apply(&mut s, &lease(1, "eu", 10));
+    apply(&mut s, &record(1, "eu", 0, &[7], 50_000));
+    let mut p = revoke_unrecorded(&[7], 50_000);
+    if let Command::RevokeUnrecorded { issuer, .. } = &mut p.command {
+        *issuer = "eu".into();
+    }
+    assert!(matches!(
+        apply(&mut s, &p),
+        Outcome::Rejected(Rejection::Invalid { .. })
+    ));
+    let mut unknown = revoke_unrecorded(&[9], 50_000);
+    if let Command::RevokeUnrecorded { issuer, .. } = &mut unknown.command {
+        *issuer = "nobody".into();
+    }
+    assert!(matches!(
+        apply(&mut s, &unknown),
+        Outcome::Rejected(Rejection::UnknownIssuer { .. })
+    ));
+    // Pruned at its expiry, the same with or without a snapshot load.
+    let mut loaded = State::decode(&s.encode()).unwrap();
+    assert_eq!(loaded, s);
+    let prune = Proposal::new(60_000, Command::PruneExpired { before_ms: 60_000 });
+    apply(&mut s, &prune);
+    apply(&mut loaded, &prune);
+    assert!(s.revocation("root", &serial).is_none());
+    assert_eq!(loaded, s);
+    assert_eq!(loaded.hash(), s.hash());
+}
