@@ -51,6 +51,37 @@ const DENIAL_RECORDS: Rate = Rate {
     burst: 5.0,
 };
 
+/// Denials this node records per second across every identity: an issuer
+/// can mint identities, so the per-identity budget alone does not bound
+/// the log. Every node has its own, so the cluster records at most the
+/// number of nodes times this; what it does not record is counted and the
+/// count goes into the next record.
+const ALL_DENIAL_RECORDS: Rate = Rate {
+    per_second: 10.0,
+    burst: 50.0,
+};
+
+/// Budget key of [`ALL_DENIAL_RECORDS`] (never an identity's: those are
+/// `denials of "..."`).
+const ALL_DENIALS: &str = "denials of every identity";
+
+/// Longest identity, action and reason a denial record keeps, in bytes:
+/// the record is about the refusal, and must not carry a caller's payload
+/// into the replicated log.
+pub(crate) const DENIAL_FIELD_BYTES: usize = 512;
+
+/// `s` cut to at most `max` bytes at a character boundary, marked when cut.
+pub(crate) fn capped(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
 impl Authority {
     /// The caller behind a request's TLS session.
     pub fn caller(
@@ -197,24 +228,38 @@ impl Authority {
     /// without a stable identity, such as enrolments, share one budget, so
     /// guessing tokens cannot flood the log).
     pub(crate) fn audit_denial_as(&self, budget: &str, identity: &str, action: &str, reason: &str) {
+        let (identity, action) = (
+            capped(identity, DENIAL_FIELD_BYTES),
+            capped(action, DENIAL_FIELD_BYTES),
+        );
+        let mut reason = capped(reason, DENIAL_FIELD_BYTES);
         tracing::info!(identity, action, reason, "denied");
         if let Access::Open = self.cfg.access {
             return;
         }
-        let key = budget.to_string();
-        if self
-            .limiter
-            .take(&[(key, DENIAL_RECORDS)], Instant::now())
-            .is_err()
-        {
+        let budgets = [
+            (capped(budget, DENIAL_FIELD_BYTES), DENIAL_RECORDS),
+            (ALL_DENIALS.to_string(), ALL_DENIAL_RECORDS),
+        ];
+        if self.limiter.take(&budgets, Instant::now()).is_err() {
+            self.denials_unrecorded
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
+        }
+        let skipped = self
+            .denials_unrecorded
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        if skipped > 0 {
+            reason.push_str(&format!(
+                " [{skipped} refusal(s) on this node before this one were over the audit budget and not recorded]"
+            ));
         }
         let p = Proposal::new(
             now_ms(),
             Command::RecordDenial {
-                identity: identity.into(),
-                action: action.into(),
-                reason: reason.into(),
+                identity: identity.clone(),
+                action,
+                reason,
             },
         )
         .by(identity);

@@ -130,6 +130,9 @@ pub struct Authority {
     /// about 4 % of an issuance. Keyed by content, never by connection, so
     /// an entry can only ever describe the exact bytes presented.
     pub(crate) presented: std::sync::Mutex<HashMap<Vec<u8>, quorumca_ca::PresentedCert>>,
+    /// Refusals over the audit budget since the last recorded one; the
+    /// next record says how many.
+    pub(crate) denials_unrecorded: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn rejected(o: Outcome) -> AuthorityError {
@@ -148,6 +151,7 @@ impl Authority {
             rng: SystemRandom::new(),
             crls: Default::default(),
             presented: Default::default(),
+            denials_unrecorded: Default::default(),
             records: Default::default(),
             limiter: Default::default(),
             signers: Default::default(),

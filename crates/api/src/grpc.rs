@@ -236,7 +236,15 @@ impl pb::certificate_service_server::CertificateService for Services {
         &self,
         req: Request<pb::IssueRequest>,
     ) -> Result<Response<pb::IssueResponse>, Status> {
+        // Names first: a refusal below is audited and names the namespace,
+        // which must not be an unbounded string of the caller's choosing.
         let namespace = req.get_ref().namespace.clone();
+        quorumca_ca::check_name("namespace", &namespace)
+            .map_err(|e| to_status(AuthorityError::Policy(e)))?;
+        if !req.get_ref().profile.is_empty() {
+            quorumca_ca::check_name("profile", &req.get_ref().profile)
+                .map_err(|e| to_status(AuthorityError::Policy(e)))?;
+        }
         let caller = self.allow(
             &req,
             Action::Issue {
@@ -383,6 +391,10 @@ impl pb::certificate_service_server::CertificateService for Services {
         req: Request<pb::ListCertificatesRequest>,
     ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
         let ns = req.get_ref().namespace.clone();
+        if !ns.is_empty() {
+            quorumca_ca::check_name("namespace", &ns)
+                .map_err(|e| to_status(AuthorityError::Policy(e)))?;
+        }
         self.allow(
             &req,
             Action::ReadCertificates {
@@ -1043,6 +1055,9 @@ impl pb::token_service_server::TokenService for Services {
     }
 }
 
+/// About how many bytes of entries one QueryAudit page carries.
+const AUDIT_PAGE_BYTES: usize = 1024 * 1024;
+
 fn role_binding(e: &quorumca_ledger::Enrollment) -> pb::RoleBinding {
     pb::RoleBinding {
         identity: e.identity.clone(),
@@ -1098,21 +1113,39 @@ impl pb::audit_service_server::AuditService for Services {
             })
             .await
             .map_err(|e| to_status(e.into()))?;
+        // A page stays well under a client's 4 MiB message limit however
+        // large the entries are; the caller pages on with next_after_seq.
+        let full_page = entries.len() == limit;
+        let mut trimmed = false;
+        let mut bytes = 0usize;
+        let mut page = Vec::with_capacity(entries.len());
+        for e in entries {
+            let size = e.actor.len() + e.action.len() + e.detail.len() + e.chain.len() + 32;
+            if !page.is_empty() && bytes + size > AUDIT_PAGE_BYTES {
+                trimmed = true;
+                break;
+            }
+            bytes += size;
+            page.push(pb::AuditEntry {
+                seq: e.seq,
+                at_ms: e.at_ms,
+                actor: crate::auth::capped(&e.actor, AUDIT_PAGE_BYTES / 4),
+                action: crate::auth::capped(&e.action, AUDIT_PAGE_BYTES / 4),
+                detail: crate::auth::capped(&e.detail, AUDIT_PAGE_BYTES / 4),
+                denied: e.denied,
+                chain: e.chain,
+            });
+        }
+        let more = full_page || trimmed;
+        let next_after_seq = match page.last() {
+            Some(last) if more => last.seq,
+            _ => 0,
+        };
         Ok(Response::new(pb::QueryAuditResponse {
-            entries: entries
-                .into_iter()
-                .map(|e| pb::AuditEntry {
-                    seq: e.seq,
-                    at_ms: e.at_ms,
-                    actor: e.actor,
-                    action: e.action,
-                    detail: e.detail,
-                    denied: e.denied,
-                    chain: e.chain,
-                })
-                .collect(),
+            entries: page,
             chain_head: head,
             chain_length: len,
+            next_after_seq,
         }))
     }
 }

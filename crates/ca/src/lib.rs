@@ -59,8 +59,8 @@ pub use ocsp::{
     respond as ocsp_respond, OcspError, OcspStatus, MAX_OCSP_CERTS, MAX_OCSP_REQUEST_BYTES,
 };
 pub use policy::{
-    AlgorithmName, Decision, Limits, Namespace, Policy, PolicyError, Profile, Rate, Store,
-    UsageName, DEFAULT_BACKDATE, MAX_BACKDATE,
+    check_name, AlgorithmName, Decision, Limits, Namespace, Policy, PolicyError, Profile, Rate,
+    Store, UsageName, DEFAULT_BACKDATE, MAX_BACKDATE, MAX_NAME_LEN,
 };
 pub use seal::{seal, unseal, Kek, SealError, SealedKey, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 pub use sign::{

@@ -223,6 +223,8 @@ pub enum PolicyError {
     },
     #[error("{name} is outside namespace {namespace:?}'s rules")]
     NameNotAllowed { namespace: String, name: String },
+    #[error("{kind} name {shown:?} is not 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, '.', '-' and '_'")]
+    BadName { kind: &'static str, shown: String },
     #[error("URI {uri:?} is not a valid SPIFFE ID: {why}")]
     InvalidSpiffeId {
         uri: String,
@@ -238,6 +240,28 @@ pub enum PolicyError {
         requested: Duration,
         max: Duration,
     },
+}
+
+/// Longest namespace or profile name.
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Namespace and profile names: 1 to [`MAX_NAME_LEN`] characters of
+/// `[A-Za-z0-9._-]`. Checked before a request is authorised, so a name in
+/// an error message or an audit record is never an unbounded string; the
+/// error shows at most the first 64 characters of a bad one.
+pub fn check_name(kind: &'static str, name: &str) -> Result<(), PolicyError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        return Ok(());
+    }
+    Err(PolicyError::BadName {
+        kind,
+        shown: name.chars().take(64).collect(),
+    })
 }
 
 fn dur(field: &str, owner: &str, s: &str) -> Result<Duration, PolicyError> {
@@ -331,6 +355,7 @@ impl Policy {
             }
         }
         for (name, p) in &self.profiles {
+            check_name("profile", name)?;
             let owner = format!("profile {name:?}");
             if p.key_algorithms.is_empty() {
                 return bad(format!("{owner}: key_algorithms is empty"));
@@ -356,6 +381,7 @@ impl Policy {
             }
         }
         for (ns, n) in &self.namespaces {
+            check_name("namespace", ns)?;
             let owner = format!("namespace {ns:?}");
             if n.profiles.is_empty() {
                 return bad(format!("{owner}: lists no profiles"));

@@ -145,7 +145,8 @@ pub async fn audit(cmd: AuditCmd) -> anyhow::Result<()> {
             crate::out!(
                 "{}",
                 json(
-                    &serde_json::json!({"entries": entries, "chain_head": r.chain_head, "chain_length": r.chain_length})
+                    &serde_json::json!({"entries": entries, "chain_head": r.chain_head,
+                        "chain_length": r.chain_length, "next_after_seq": r.next_after_seq})
                 )
             );
         }
@@ -176,6 +177,12 @@ pub async fn audit(cmd: AuditCmd) -> anyhow::Result<()> {
                 r.chain_length,
                 r.chain_head
             );
+            if r.next_after_seq > 0 {
+                crate::out!(
+                    "more entries follow: add --after {} for the next page",
+                    r.next_after_seq
+                );
+            }
         }
     }
     Ok(())

@@ -35,29 +35,65 @@ macro_rules! out {
     };
 }
 
-/// Renders rows as an aligned text table.
+/// Longest cell a table shows, in characters; longer ones end in "…"
+/// (`-o json` has them whole). A table is for reading, and one cell of a
+/// 200 kB audit detail would make every row that wide.
+pub const MAX_CELL_CHARS: usize = 160;
+
+/// Renders rows as an aligned text table. Never panics: rows with more
+/// cells than headers get empty headers, and padding is written by hand
+/// (a `{:<w$}` width above 65,535 panics).
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in rows {
+    let shown = |c: &str| -> String {
+        let c: String = c
+            .chars()
+            .map(|ch| if ch.is_control() { ' ' } else { ch })
+            .collect();
+        if c.chars().count() <= MAX_CELL_CHARS {
+            c
+        } else {
+            let mut s: String = c.chars().take(MAX_CELL_CHARS - 1).collect();
+            s.push('…');
+            s
+        }
+    };
+    let columns = rows
+        .iter()
+        .map(Vec::len)
+        .chain(std::iter::once(headers.len()))
+        .max()
+        .unwrap_or(0);
+    let grid: Vec<Vec<String>> = std::iter::once(
+        (0..columns)
+            .map(|i| headers.get(i).copied().unwrap_or("").to_string())
+            .collect(),
+    )
+    .chain(rows.iter().map(|r| {
+        (0..columns)
+            .map(|i| r.get(i).map(|c| shown(c)).unwrap_or_default())
+            .collect()
+    }))
+    .collect();
+    let mut widths = vec![0usize; columns];
+    for r in &grid {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
+            widths[i] = widths[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = vec![line(headers.to_vec())];
-    for r in rows {
-        out.push(line(r.iter().map(String::as_str).collect()));
-    }
-    out.join("\n")
+    grid.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (i, c) in r.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                line.push_str(c);
+                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+            }
+            line.trim_end().to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn json<T: Serialize>(v: &T) -> String {
@@ -70,5 +106,23 @@ mod tests {
     fn table_aligns_columns() {
         let t = super::table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "a    bb\nxxx  y");
+    }
+
+    /// Security hardening 5: a 200 kB cell (an audit detail) panicked the
+    /// CLI in `{:<w$}`; long cells are cut, extra cells shown, none panic.
+    #[test]
+    fn tables_of_huge_or_ragged_rows_do_not_panic() {
+        let huge = "x".repeat(200_000);
+        let t = super::table(
+            &["SEQ", "DETAIL"],
+            &[
+                vec!["1".into(), huge.clone()],
+                vec!["2".into(), "é\nmultiline".into(), "extra".into()],
+                vec![],
+            ],
+        );
+        assert!(t.lines().all(|l| l.chars().count() < 400), "{}", t.len());
+        assert!(t.contains('…') && t.contains("extra"));
+        assert_eq!(t.matches('\n').count(), 3, "a line per row and the header");
     }
 }

@@ -788,3 +788,144 @@ async fn roles_namespaces_audit_and_two_person_changes_over_mtls() {
         "already revoked",
     );
 }
+
+/// The size of everything under `dir`, in bytes.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::metadata(&p).unwrap();
+        if m.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            total += m.len();
+        }
+    }
+    total
+}
+
+/// Security hardening 5 (in part): refusals cannot flood or blind the
+/// audit log. Names of 200 kB are refused before anything is authorised
+/// (so nothing is recorded for them); refusals of many identities share a
+/// node-wide budget and the next record counts what was not recorded;
+/// every field of a record is capped; `audit query --denied` pages and
+/// prints in every format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_floods_stay_small_in_the_log_and_the_audit_stays_readable() {
+    use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
+    use quorumca_api::pb::IssueRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_dev, base, env) = start_dev(&d.join("dev")).await;
+    let cli = Cli {
+        endpoints: env_value(&env, "QUORUMCA_ENDPOINTS"),
+    };
+    let admin = PathBuf::from(env_value(&env, "QUORUMCA_CREDENTIALS"));
+    let api = base + 100;
+    let policy = d.join("policy.toml");
+    std::fs::write(&policy, POLICY.replace("[approvals]\npolicy = true\n", "")).unwrap();
+    cli.ok(&admin, &["policy", "apply", "-f", policy.to_str().unwrap()]);
+    // Identities with no role at all (people/* holds none in POLICY).
+    let mut callers = Vec::new();
+    for i in 0..6 {
+        let out = d.join(format!("nobody{i}"));
+        cli.ok(
+            &admin,
+            &[
+                "issue",
+                "--namespace",
+                "people",
+                "--uri",
+                &format!("{TD}/people/nobody{i}"),
+                "--out-dir",
+                out.to_str().unwrap(),
+            ],
+        );
+        callers.push(out);
+    }
+    let logs: Vec<PathBuf> = (1..=3)
+        .map(|n| d.join(format!("dev/node{n}/raft-log")))
+        .collect();
+    for l in &logs {
+        assert!(l.exists(), "{} missing", l.display());
+    }
+    let before: Vec<u64> = logs.iter().map(|l| dir_bytes(l)).collect();
+    let denied_before = denials(api, &admin).await;
+    let huge = "n".repeat(200_000);
+    let started = Instant::now();
+    let mut refused = 0;
+    for (i, c) in callers.iter().enumerate() {
+        let ch = support::channel(api + (i as u16 % 3), Some(c))
+            .await
+            .unwrap();
+        let mut client = CertificateServiceClient::new(ch)
+            .max_decoding_message_size(1 << 20)
+            .max_encoding_message_size(1 << 20);
+        for k in 0..150 {
+            // Alternately a 200 kB namespace and a valid one the caller
+            // has no role in.
+            let namespace = if k % 2 == 0 {
+                huge.clone()
+            } else {
+                "payments".into()
+            };
+            let s = client
+                .issue(IssueRequest {
+                    csr: vec![0x30, 0x00],
+                    namespace,
+                    ..Default::default()
+                })
+                .await
+                .expect_err("refused");
+            let want = if k % 2 == 0 {
+                tonic::Code::InvalidArgument
+            } else {
+                tonic::Code::PermissionDenied
+            };
+            assert_eq!(s.code(), want, "{s:?}");
+            assert!(s.message().len() < 2_000, "{} bytes", s.message().len());
+            refused += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let recorded = denials(api, &admin).await - denied_before;
+    // Per identity a burst of 5 and 1/s after it; per node a burst of 50
+    // and 10/s, over the three nodes.
+    let window = secs + 2.0;
+    let most = ((6.0 * (5.0 + window)).min(3.0 * (50.0 + 10.0 * window))) as usize;
+    assert!(
+        recorded <= most,
+        "{recorded} of {refused} refusals recorded in {secs:.1} s (at most {most})"
+    );
+    for (l, b) in logs.iter().zip(&before) {
+        let grew = dir_bytes(l).saturating_sub(*b);
+        assert!(
+            grew < 1_000_000,
+            "{} grew {grew} bytes for {refused} refusals",
+            l.display()
+        );
+    }
+    // Readable in every format, paged, no field of a record unbounded.
+    let page = cli.json(&admin, &["audit", "query", "--denied", "--limit", "5"]);
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 5, "{page}");
+    assert!(page["next_after_seq"].as_u64().unwrap() > 0, "{page}");
+    for e in entries {
+        assert!(e["detail"].as_str().unwrap().len() < 1_200, "{e}");
+        assert!(e["actor"].as_str().unwrap().len() < 600, "{e}");
+    }
+    let after = entries[4]["seq"].as_u64().unwrap().to_string();
+    let table = cli.ok(
+        &admin,
+        &[
+            "audit", "query", "--denied", "--limit", "5", "--after", &after,
+        ],
+    );
+    assert!(table.contains("DENIED"), "{table}");
+    let all = cli.json(&admin, &["audit", "query", "--denied", "--limit", "1000"]);
+    assert!(
+        all.to_string().contains("not recorded"),
+        "no record counts the refusals over the budget"
+    );
+}
