@@ -167,43 +167,6 @@ impl Services {
         to_status(e)
     }
 
-    /// Revoke, naming the certificate by itself: the issuer that signed it
-    /// is found in the hierarchy, and one the ledger has no record of (a
-    /// bootstrap identity) is revoked as such, by an admin or operator.
-    async fn revoke_certificate(
-        &self,
-        req: Request<pb::RevokeRequest>,
-    ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let der = quorumca_ca::first_certificate_der(&req.get_ref().certificate)
-            .map_err(|e| to_status(AuthorityError::Sign(e)))?;
-        let (issuer, leaf) = self.0.issuer_of(&der).map_err(to_status)?;
-        let namespace = self
-            .namespace_of(&issuer, &leaf.serial)
-            .await?
-            .unwrap_or_default();
-        let caller = self.allow(
-            &req,
-            Action::Revoke {
-                namespace: &namespace,
-            },
-        )?;
-        let r = req.into_inner();
-        let reason = reason_of(r.reason).map_err(to_status)?;
-        let key =
-            (!r.idempotency_key.is_empty()).then(|| self.0.scoped_key(&caller, &r.idempotency_key));
-        let (revoked_at_ms, log_index) = self
-            .0
-            .revoke_signed_leaf(&caller.identity, &issuer, &leaf, reason, key.as_deref())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(pb::RevokeResponse {
-            revoked_at_ms,
-            log_index,
-            issuer,
-            serial: hex::encode(&leaf.serial),
-        }))
-    }
-
     /// The namespace of a recorded certificate, read through the leader
     /// (a record this node has not applied yet still counts).
     async fn namespace_of(&self, issuer: &str, serial: &[u8]) -> Result<Option<String>, Status> {
@@ -291,12 +254,21 @@ impl pb::certificate_service_server::CertificateService for Services {
         &self,
         req: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        if !req.get_ref().certificate.is_empty() {
-            return self.revoke_certificate(req).await;
-        }
-        let serial = parse_serial(&req.get_ref().serial).map_err(to_status)?;
+        // Named by issuer and serial, or by the certificate itself: then the
+        // issuer that signed it is found in the hierarchy, and one the
+        // ledger has no record of (a bootstrap identity) is revoked as such,
+        // by an admin or operator (its namespace is none).
+        let (issuer, serial, leaf) = if req.get_ref().certificate.is_empty() {
+            let serial = parse_serial(&req.get_ref().serial).map_err(to_status)?;
+            (req.get_ref().issuer.clone(), serial, None)
+        } else {
+            let der = quorumca_ca::first_certificate_der(&req.get_ref().certificate)
+                .map_err(|e| to_status(AuthorityError::Sign(e)))?;
+            let (issuer, leaf) = self.0.issuer_of(&der).map_err(to_status)?;
+            (issuer, leaf.serial.clone(), Some(leaf))
+        };
         let namespace = self
-            .namespace_of(&req.get_ref().issuer, &serial)
+            .namespace_of(&issuer, &serial)
             .await?
             .unwrap_or_default();
         let caller = self.allow(
@@ -309,16 +281,24 @@ impl pb::certificate_service_server::CertificateService for Services {
         let reason = reason_of(r.reason).map_err(to_status)?;
         let key =
             (!r.idempotency_key.is_empty()).then(|| self.0.scoped_key(&caller, &r.idempotency_key));
-        let (revoked_at_ms, log_index) = self
-            .0
-            .revoke_as(&caller.identity, &r.issuer, &serial, reason, key.as_deref())
-            .await
-            .map_err(to_status)?;
+        let (revoked_at_ms, log_index) = match &leaf {
+            Some(leaf) => {
+                self.0
+                    .revoke_signed_leaf(&caller.identity, &issuer, leaf, reason, key.as_deref())
+                    .await
+            }
+            None => {
+                self.0
+                    .revoke_as(&caller.identity, &issuer, &serial, reason, key.as_deref())
+                    .await
+            }
+        }
+        .map_err(to_status)?;
         Ok(Response::new(pb::RevokeResponse {
             revoked_at_ms,
             log_index,
-            issuer: r.issuer,
-            serial: r.serial,
+            issuer,
+            serial: hex::encode(&serial),
         }))
     }
 
@@ -1102,17 +1082,44 @@ impl pb::audit_service_server::AuditService for Services {
             }
             n => n as usize,
         };
-        let (entries, head, len) = self
+        let keep = {
+            let (actor, denied_only) = (r.actor.clone(), r.denied_only);
+            move |e: &quorumca_ledger::AuditEntry| {
+                (actor.is_empty() || e.actor == actor) && (!denied_only || e.denied)
+            }
+        };
+        let (ledger_entries, head, len, oldest) = self
             .0
             .node()
-            .read_linearizable(move |s| {
-                let entries = s.audit_entries(r.after_seq, limit, |e| {
-                    (r.actor.is_empty() || e.actor == r.actor) && (!r.denied_only || e.denied)
-                });
-                (entries, hex::encode(s.audit_head()), s.audit_len())
+            .read_linearizable({
+                let keep = keep.clone();
+                move |s| {
+                    let entries = s.audit_entries(r.after_seq, limit, keep);
+                    (
+                        entries,
+                        hex::encode(s.audit_head()),
+                        s.audit_len(),
+                        s.oldest_audit_seq(),
+                    )
+                }
             })
             .await
             .map_err(|e| to_status(e.into()))?;
+        // Entries older than the oldest the ledger holds were evicted into
+        // this node's archive: that part of the page comes from there.
+        let mut entries = Vec::new();
+        if oldest.is_some_and(|o| r.after_seq.saturating_add(1) < o) {
+            let oldest = oldest.expect("checked");
+            let archived = self
+                .0
+                .node()
+                .archive()
+                .audit_after(r.after_seq, limit, &keep)
+                .map_err(|e| Status::internal(format!("reading the audit archive: {e}")))?;
+            entries.extend(archived.into_iter().filter(|e| e.seq < oldest));
+        }
+        entries.extend(ledger_entries);
+        entries.truncate(limit);
         // A page stays well under a client's 4 MiB message limit however
         // large the entries are; the caller pages on with next_after_seq.
         let full_page = entries.len() == limit;

@@ -138,6 +138,34 @@ fn foreign_bundle(dir: &Path, cluster_roots: &Path) -> PathBuf {
     d
 }
 
+/// A `quorumca dev` cluster under `dir/dev` with `policy` applied by its
+/// admin (the text is also at `dir/policy.toml`).
+struct Dev {
+    _procs: support::Procs,
+    base: u16,
+    cli: Cli,
+    admin: PathBuf,
+}
+
+impl Dev {
+    async fn start(dir: &Path, policy: &str) -> Dev {
+        let (procs, base, env) = start_dev(&dir.join("dev")).await;
+        let cli = Cli {
+            endpoints: env_value(&env, "QUORUMCA_ENDPOINTS"),
+        };
+        let admin = PathBuf::from(env_value(&env, "QUORUMCA_CREDENTIALS"));
+        let file = dir.join("policy.toml");
+        std::fs::write(&file, policy).unwrap();
+        cli.ok(&admin, &["policy", "apply", "-f", file.to_str().unwrap()]);
+        Dev {
+            _procs: procs,
+            base,
+            cli,
+            admin,
+        }
+    }
+}
+
 /// How many refusals the audit log holds.
 async fn denials(port: u16, auditor: &Path) -> usize {
     let ch = support::channel(port, Some(auditor)).await.unwrap();
@@ -159,18 +187,17 @@ async fn denials(port: u16, auditor: &Path) -> usize {
 async fn roles_namespaces_audit_and_two_person_changes_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_dev, base, env) = start_dev(&d.join("dev")).await;
-    let cli = Cli {
-        endpoints: env_value(&env, "QUORUMCA_ENDPOINTS"),
-    };
-    let admin = PathBuf::from(env_value(&env, "QUORUMCA_CREDENTIALS"));
-    let api = base + 100;
-
     // The dev admin (break-glass in node.toml) applies a policy with grants
     // and issues identities; each --out-dir is a credential bundle.
+    let Dev {
+        _procs,
+        base,
+        cli,
+        admin,
+    } = Dev::start(d, POLICY).await;
+    let env = std::fs::read_to_string(d.join("dev/env")).unwrap();
     let policy = d.join("policy.toml");
-    std::fs::write(&policy, POLICY).unwrap();
-    cli.ok(&admin, &["policy", "apply", "-f", policy.to_str().unwrap()]);
+    let api = base + 100;
     let bundle = |name: &str, ns: &str, uri: &str, dns: Option<&str>| {
         let out = d.join(name);
         let mut args = vec![
@@ -816,15 +843,14 @@ async fn refusal_floods_stay_small_in_the_log_and_the_audit_stays_readable() {
     use quorumca_api::pb::IssueRequest;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (_dev, base, env) = start_dev(&d.join("dev")).await;
-    let cli = Cli {
-        endpoints: env_value(&env, "QUORUMCA_ENDPOINTS"),
-    };
-    let admin = PathBuf::from(env_value(&env, "QUORUMCA_CREDENTIALS"));
+    let policy = POLICY.replace("[approvals]\npolicy = true\n", "");
+    let Dev {
+        _procs,
+        base,
+        cli,
+        admin,
+    } = Dev::start(d, &policy).await;
     let api = base + 100;
-    let policy = d.join("policy.toml");
-    std::fs::write(&policy, POLICY.replace("[approvals]\npolicy = true\n", "")).unwrap();
-    cli.ok(&admin, &["policy", "apply", "-f", policy.to_str().unwrap()]);
     // Identities with no role at all (people/* holds none in POLICY).
     let mut callers = Vec::new();
     for i in 0..6 {

@@ -47,9 +47,9 @@ pub use command::{
     MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH, MAX_RECORD_BATCH,
 };
 pub use state::{
-    apply, CrlShard, DecodeError, ForceRenewMarker, IssuerPhase, NodeLabels, Revocation, State,
-    ENROLLMENT_GRACE_MS, IDEMPOTENCY_WINDOW_MS, MAX_AUDIT_ENTRIES, MAX_FORCE_RENEW_MARKERS,
-    MAX_LEASE_BLOCK,
+    apply, apply_evicting, audit_entry_bytes, CrlShard, DecodeError, ForceRenewMarker, IssuerPhase,
+    NodeLabels, Revocation, State, ENROLLMENT_GRACE_MS, IDEMPOTENCY_WINDOW_MS, MAX_AUDIT_BYTES,
+    MAX_AUDIT_ENTRIES, MAX_FORCE_RENEW_MARKERS, MAX_LEASE_BLOCK,
 };
 
 #[cfg(test)]

@@ -22,8 +22,19 @@ use crate::command::{
 pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Audit entries the ledger keeps (the newest); older ones leave the hot
-/// state but stay covered by the hash chain head.
+/// state for each node's archive ([`apply_evicting`]) and stay covered by
+/// the hash chain head.
 pub const MAX_AUDIT_ENTRIES: usize = 100_000;
+
+/// Bytes of audit entries the ledger keeps, beside the count: a flood of
+/// large entries must not fill memory and snapshots before the count cap
+/// is reached. Measured by [`audit_entry_bytes`].
+pub const MAX_AUDIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What one audit entry counts against [`MAX_AUDIT_BYTES`].
+pub fn audit_entry_bytes(e: &AuditEntry) -> u64 {
+    (e.actor.len() + e.action.len() + e.detail.len() + e.chain.len() + 24) as u64
+}
 
 /// Largest serial lease block; bounds how many sequence numbers one proposal
 /// can burn.
@@ -213,6 +224,9 @@ pub struct State {
     /// The newest audited proposals (policy, CA, revocations, approvals,
     /// denials), oldest first.
     audit_log: VecDeque<AuditEntry>,
+    /// Sum of [`audit_entry_bytes`] over `audit_log` (derived: rebuilt on
+    /// load).
+    audit_bytes: u64,
     /// Changes waiting for a second admin, by id.
     pending: BTreeMap<u64, PendingChange>,
     next_change_id: u64,
@@ -391,6 +405,7 @@ impl<'de> Deserialize<'de> for State {
             policy_history: r.policy_history,
             audit_head: r.audit_head,
             audit_len: r.audit_len,
+            audit_bytes: r.audit_log.iter().map(audit_entry_bytes).sum(),
             audit_log: r.audit_log,
             pending: r.pending,
             next_change_id: r.next_change_id,
@@ -544,6 +559,17 @@ impl State {
             .collect()
     }
 
+    /// The oldest audit entry the ledger still holds (older ones are in
+    /// the nodes' archives).
+    pub fn oldest_audit_seq(&self) -> Option<u64> {
+        self.audit_log.front().map(|e| e.seq)
+    }
+
+    /// Bytes of the audit entries held, as [`MAX_AUDIT_BYTES`] counts them.
+    pub fn audit_bytes(&self) -> u64 {
+        self.audit_bytes
+    }
+
     pub fn pending_changes(&self) -> impl Iterator<Item = &PendingChange> {
         self.pending.values()
     }
@@ -607,6 +633,18 @@ fn command_digest(c: &Command) -> [u8; 32] {
 /// Applies one proposal. Pure and deterministic: the same state and
 /// proposal always give the same new state and outcome on every node.
 pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
+    apply_evicting(state, proposal, &mut Vec::new())
+}
+
+/// [`apply`], handing the audit entries it evicts (over
+/// [`MAX_AUDIT_ENTRIES`] or [`MAX_AUDIT_BYTES`]) to `evicted`, oldest
+/// first, so the node can archive them instead of losing them. Every node
+/// evicts the same entries at the same index.
+pub fn apply_evicting(
+    state: &mut State,
+    proposal: &Proposal,
+    evicted: &mut Vec<AuditEntry>,
+) -> Outcome {
     if let Command::Batch(proposals) = &proposal.command {
         // The batch itself leaves no trace: the chain, the idempotency
         // keys and the outcomes are those of its proposals.
@@ -622,7 +660,12 @@ pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
         {
             return invalid("batches do not nest");
         }
-        return Outcome::Batch(proposals.iter().map(|p| apply(state, p)).collect());
+        return Outcome::Batch(
+            proposals
+                .iter()
+                .map(|p| apply_evicting(state, p, evicted))
+                .collect(),
+        );
     }
     extend_audit_chain(state, proposal);
     expire_idempotency_keys(state, proposal.at_ms);
@@ -645,14 +688,14 @@ pub fn apply(state: &mut State, proposal: &Proposal) -> Outcome {
     if let (Some(key), Some(digest)) = (&proposal.idempotency_key, digest) {
         remember(state, key, digest, &outcome, proposal.at_ms);
     }
-    record_audit(state, proposal, &outcome);
+    record_audit(state, proposal, &outcome, evicted);
     outcome
 }
 
 /// Files an audit entry for the commands people answer for; the
 /// high-volume machinery (issuance records, leases, CRL numbers, pruning)
 /// is covered by the hash chain only. Issuances are their own records.
-fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
+fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome, evicted: &mut Vec<AuditEntry>) {
     let (action, detail, actor) = match &p.command {
         Command::Revoke {
             issuer,
@@ -778,10 +821,7 @@ fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
         }
         _ => (matches!(p.command, Command::RecordDenial { .. }), detail),
     };
-    if state.audit_log.len() >= MAX_AUDIT_ENTRIES {
-        state.audit_log.pop_front();
-    }
-    state.audit_log.push_back(AuditEntry {
+    let entry = AuditEntry {
         seq: state.audit_len,
         at_ms: p.at_ms,
         actor,
@@ -789,7 +829,18 @@ fn record_audit(state: &mut State, p: &Proposal, outcome: &Outcome) {
         detail,
         denied,
         chain: hex::encode(state.audit_head),
-    });
+    };
+    let size = audit_entry_bytes(&entry);
+    while !state.audit_log.is_empty()
+        && (state.audit_log.len() >= MAX_AUDIT_ENTRIES
+            || state.audit_bytes + size > MAX_AUDIT_BYTES)
+    {
+        let old = state.audit_log.pop_front().expect("not empty");
+        state.audit_bytes -= audit_entry_bytes(&old);
+        evicted.push(old);
+    }
+    state.audit_bytes += size;
+    state.audit_log.push_back(entry);
 }
 
 fn remember(state: &mut State, key: &str, digest: [u8; 32], outcome: &Outcome, at_ms: u64) {

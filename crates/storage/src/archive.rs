@@ -7,6 +7,10 @@
 //! this local sled tree, so "what did we issue to whom" stays answerable
 //! without weighing on consensus.
 //!
+//! Audit entries the ledger evicts (over its count or byte cap) land here
+//! too, in their own tree keyed by chain sequence, so no audit entry is
+//! dropped: `QueryAudit` reads older pages from here.
+//!
 //! The archive is per node and best effort by design: a node that caught up
 //! through a snapshot never saw the prunes before it, so its archive holds
 //! only what it pruned itself. Every node applies the same prunes from the
@@ -14,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use quorumca_ledger::{IssuanceRecord, Revocation, Serial};
+use quorumca_ledger::{AuditEntry, IssuanceRecord, Revocation, Serial};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StorageError;
@@ -40,6 +44,9 @@ enum Backend {
 }
 
 const TREE: &str = "archive";
+
+/// The tree of evicted audit entries, keyed by sequence (big-endian).
+const AUDIT_TREE: &str = "audit";
 
 fn key(issuer: &str, serial: &Serial) -> Vec<u8> {
     // Issuer ids never contain NUL, so the key splits unambiguously.
@@ -116,6 +123,76 @@ impl Archive {
                 path: self.path.clone(),
                 reason: e.to_string(),
             })
+    }
+
+    /// Stores audit entries the ledger evicted; storing one again (a
+    /// replayed apply after a restart) is harmless.
+    pub fn put_audit(&self, entries: &[AuditEntry]) -> Result<(), StorageError> {
+        match &self.backend {
+            Backend::Sled(db) => {
+                let tree = db.open_tree(AUDIT_TREE).map_err(|e| self.io(e))?;
+                let mut batch = sled::Batch::default();
+                for e in entries {
+                    let value = postcard::to_stdvec(e).expect("audit entries serialise");
+                    batch.insert(&e.seq.to_be_bytes(), value);
+                }
+                tree.apply_batch(batch).map_err(|e| self.io(e))
+            }
+            Backend::Mem(d) => {
+                for e in entries {
+                    let value = postcard::to_stdvec(e).expect("audit entries serialise");
+                    d.insert(AUDIT_TREE, &e.seq.to_be_bytes(), value);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Archived audit entries with sequence numbers after `after_seq`,
+    /// oldest first, at most `limit` of those `keep` accepts.
+    pub fn audit_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+        keep: impl Fn(&AuditEntry) -> bool,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        let start = after_seq.saturating_add(1).to_be_bytes().to_vec();
+        let decode = |bytes: &[u8]| {
+            postcard::from_bytes::<AuditEntry>(bytes).map_err(|e| StorageError::Corrupt {
+                what: "an archived audit entry",
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let mut out = Vec::new();
+        match &self.backend {
+            Backend::Sled(db) => {
+                let tree = db.open_tree(AUDIT_TREE).map_err(|e| self.io(e))?;
+                for kv in tree.range(start..) {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (_, v) = kv.map_err(|e| self.io(e))?;
+                    let e = decode(&v)?;
+                    if keep(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+            Backend::Mem(d) => {
+                use std::ops::Bound;
+                for (_, v) in d.range(AUDIT_TREE, (Bound::Included(start), Bound::Unbounded)) {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let e = decode(&v)?;
+                    if keep(&e) {
+                        out.push(e);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn len(&self) -> usize {

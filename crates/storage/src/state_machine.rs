@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use quorumca_ledger::{apply, Command, Outcome, State};
+use quorumca_ledger::{apply_evicting, Command, Outcome, State};
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{Archive, ArchivedRecord};
@@ -269,7 +269,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 .collect();
                             self.archive.put(&items).map_err(io::Error::other)?;
                         }
-                        apply(&mut a.state, p)
+                        // Audit entries the ledger evicts go to the archive,
+                        // never nowhere.
+                        let mut evicted = Vec::new();
+                        let outcome = apply_evicting(&mut a.state, p, &mut evicted);
+                        if !evicted.is_empty() {
+                            self.archive.put_audit(&evicted).map_err(io::Error::other)?;
+                        }
+                        outcome
                     }
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(entry.log_id), m.clone());
