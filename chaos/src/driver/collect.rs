@@ -75,15 +75,29 @@ async fn crl_serials(ch: &Channel) -> anyhow::Result<BTreeSet<CertKey>> {
     let mut out = BTreeSet::new();
     for issuer in bundle.issuers.iter().filter(|i| i.crl_shards > 0) {
         for shard in 0..issuer.crl_shards {
-            let r = c
-                .get_crl(pb::GetCrlRequest {
-                    issuer: issuer.id.clone(),
-                    shard,
-                    delta: false,
-                })
-                .await
-                .with_context(|| format!("CRL {} shard {shard}", issuer.id))?
-                .into_inner();
+            // A node that just restarted builds its CRLs anew (each takes a
+            // CRL number through Raft) and answers UNAVAILABLE "not built
+            // yet" until then, asking to retry in a few seconds: retry as a
+            // relying party would, for a bounded time.
+            let request = pb::GetCrlRequest {
+                issuer: issuer.id.clone(),
+                shard,
+                delta: false,
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let r = loop {
+                match c.get_crl(request.clone()).await {
+                    Err(s)
+                        if s.code() == tonic::Code::Unavailable
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    r => break r,
+                }
+            }
+            .with_context(|| format!("CRL {} shard {shard}", issuer.id))?
+            .into_inner();
             let crl = x509_cert::crl::CertificateList::from_der(&r.crl)?;
             for rc in crl.tbs_cert_list.revoked_certificates.unwrap_or_default() {
                 out.insert(CertKey::new(
