@@ -79,6 +79,7 @@ impl InProcessCluster {
                     propose_timeout: Duration::from_secs(5),
                     tls: Some(creds.node_tls()),
                     memory: None,
+                    connections: Default::default(),
                 })
                 .await?,
             );
@@ -109,6 +110,7 @@ impl InProcessCluster {
                 &region(id),
                 regions_to_create,
                 Some(&creds),
+                &Default::default(),
             )
             .await?;
             running.push((node, server));

@@ -111,9 +111,22 @@ impl Agent {
     pub async fn run(self: Arc<Self>) -> Result<(), AgentError> {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(addr) = self.cfg.metrics_listen.clone() {
-            let listener = tokio::net::TcpListener::bind(&addr)
-                .await
+            let sock: std::net::SocketAddr = addr.parse().map_err(|e| {
+                AgentError::Config(format!("metrics_listen {addr}: not ip:port ({e})"))
+            })?;
+            let listener = quorumca_net::listen::bind(sock)
                 .map_err(|e| AgentError::Config(format!("metrics_listen {addr}: {e}")))?;
+            // A scraper needs one connection; a few more for people with
+            // curl. The timeouts are a node's defaults.
+            let listener = quorumca_net::listen::bounded(
+                listener,
+                "agent-metrics",
+                quorumca_net::ListenerLimits {
+                    max: 64,
+                    per_source: 16,
+                },
+            )
+            .map_err(|e| AgentError::Config(format!("metrics_listen {addr}: {e}")))?;
             let me = self.clone();
             let app = axum::Router::new().route(
                 "/metrics",
@@ -131,10 +144,12 @@ impl Agent {
                     }
                 }),
             );
+            let limits =
+                quorumca_net::http::HttpLimits::from(&quorumca_net::ConnectionLimits::default());
             tasks.spawn(async move {
-                axum::serve(listener, app)
-                    .await
-                    .map_err(|e| AgentError::Config(format!("metrics server: {e}")))
+                quorumca_net::http::serve(listener.incoming, app, limits, std::future::pending())
+                    .await;
+                Ok(())
             });
         }
         for intent in self.cfg.intents.clone() {
@@ -577,7 +592,7 @@ impl Agent {
             .keep_alive_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| cluster(e.to_string()))?;
+            .map_err(|e| cluster(quorumca_client::describe_transport_error(&e)))?;
         let mut stream = pb::authority_service_client::AuthorityServiceClient::new(ch)
             .watch_trust_bundle(pb::GetTrustBundleRequest {})
             .await

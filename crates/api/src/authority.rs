@@ -1094,17 +1094,7 @@ impl Authority {
                 "a renewal keeps the names of the certificate being renewed; put exactly its DNS, IP and URI names in the CSR (or Issue a new certificate)".into(),
             ));
         }
-        let region = self.cfg.region.clone();
-        let active = |s: &quorumca_ledger::State| s.active_issuer(&region).map(|i| i.id.clone());
-        let issuer_id = match self.node.read_local(active) {
-            Some(id) => id,
-            None => self
-                .node
-                .read_linearizable(active)
-                .await?
-                .unwrap_or_else(|| region.clone()),
-        };
-        let signer = self.signer(&issuer_id)?;
+        let (issuer_id, signer) = self.issuer_for(&decision.uris).await?;
         let shards = self
             .node
             .read_local(|s| s.issuer(&issuer_id).map(|i| i.crl_shards.max(1)))
@@ -1182,6 +1172,43 @@ impl Authority {
             }
             o => Err(rejected(o)),
         }
+    }
+
+    /// Who signs a leaf naming `uris`: this region's active intermediate,
+    /// or, for a node identity (`spiffe://<td>/node/<id>`), the current
+    /// root itself. Clients accept only root-signed node certificates, so
+    /// nothing an intermediate signs, whatever the policy allows, can pass
+    /// as a node.
+    async fn issuer_for(&self, uris: &[String]) -> Result<(String, Arc<CaSigner>), AuthorityError> {
+        let for_node = uris
+            .iter()
+            .any(|u| quorumca_ca::spiffe::SpiffeId::parse(u).is_ok_and(|id| id.is_node()));
+        if for_node {
+            let root = self
+                .node
+                .read_linearizable(|s| s.current_root().cloned())
+                .await?
+                .ok_or_else(|| {
+                    AuthorityError::NoIssuer("root (bootstrap the hierarchy first)".into())
+                })?;
+            if root.sealed_key.is_none() {
+                return Err(AuthorityError::NodeIdentityNeedsRoot { root: root.id });
+            }
+            let signer = self.signer(&root.id)?;
+            return Ok((root.id, signer));
+        }
+        let region = self.cfg.region.clone();
+        let active = |s: &quorumca_ledger::State| s.active_issuer(&region).map(|i| i.id.clone());
+        let issuer_id = match self.node.read_local(active) {
+            Some(id) => id,
+            None => self
+                .node
+                .read_linearizable(active)
+                .await?
+                .unwrap_or_else(|| region.clone()),
+        };
+        let signer = self.signer(&issuer_id)?;
+        Ok((issuer_id, signer))
     }
 
     /// Revokes one certificate; returns when it was revoked (Unix ms) and

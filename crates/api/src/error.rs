@@ -20,6 +20,8 @@ pub enum AuthorityError {
     Rejected(Rejection),
     #[error("no usable issuer {0:?}; has the CA hierarchy been created for this region?")]
     NoIssuer(String),
+    #[error("node identities are signed by the root itself (so that no workload certificate can pass as a node), and this cluster's root {root:?} has its key offline; make node certificates with `quorumca ca issue-identity --root-dir ...`")]
+    NodeIdentityNeedsRoot { root: String },
     #[error(
         "no policy has been applied yet; apply one with `quorumca policy apply -f profiles.toml`"
     )]
@@ -73,9 +75,11 @@ impl AuthorityError {
             Self::Rejected(_) => StatusCode::FailedPrecondition,
             Self::Consensus(ConsensusError::Unavailable { .. }) => StatusCode::Unavailable,
             Self::Consensus(ConsensusError::InvalidArgument(_)) => StatusCode::InvalidArgument,
-            Self::NoIssuer(_) | Self::NoPolicy | Self::Seal(_) | Self::Sealed => {
-                StatusCode::FailedPrecondition
-            }
+            Self::NoIssuer(_)
+            | Self::NodeIdentityNeedsRoot { .. }
+            | Self::NoPolicy
+            | Self::Seal(_)
+            | Self::Sealed => StatusCode::FailedPrecondition,
             Self::UnknownCrlShard { .. } => StatusCode::NotFound,
             Self::CrlNotReady { .. } => StatusCode::Unavailable,
             Self::InvalidArgument(_) => StatusCode::InvalidArgument,

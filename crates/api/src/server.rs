@@ -10,7 +10,6 @@ use std::time::Duration;
 use quorumca_ca::{Kek, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 use quorumca_consensus::Node;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
@@ -266,10 +265,16 @@ pub struct ApiServer {
     background: Vec<JoinHandle<()>>,
 }
 
-async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+/// Binds `addr` and admits its connections under `limits`.
+async fn bind(
+    addr: &str,
+    name: &'static str,
+    limits: quorumca_net::ListenerLimits,
+) -> Result<quorumca_net::listen::Bounded, ServeError> {
     let addr: SocketAddr = addr.parse().expect("validated");
-    TcpListener::bind(addr)
-        .await
+    let listener =
+        quorumca_net::listen::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    quorumca_net::listen::bounded(listener, name, limits)
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
@@ -281,12 +286,18 @@ async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
 /// certificates from the cluster's roots and authorises by role; without
 /// it, every caller may do everything (in-process tests, and clusters that
 /// say `insecure_plaintext = true`).
+///
+/// Every listener admits connections under `limits` (node.toml's
+/// `[connections]`): caps per listener and per source, the TLS handshake
+/// timeout, HTTP header and request timeouts, HTTP/2 keepalive and a
+/// maximum connection age.
 pub async fn serve(
     node: Arc<Node>,
     cfg: &ApiConfig,
     region: &str,
     bootstrap_regions: Option<Vec<String>>,
     tls: Option<&crate::tls::NodeCredentials>,
+    limits: &quorumca_net::ConnectionLimits,
 ) -> Result<ApiServer, ServeError> {
     cfg.validate()?;
     let kek = cfg.load_kek()?;
@@ -295,10 +306,10 @@ pub async fn serve(
             "no unseal secret ({UNSEAL_SECRET_ENV} or [api] unseal_secret_file): this node replicates and serves reads but cannot sign"
         );
     }
-    let grpc_listener = bind(&cfg.listen).await?;
-    let http_listener = bind(&cfg.http_listen).await?;
-    let grpc_addr = grpc_listener.local_addr().expect("bound");
-    let http_addr = http_listener.local_addr().expect("bound");
+    let grpc_listener = bind(&cfg.listen, "api", limits.public()).await?;
+    let http_listener = bind(&cfg.http_listen, "http", limits.public()).await?;
+    let grpc_addr = grpc_listener.local_addr;
+    let http_addr = http_listener.local_addr;
     let authority = Arc::new(Authority::new(
         node.clone(),
         kek,
@@ -334,10 +345,10 @@ pub async fn serve(
             field: "listen",
             reason: format!("gRPC reflection: {e}"),
         })?;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = quorumca_net::grpc::server(limits, quorumca_net::grpc::Role::Public);
     if let Some(tls) = tls {
         builder = builder
-            .tls_config(tls.server_config())
+            .tls_config(tls.server_config().timeout(limits.handshake_timeout))
             .map_err(|e| ServeError::Config {
                 field: "listen",
                 reason: format!("TLS: {e}"),
@@ -371,14 +382,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(node.cluster_service(gate));
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
-        |conn| {
-            conn.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        },
-    );
+    let incoming = grpc_listener.incoming;
     let mut s = stopped.clone();
     servers.push(tokio::spawn(async move {
         let r = grpc
@@ -392,11 +396,14 @@ pub async fn serve(
     }));
 
     if let Some(addr) = &cfg.enroll_listen {
-        let listener = bind(addr).await?;
-        let mut builder = tonic::transport::Server::builder();
+        let listener = bind(addr, "enroll", limits.public()).await?;
+        let mut builder = quorumca_net::grpc::server(limits, quorumca_net::grpc::Role::Public);
         if let Some(tls) = tls {
             builder = builder
-                .tls_config(tls.server_config_without_client_auth())
+                .tls_config(
+                    tls.server_config_without_client_auth()
+                        .timeout(limits.handshake_timeout),
+                )
                 .map_err(|e| ServeError::Config {
                     field: "enroll_listen",
                     reason: format!("TLS: {e}"),
@@ -406,7 +413,7 @@ pub async fn serve(
             pb::enrollment_service_server::EnrollmentServiceServer::new(services.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = listener.incoming;
         let mut s = stopped.clone();
         servers.push(tokio::spawn(async move {
             let r = enroll
@@ -422,15 +429,12 @@ pub async fn serve(
 
     let router = crate::http::router(authority.clone());
     let mut s = stopped.clone();
+    let http_limits = quorumca_net::http::HttpLimits::from(limits);
     servers.push(tokio::spawn(async move {
-        let r = axum::serve(http_listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = s.wait_for(|v| *v).await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
+        quorumca_net::http::serve(http_listener.incoming, router, http_limits, async move {
+            let _ = s.wait_for(|v| *v).await;
+        })
+        .await;
     }));
 
     if cfg.hierarchy == Hierarchy::InternalRoot {

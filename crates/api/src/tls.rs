@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use quorumca_ca::{identity_of, is_node_identity, node_identity, presented_cert, trust_domain};
 use quorumca_consensus::NodeTls;
+use quorumca_net::node_tls::{client_config, ClientIdentity, Expect};
 use serde::Deserialize;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,13 +93,25 @@ impl TlsConfig {
         let identity = identity_of(&der).unwrap_or_default();
         let td = trust_domain(&identity).map(str::to_string);
         match td {
-            Some(td) if identity == node_identity(&td, node_id) => Ok(NodeCredentials {
-                ca_pem,
-                cert_pem,
-                key_pem,
-                identity,
-                trust_domain: td,
-            }),
+            Some(td) if identity == node_identity(&td, node_id) => {
+                let creds = NodeCredentials {
+                    ca_pem,
+                    cert_pem,
+                    key_pem,
+                    identity,
+                    trust_domain: td,
+                };
+                // The same material dials peers: fail now, not on first dial.
+                creds.dial_config(node_id).map_err(|e| {
+                    TlsError::Invalid(format!(
+                        "ca_file {} / cert_file {} / key_file {}: {e}",
+                        self.ca_file.display(),
+                        self.cert_file.display(),
+                        self.key_file.display()
+                    ))
+                })?;
+                Ok(creds)
+            }
             _ => Err(TlsError::Invalid(format!(
                 "cert_file {} names {identity:?}; node {node_id} needs a certificate for spiffe://<trust domain>/node/{node_id} (`quorumca dev` writes them; or `quorumca ca issue-identity`)",
                 self.cert_file.display()
@@ -123,21 +136,34 @@ impl NodeCredentials {
         ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
     }
 
-    /// Client side: the cluster's roots, this node's certificate as client
-    /// identity.
-    pub fn client_config(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    /// Client side, dialling node `peer`: this node's certificate as client
+    /// identity, and only node `peer`'s root-signed certificate accepted.
+    fn dial_config(
+        &self,
+        peer: u64,
+    ) -> Result<Arc<quorumca_net::node_tls::TlsClientConfig>, quorumca_net::node_tls::TlsSetupError>
+    {
+        client_config(
+            &self.ca_pem,
+            Expect::Node {
+                trust_domain: self.trust_domain.clone(),
+                id: peer,
+            },
+            Some(ClientIdentity {
+                chain_pem: &self.cert_pem,
+                key_pem: &self.key_pem,
+            }),
+        )
     }
 
     /// What the consensus layer needs: both configs, and the check that
     /// admits only this trust domain's nodes to the Raft port.
     pub fn node_tls(&self) -> NodeTls {
         let td = self.trust_domain.clone();
+        let me = self.clone();
         NodeTls {
             server: self.server_config(),
-            client: self.client_config(),
+            client: Arc::new(move |peer| me.dial_config(peer).expect("checked when loaded")),
             is_peer: Arc::new(move |chain, ledger| {
                 let Some(presented) = chain.first().and_then(|c| presented_cert(c.as_ref())) else {
                     return false;

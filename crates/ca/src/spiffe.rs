@@ -108,6 +108,15 @@ impl<'a> SpiffeId<'a> {
     }
 }
 
+impl SpiffeId<'_> {
+    /// Whether this ID names a node (`/node/...`): the cluster signs those
+    /// with its root, never with a workload intermediate, and clients
+    /// accept only root-signed node certificates.
+    pub fn is_node(&self) -> bool {
+        self.path.starts_with("/node/")
+    }
+}
+
 /// Paths under every trust domain that only root-signed bootstrap
 /// identities carry.
 pub const RESERVED_PATHS: [&str; 2] = ["/node", "/admin"];

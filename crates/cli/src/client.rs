@@ -66,7 +66,10 @@ pub async fn channel(
             .await
         {
             Ok(ch) => return Ok(ch),
-            Err(err) => errors.push(format!("{e}: {err}")),
+            Err(err) => errors.push(format!(
+                "{e}: {}",
+                quorumca_client::describe_transport_error(&err)
+            )),
         }
     }
     let hint = if creds.is_none() {

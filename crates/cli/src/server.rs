@@ -94,9 +94,16 @@ pub async fn run(config_path: &Path, parent_pid: Option<u32>) -> anyhow::Result<
                 r
             });
             Some(
-                quorumca_api::serve(node.clone(), api_cfg, &cfg.region, regions, tls.as_ref())
-                    .await
-                    .context("starting the API")?,
+                quorumca_api::serve(
+                    node.clone(),
+                    api_cfg,
+                    &cfg.region,
+                    regions,
+                    tls.as_ref(),
+                    &cfg.connections,
+                )
+                .await
+                .context("starting the API")?,
             )
         }
         None => {

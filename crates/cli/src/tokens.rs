@@ -211,14 +211,15 @@ pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     }
     let key = crate::certs::generate_key(crate::certs::KeyType::EcdsaP256)?;
     let csr = crate::certs::csr_for(&key, &a.dns, &a.ip, &a.uri)?;
-    // Server-authenticated TLS only: we have no certificate yet.
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(&ca_pem));
+    // Server-authenticated TLS only (we have no certificate yet), and the
+    // server must be a node: a workload holding a leaf for this address
+    // must not be handed the token.
+    let creds = quorumca_client::Credentials::server_only(ca_pem.clone());
     let mut last = None;
     let mut answer = None;
     for e in &a.endpoints {
-        let ep = tonic::transport::Endpoint::from_shared(format!("https://{e}"))?
-            .tls_config(tls.clone())?
+        let ep = creds
+            .endpoint(e)?
             .connect_timeout(std::time::Duration::from_secs(2))
             .timeout(std::time::Duration::from_secs(20));
         match ep.connect().await {
@@ -237,7 +238,12 @@ pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
                 );
                 break;
             }
-            Err(err) => last = Some(format!("{e}: {err}")),
+            Err(err) => {
+                last = Some(format!(
+                    "{e}: {}",
+                    quorumca_client::describe_transport_error(&err)
+                ))
+            }
         }
     }
     let r = answer.ok_or_else(|| {

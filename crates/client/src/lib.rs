@@ -50,7 +50,7 @@ mod breaker;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quorumca_api::pb;
@@ -165,18 +165,21 @@ impl Credentials {
         })
     }
 
-    /// The TLS settings for tonic: trust the cluster's roots, present this
-    /// certificate.
-    pub fn tls_config(&self) -> tonic::transport::ClientTlsConfig {
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&self.ca_pem));
-        if self.cert_pem.is_empty() {
-            return tls;
-        }
-        tls.identity(tonic::transport::Identity::from_pem(
-            &self.cert_pem,
-            &self.key_pem,
-        ))
+    /// The TLS settings of a connection to a node: trust the cluster's
+    /// roots, accept only a node's certificate (root-signed, for
+    /// `spiffe://<td>/node/<id>` of this certificate's trust domain), and
+    /// present this certificate if there is one.
+    pub fn tls_config(&self) -> Result<Arc<quorumca_net::node_tls::TlsClientConfig>, ClientError> {
+        use quorumca_net::node_tls::{client_config, trust_domain_of, ClientIdentity, Expect};
+        let identity = (!self.cert_pem.is_empty()).then(|| ClientIdentity {
+            chain_pem: &self.cert_pem,
+            key_pem: &self.key_pem,
+        });
+        let expect = Expect::AnyNode {
+            trust_domain: trust_domain_of(&self.cert_pem),
+        };
+        client_config(&self.ca_pem, expect, identity)
+            .map_err(|e| ClientError::Endpoint(format!("credential bundle: {e}")))
     }
 
     /// Trusts `ca_pem` and presents no certificate: for the enrolment port,
@@ -189,24 +192,127 @@ impl Credentials {
         }
     }
 
-    /// A tonic endpoint for `addr` (host:port): https with these
-    /// credentials.
-    pub fn endpoint(&self, addr: &str) -> Result<tonic::transport::Endpoint, ClientError> {
-        tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-            .and_then(|e| e.tls_config(self.tls_config()))
-            .map_err(|e| ClientError::Endpoint(format!("{addr}: {e}")))
+    /// An endpoint for `addr` (host:port): TLS with these credentials,
+    /// checking that the server is a node.
+    pub fn endpoint(&self, addr: &str) -> Result<NodeEndpoint, ClientError> {
+        Ok(NodeEndpoint {
+            endpoint: plain_endpoint(addr)?,
+            tls: Some(self.tls_config()?),
+        })
     }
 }
 
-/// A tonic endpoint for `addr`, over mTLS when `credentials` are given.
+fn plain_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, ClientError> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClientError::Endpoint(format!("{addr}: {e}")))
+}
+
+/// A node's address and how to reach it: plaintext (clusters that run
+/// with `insecure_plaintext`), or TLS that checks the server is a node.
+/// tonic's own TLS settings cannot check more than the chain and the host
+/// name, so TLS is done by our connector and tonic sees `http://`.
+#[derive(Clone)]
+pub struct NodeEndpoint {
+    endpoint: tonic::transport::Endpoint,
+    tls: Option<Arc<quorumca_net::node_tls::TlsClientConfig>>,
+}
+
+impl NodeEndpoint {
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.endpoint = self.endpoint.connect_timeout(d);
+        self
+    }
+
+    /// Deadline of each request on channels from this endpoint.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.endpoint = self.endpoint.timeout(d);
+        self
+    }
+
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.endpoint = self.endpoint.tcp_nodelay(on);
+        self
+    }
+
+    /// HTTP/2 pings every `d`, for long-lived streams (a watch) that must
+    /// notice a vanished node.
+    pub fn http2_keep_alive_interval(mut self, d: Duration) -> Self {
+        self.endpoint = self.endpoint.http2_keep_alive_interval(d);
+        self
+    }
+
+    pub fn keep_alive_timeout(mut self, d: Duration) -> Self {
+        self.endpoint = self.endpoint.keep_alive_timeout(d);
+        self
+    }
+
+    /// Connects now; a server that is not a node fails here, and
+    /// [`describe_transport_error`] says what it presented.
+    pub async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.tls {
+            None => self.endpoint.connect().await,
+            Some(tls) => {
+                self.endpoint
+                    .connect_with_connector(quorumca_net::node_tls::connector(tls.clone()))
+                    .await
+            }
+        }
+    }
+
+    /// A channel that connects on first use (and again after a failure).
+    pub fn connect_lazy(&self) -> Channel {
+        match &self.tls {
+            None => self.endpoint.connect_lazy(),
+            Some(tls) => self
+                .endpoint
+                .connect_with_connector_lazy(quorumca_net::node_tls::connector(tls.clone())),
+        }
+    }
+}
+
+/// An endpoint for `addr`, over TLS that checks for a node when
+/// `credentials` are given, plaintext without.
 pub fn endpoint_for(
     addr: &str,
     credentials: Option<&Credentials>,
-) -> Result<tonic::transport::Endpoint, ClientError> {
+) -> Result<NodeEndpoint, ClientError> {
     match credentials {
         Some(c) => c.endpoint(addr),
-        None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| ClientError::Endpoint(format!("{addr}: {e}"))),
+        None => Ok(NodeEndpoint {
+            endpoint: plain_endpoint(addr)?,
+            tls: None,
+        }),
+    }
+}
+
+/// What went wrong with a connection, as a person reads it: "transport
+/// error" is all tonic's Display says; the cause (here, a server that is
+/// not a node, naming what it presented) is in the source chain.
+pub fn describe_transport_error(e: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(n) = quorumca_net::node_tls::not_a_node(e) {
+        return n.to_string();
+    }
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+/// A failed call's message, with the transport cause when the call never
+/// reached a server.
+fn describe_status(s: &Status) -> String {
+    match std::error::Error::source(s) {
+        Some(src) => match quorumca_net::node_tls::not_a_node(src) {
+            Some(n) => n.to_string(),
+            None => s.message().to_string(),
+        },
+        None => s.message().to_string(),
     }
 }
 
@@ -425,7 +531,8 @@ impl Client {
                     return Ok(v);
                 }
                 Err(s) if retryable(&s) => {
-                    tracing::debug!(endpoint = %node.endpoint.addr, code = ?s.code(), message = s.message(), "attempt failed; failing over");
+                    let message = describe_status(&s);
+                    tracing::debug!(endpoint = %node.endpoint.addr, code = ?s.code(), %message, "attempt failed; failing over");
                     node.breaker.lock().expect("breaker").failure(
                         Instant::now(),
                         self.cfg.breaker_failures,
@@ -436,12 +543,7 @@ impl Client {
                         return Err(ClientError::Exhausted {
                             timeout: self.cfg.call_timeout,
                             attempts: attempt,
-                            last: format!(
-                                "{}: {} ({:?})",
-                                node.endpoint.addr,
-                                s.message(),
-                                s.code()
-                            ),
+                            last: format!("{}: {message} ({:?})", node.endpoint.addr, s.code()),
                         });
                     }
                     tokio::time::sleep(nap).await;

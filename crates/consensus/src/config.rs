@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// without `[tls]` refuses to start unless this says so.
     #[serde(default)]
     pub insecure_plaintext: bool,
+    /// `[connections]`: connection caps and timeouts of every listener.
+    #[serde(default)]
+    pub connections: quorumca_net::ConnectionLimits,
 }
 
 fn default_propose_timeout_ms() -> u64 {
@@ -121,6 +124,9 @@ impl ServerConfig {
         if self.node_id == 0 {
             return Err(bad("node_id", "must be 1 or more".into()));
         }
+        self.connections
+            .validate()
+            .map_err(|e| bad("connections", e.to_string()))?;
         self.listen.parse::<SocketAddr>().map_err(|e| {
             bad(
                 "listen",
@@ -200,6 +206,7 @@ impl ServerConfig {
             propose_timeout: Duration::from_millis(self.propose_timeout_ms),
             tls: None,
             memory: None,
+            connections: self.connections.clone(),
         }
     }
 

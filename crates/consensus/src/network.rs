@@ -13,7 +13,7 @@ use openraft::raft::{
 };
 use openraft::RaftNetworkV2;
 use quorumca_storage::{NodeInfo, Snapshot, SnapshotData, TypeConfig, Vote};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::pb::RaftMessage;
@@ -61,19 +61,46 @@ pub fn never_sent(status: &tonic::Status) -> bool {
     false
 }
 
-/// Shared pool of channels to peers, keyed by address. Channels reconnect
-/// by themselves, so one per address is enough for the node's lifetime.
+/// Shared pool of channels to peers, keyed by node id and address. Channels
+/// reconnect by themselves, so one per peer is enough for the node's
+/// lifetime.
 #[derive(Clone, Default)]
 pub struct PeerPool {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<(u64, String), Channel>>>,
     /// None: plaintext (test clusters).
-    tls: Option<ClientTlsConfig>,
-    /// None: tonic dials TCP.
+    tls: Option<crate::tls::DialTls>,
+    /// None: TCP.
     dial: Option<crate::transport::Dial>,
 }
 
+/// Opens the connection to `to` (TCP, or the transport's own dial), within
+/// [`CONNECT_TIMEOUT`].
+async fn open(
+    dial: Option<&crate::transport::Dial>,
+    to: &str,
+) -> std::io::Result<crate::transport::Conn> {
+    let opened = match dial {
+        Some(dial) => tokio::time::timeout(CONNECT_TIMEOUT, dial(to.to_string())).await,
+        None => {
+            tokio::time::timeout(CONNECT_TIMEOUT, async {
+                let s = tokio::net::TcpStream::connect(to).await?;
+                s.set_nodelay(true)?;
+                let (local, remote) = (s.local_addr().ok(), s.peer_addr().ok());
+                Ok(crate::transport::Conn::new(s, local, remote))
+            })
+            .await
+        }
+    };
+    opened.unwrap_or_else(|_| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no connection within {CONNECT_TIMEOUT:?}"),
+        ))
+    })
+}
+
 impl PeerPool {
-    pub fn new(tls: Option<ClientTlsConfig>, dial: Option<crate::transport::Dial>) -> Self {
+    pub fn new(tls: Option<crate::tls::DialTls>, dial: Option<crate::transport::Dial>) -> Self {
         Self {
             channels: Default::default(),
             tls,
@@ -81,19 +108,21 @@ impl PeerPool {
         }
     }
 
+    /// A client of node `target` at `addr`. Over TLS the connection is
+    /// only kept if the server proves to be node `target`.
     pub fn client(
         &self,
+        target: u64,
         addr: &str,
     ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
         let mut map = self.channels.lock().expect("peer pool lock");
-        let channel = match map.get(addr) {
+        let key = (target, addr.to_string());
+        let channel = match map.get(&key) {
             Some(c) => c.clone(),
             None => {
-                let scheme = if self.tls.is_some() { "https" } else { "http" };
-                let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
-                if let Some(tls) = &self.tls {
-                    e = e.tls_config(tls.clone())?;
-                }
+                // TLS, when configured, is done by the connector below (so
+                // the verifier can require node `target`): tonic sees http.
+                let e = Endpoint::from_shared(format!("http://{addr}"))?;
                 let e = e
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
@@ -106,43 +135,58 @@ impl PeerPool {
                     .http2_keep_alive_interval(Duration::from_secs(2))
                     .keep_alive_timeout(Duration::from_secs(3))
                     .keep_alive_while_idle(true);
-                // Our own connector in both cases, so a connection that
-                // cannot be opened fails with a typed `NotSent`. TLS, when
-                // configured, is layered on top by tonic.
+                // Our own connector, so a connection that cannot be opened
+                // (or proves not to be node `target`) fails with a typed
+                // `NotSent`: no request went out on it.
                 let dial = self.dial.clone();
+                let tls = self.tls.as_ref().map(|f| f(target));
                 let c = e.connect_with_connector_lazy(tower::service_fn(
                     move |uri: tonic::codegen::http::Uri| {
                         let dial = dial.clone();
+                        let tls = tls.clone();
                         async move {
                             let to = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-                            let opened = match &dial {
-                                Some(dial) => {
-                                    tokio::time::timeout(CONNECT_TIMEOUT, dial(to.clone())).await
-                                }
-                                None => {
-                                    tokio::time::timeout(CONNECT_TIMEOUT, async {
-                                        let s = tokio::net::TcpStream::connect(&to).await?;
-                                        s.set_nodelay(true)?;
-                                        let (local, remote) =
-                                            (s.local_addr().ok(), s.peer_addr().ok());
-                                        Ok(crate::transport::Conn::new(s, local, remote))
-                                    })
+                            let conn = open(dial.as_ref(), &to)
+                                .await
+                                .map_err(|source| NotSent {
+                                    addr: to.clone(),
+                                    source,
+                                })?;
+                            let conn = match tls {
+                                None => conn,
+                                Some(tls) => {
+                                    let host = uri.host().unwrap_or_default().to_string();
+                                    let (local, remote) = (conn.local_addr(), conn.remote_addr());
+                                    let secured = tokio::time::timeout(
+                                        CONNECT_TIMEOUT * 4,
+                                        quorumca_net::node_tls::handshake(tls, &host, conn),
+                                    )
                                     .await
+                                    .unwrap_or_else(|_| {
+                                        Err(std::io::Error::new(
+                                            std::io::ErrorKind::TimedOut,
+                                            "TLS handshake did not finish in time",
+                                        ))
+                                    })
+                                    .map_err(|source| {
+                                        if let Some(n) =
+                                            quorumca_net::node_tls::not_a_node(&source)
+                                        {
+                                            tracing::warn!(peer = target, addr = %to, "refusing the peer connection: {n}");
+                                        }
+                                        NotSent {
+                                            addr: to.clone(),
+                                            source,
+                                        }
+                                    })?;
+                                    crate::transport::Conn::new(secured, local, remote)
                                 }
                             };
-                            let opened = opened.unwrap_or_else(|_| {
-                                Err(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    format!("no connection within {CONNECT_TIMEOUT:?}"),
-                                ))
-                            });
-                            opened
-                                .map(hyper_util::rt::TokioIo::new)
-                                .map_err(|source| NotSent { addr: to, source })
+                            Ok::<_, NotSent>(hyper_util::rt::TokioIo::new(conn))
                         }
                     },
                 ));
-                map.insert(addr.to_string(), c.clone());
+                map.insert(key, c.clone());
                 c
             }
         };
@@ -159,7 +203,7 @@ impl PeerPool {
         req: &ForwardRequest,
         timeout: Duration,
     ) -> Result<ForwardResult, tonic::Status> {
-        let mut client = self.client(addr).map_err(|e| {
+        let mut client = self.client(target, addr).map_err(|e| {
             tonic::Status::invalid_argument(format!("bad peer address {addr}: {e}"))
         })?;
         let mut request = tonic::Request::new(wire::encode(target, req));
@@ -181,7 +225,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> PeerNetwork {
         PeerNetwork {
             target,
-            client: self.pool.client(&node.addr),
+            client: self.pool.client(target, &node.addr),
             append_deadline: self.append_deadline,
         }
     }

@@ -80,6 +80,9 @@ pub struct NodeConfig {
     /// Some: keep the log and state on this in-memory disk instead of
     /// `data_dir` (deterministic simulations; see `MemDisk`).
     pub memory: Option<quorumca_storage::MemDisk>,
+    /// The Raft listener's connection cap, TLS handshake timeout, and the
+    /// HTTP/2 limits of its server (`[connections]` in node.toml).
+    pub connections: quorumca_net::ConnectionLimits,
 }
 
 /// A member of the cluster as seen in the committed membership.
@@ -152,12 +155,10 @@ impl Node {
     /// waits to be initialised ([`Node::initialize`]) or added by a leader.
     pub async fn start(cfg: NodeConfig) -> Result<Node, ConsensusError> {
         let listener =
-            TcpListener::bind(cfg.listen)
-                .await
-                .map_err(|source| ConsensusError::Bind {
-                    addr: cfg.listen,
-                    source,
-                })?;
+            quorumca_net::listen::bind(cfg.listen).map_err(|source| ConsensusError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
         Self::start_with_listener(cfg, listener).await
     }
 
@@ -167,7 +168,7 @@ impl Node {
         listener: TcpListener,
     ) -> Result<Node, ConsensusError> {
         let addr = cfg.listen;
-        let transport = crate::transport::Transport::tcp(listener)
+        let transport = crate::transport::Transport::tcp(listener, cfg.connections.raft())
             .map_err(|source| ConsensusError::Bind { addr, source })?;
         Self::start_with_transport(cfg, transport).await
     }
@@ -247,6 +248,7 @@ impl Node {
             inner.clone(),
             incoming,
             cfg.tls.clone(),
+            cfg.connections.clone(),
             stopped,
         ));
         tracing::info!(node_id = cfg.node_id, %addr, "node started");

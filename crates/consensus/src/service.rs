@@ -19,13 +19,11 @@ use crate::tls::{peer_interceptor, ClusterGate, ClusterOp, NodeTls};
 use crate::wire::{self, decode, ForwardRequest, SnapshotTransfer};
 use tonic::service::interceptor::InterceptedService;
 
-/// Streams a peer may reset before this side accepts them, per connection.
-const MAX_PENDING_RESETS: usize = 256;
-
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     incoming: crate::transport::Incoming,
     tls: Option<NodeTls>,
+    limits: quorumca_net::ConnectionLimits,
     stop: oneshot::Receiver<()>,
 ) {
     let transport = RaftTransportServer::new(TransportService(inner.clone()))
@@ -38,10 +36,15 @@ pub(crate) async fn serve(
     let shutdown = async {
         let _ = stop.await;
     };
+    // Keepalive, connection age and stream caps as on every node listener.
+    // Peers cancel RPCs that outlive their deadline; behind a slow link many
+    // are cancelled before this side accepts them, and h2's default (20
+    // pending resets) would tear down the whole connection with every other
+    // RPC on it: the builder raises that bound.
+    let mut builder = quorumca_net::grpc::server(&limits, quorumca_net::grpc::Role::Raft);
     let result = match tls {
         None => {
-            tonic::transport::Server::builder()
-                .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+            builder
                 .add_service(transport)
                 .add_service(cluster)
                 .serve_with_incoming_shutdown(incoming, shutdown)
@@ -51,15 +54,7 @@ pub(crate) async fn serve(
             // Only nodes get past the interceptor: on this port, the Cluster
             // service too is for peers (operators use the API port).
             let check = peer_interceptor(tls.is_peer.clone(), inner.view.clone());
-            // Peers cancel RPCs that outlive their deadline; behind a slow
-            // link many are cancelled before this side accepts them, and
-            // h2's default (20) then tears down the whole connection with
-            // every other RPC on it. Only nodes pass the interceptor, and
-            // this bound still caps what one connection can queue.
-            match tonic::transport::Server::builder()
-                .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
-                .tls_config(tls.server.clone())
-            {
+            match builder.tls_config(tls.server.clone().timeout(limits.handshake_timeout)) {
                 Ok(mut b) => {
                     b.add_service(InterceptedService::new(transport, check.clone()))
                         .add_service(InterceptedService::new(cluster, check))

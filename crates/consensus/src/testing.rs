@@ -238,6 +238,7 @@ impl TestCluster {
                 propose_timeout: Duration::from_secs(3),
                 tls: None,
                 memory: net.as_ref().map(|_| quorumca_storage::MemDisk::new()),
+                connections: Default::default(),
             })
             .collect();
         let mut nodes = Vec::new();

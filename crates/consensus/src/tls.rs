@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use rustls_pki_types::CertificateDer;
-use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 use tonic::Status;
 
 /// Decides whether a TLS peer (its certificate chain, leaf first) is a node
@@ -17,14 +17,20 @@ use tonic::Status;
 pub type PeerCheck =
     Arc<dyn Fn(&[CertificateDer<'static>], &quorumca_ledger::State) -> bool + Send + Sync>;
 
+/// The TLS client configuration for dialling node `id`: this node's
+/// certificate as client identity, and a verifier that accepts only node
+/// `id`'s certificate (`quorumca_net::node_tls`), so a peer is sure it
+/// reached the node it meant, not another node or a workload.
+pub type DialTls = Arc<dyn Fn(u64) -> Arc<quorumca_net::node_tls::TlsClientConfig> + Send + Sync>;
+
 /// The TLS side of one node.
 #[derive(Clone)]
 pub struct NodeTls {
     /// The Raft listener: this node's certificate, client certificates
     /// required and verified against the cluster's roots.
     pub server: ServerTlsConfig,
-    /// Dialling peers: the same certificate as a client identity.
-    pub client: ClientTlsConfig,
+    /// Dialling peers.
+    pub client: DialTls,
     pub is_peer: PeerCheck,
 }
 

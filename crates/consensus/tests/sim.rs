@@ -5,7 +5,8 @@
 //! acknowledged proposal must be on every node and all nodes must hold the
 //! same state.
 //!
-//! `QUORUMCA_SIM_SEEDS=N` runs N seeds (default 100, about a minute),
+//! `QUORUMCA_SIM_SEEDS=N` runs N seeds (default 50, CI's short run: about a
+//! minute),
 //! `QUORUMCA_SIM_SEED=S` one, printing its faults and final state hash. A
 //! failure prints its seed, and a seed replays exactly: turmoil's network
 //! and clock follow the seed, each node start seeds openraft's election
@@ -52,6 +53,7 @@ fn config(id: u64, disk: MemDisk) -> NodeConfig {
         propose_timeout: Duration::from_secs(3),
         tls: None,
         memory: Some(disk),
+        connections: Default::default(),
     }
 }
 
@@ -251,7 +253,7 @@ fn acknowledged_proposals_survive_seeded_partitions_and_crashes() {
             let n = std::env::var("QUORUMCA_SIM_SEEDS")
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(100u64);
+                .unwrap_or(50u64);
             (1..=n).collect()
         }
     };

@@ -7,6 +7,22 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quorumca");
 
+/// Turns on the machine: tests that start clusters share it, a test that
+/// times a node under load has it alone (its latency bounds would measure
+/// the neighbours otherwise).
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Waits until no exclusive test runs; hold the guard for the whole test.
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+/// Waits until no other cluster test runs; hold the guard for the whole
+/// test.
+pub async fn exclusive() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
 pub fn free_ports(n: usize) -> Vec<u16> {
     let ls: Vec<_> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())

@@ -3,15 +3,13 @@
 //! enrolment port, starts with it, is added by an admin, and replicates.
 //! Nothing but the token and the cluster's roots is handed to it.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{env_value, free_ports, start_dev, Procs, BIN};
 use quorumca_consensus::pb::cluster_client::ClusterClient;
 use quorumca_consensus::pb::{PingRequest, StatusRequest};
-use support::{env_value, free_ports, start_dev, Procs, BIN};
 
 const NODES_POLICY: &str = r#"
 [profiles.node]
@@ -50,6 +48,7 @@ fn ok(o: Output, what: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_enrolled_with_a_join_token_joins_over_mtls() {
+    let _turn = crate::support::shared().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("dev");
@@ -143,7 +142,11 @@ async fn a_node_enrolled_with_a_join_token_joins_over_mtls() {
 
     // Node 4 has what was committed: ask it on its Raft port, which only
     // admits nodes (node 1's certificate gets in).
-    let mut leader = ClusterClient::new(support::channel(base + 100, Some(&admin)).await.unwrap());
+    let mut leader = ClusterClient::new(
+        crate::support::channel(base + 100, Some(&admin))
+            .await
+            .unwrap(),
+    );
     let index = leader
         .ping(PingRequest {
             payload: b"after join".to_vec(),
@@ -155,7 +158,7 @@ async fn a_node_enrolled_with_a_join_token_joins_over_mtls() {
     let node1 = data.join("node1/tls");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let applied = match support::channel(port, Some(&node1)).await {
+        let applied = match crate::support::channel(port, Some(&node1)).await {
             Ok(ch) => ClusterClient::new(ch)
                 .status(StatusRequest {})
                 .await
@@ -176,7 +179,7 @@ async fn a_node_enrolled_with_a_join_token_joins_over_mtls() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The admin's certificate is not a node's: turned away on that port.
-    let s = ClusterClient::new(support::channel(port, Some(&admin)).await.unwrap())
+    let s = ClusterClient::new(crate::support::channel(port, Some(&admin)).await.unwrap())
         .status(StatusRequest {})
         .await
         .unwrap_err();

@@ -3,15 +3,13 @@
 //! renews as soon as one is back, and a kill at any point (also exactly
 //! between writing the key and the certificate) leaves a matching pair.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{env_value, quorumca, start_dev, CutProxy, Procs, BIN};
 use quorumca_agent::keys::{cert_info, key_matches, CertInfo};
 use quorumca_agent::status::{RenewalState, Status};
-use support::{env_value, quorumca, start_dev, CutProxy, Procs, BIN};
 
 fn join_token(env: &str) -> String {
     let out = quorumca(
@@ -164,6 +162,7 @@ fn openssl_verifies(out: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_keeps_its_certificate_while_cut_off_and_renews_when_a_node_is_back() {
+    let _turn = crate::support::shared().await;
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
     let mut proxies = Vec::new();
@@ -252,6 +251,7 @@ async fn agent_keeps_its_certificate_while_cut_off_and_renews_when_a_node_is_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_agent_at_any_point_leaves_a_matching_pair() {
+    let _turn = crate::support::shared().await;
     use std::os::unix::process::ExitStatusExt;
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
@@ -352,6 +352,7 @@ async fn killing_the_agent_at_any_point_leaves_a_matching_pair() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forced_renewal_reaches_the_agents_it_names_and_only_those() {
+    let _turn = crate::support::shared().await;
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
     let eps = api_endpoints(&env);

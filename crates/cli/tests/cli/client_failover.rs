@@ -5,8 +5,6 @@
 //! call: no retry issued twice. Over mTLS, with the PKI `quorumca dev`
 //! makes.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,13 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{free_ports, Procs, BIN};
 use quorumca_api::pb::policy_service_client::PolicyServiceClient;
 use quorumca_api::pb::{ApplyPolicyRequest, IssueRequest};
 use quorumca_api::testing::{test_csr, TEST_POLICY};
 use quorumca_client::{Client, ClientConfig, Endpoint};
 use quorumca_consensus::pb::cluster_client::ClusterClient;
 use quorumca_consensus::pb::StatusRequest;
-use support::{free_ports, Procs, BIN};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -86,7 +84,7 @@ fn spawn(cfg: &Path) -> Child {
 }
 
 async fn channel(port: u16) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    support::channel(port, Some(ADMIN.get().expect("PKI written"))).await
+    crate::support::channel(port, Some(ADMIN.get().expect("PKI written"))).await
 }
 
 /// Polls grpc.health.v1 for CertificateService until it reports `want`
@@ -152,6 +150,7 @@ async fn live_certificates(api_port: u16) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
+    let _turn = crate::support::shared().await;
     let dir = tempfile::tempdir().unwrap();
     let p = free_ports(9);
     let ports: Vec<Ports> = (0..3)

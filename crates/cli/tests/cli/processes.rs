@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use quorumca_consensus::pb::cluster_client::ClusterClient;
 use quorumca_consensus::pb::{PingRequest, StatusRequest};
 
-mod support;
-
-use support::{free_base_port, free_ports, wait_for_file, Procs, BIN};
+use crate::support::{free_base_port, free_ports, wait_for_file, Procs, BIN};
 
 fn write_configs(dir: &Path, ports: &[u16]) -> Vec<std::path::PathBuf> {
     let mut paths = Vec::new();
@@ -57,7 +55,10 @@ async fn status_all(
 ) -> Vec<Option<quorumca_consensus::pb::StatusResponse>> {
     let mut out = Vec::new();
     for p in ports {
-        let s = match support::channel(*p, creds).await.map(ClusterClient::new) {
+        let s = match crate::support::channel(*p, creds)
+            .await
+            .map(ClusterClient::new)
+        {
             Ok(mut c) => c
                 .status(StatusRequest {})
                 .await
@@ -104,6 +105,7 @@ async fn wait_agreed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_of_every_process() {
+    let _turn = crate::support::shared().await;
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports(3);
     let cfgs = write_configs(dir.path(), &ports);
@@ -191,6 +193,7 @@ fn a_bad_config_is_refused_with_a_clear_error_and_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
+    let _turn = crate::support::shared().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("dev");
     let base = free_base_port();
@@ -212,7 +215,7 @@ async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
     let api: Vec<u16> = ports.iter().map(|p| p + 100).collect();
     let admin = data.join("admin");
     assert_eq!(
-        support::env_value(&env, "QUORUMCA_CREDENTIALS"),
+        crate::support::env_value(&env, "QUORUMCA_CREDENTIALS"),
         admin.display().to_string()
     );
     // The env file points commands at the public API ports.
@@ -227,7 +230,8 @@ async fn dev_starts_writes_env_stops_on_sigterm_and_restarts_with_its_data() {
     );
     let before = wait_agreed(&api, Some(&admin), 0, Duration::from_secs(30)).await;
     assert_eq!(before.members.len(), 3);
-    let mut client = ClusterClient::new(support::channel(api[0], Some(&admin)).await.unwrap());
+    let mut client =
+        ClusterClient::new(crate::support::channel(api[0], Some(&admin)).await.unwrap());
     for _ in 0..5 {
         client.ping(PingRequest { payload: vec![1] }).await.unwrap();
     }

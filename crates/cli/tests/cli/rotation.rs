@@ -6,18 +6,16 @@
 //! (the client trusts only the old root at the start and only the new one
 //! at the end), not one handshake may fail.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support::{env_value, quorumca, start_dev, Procs, BIN};
 use quorumca_agent::status::Status;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use support::{env_value, quorumca, start_dev, Procs, BIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Stdout of a command that must succeed.
@@ -194,6 +192,7 @@ async fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_traffic_never_fails_through_renewals_and_intermediate_and_root_rotation() {
+    let _turn = crate::support::shared().await;
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
     let mut tokens = Vec::new();
@@ -424,6 +423,7 @@ async fn mtls_traffic_never_fails_through_renewals_and_intermediate_and_root_rot
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_issuers_serve_until_their_last_leaf_expires_then_retire_and_the_old_root_leaves()
 {
+    let _turn = crate::support::shared().await;
     let d = tempfile::tempdir().unwrap();
     let (_dev, _base, env) = start_dev(&d.path().join("dev")).await;
     let bundle = || -> serde_json::Value {

@@ -9,13 +9,11 @@
 //! grpcio-tools are installed from PyPI into `target/py-venv` on first run;
 //! if that cannot be done the test fails and says why.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::support::{start_dev, BIN};
 use quorumca_testkit::{openssl, write_file};
-use support::{start_dev, BIN};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -67,6 +65,7 @@ fn python_with_grpc() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
+    let _turn = crate::support::shared().await;
     let py = python_with_grpc();
     let dir = tempfile::tempdir().unwrap();
     let stubs = dir.path().join("stubs");
@@ -87,7 +86,7 @@ async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
     );
 
     let (_dev, base, env) = start_dev(&dir.path().join("dev")).await;
-    let creds = support::env_value(&env, "QUORUMCA_CREDENTIALS");
+    let creds = crate::support::env_value(&env, "QUORUMCA_CREDENTIALS");
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = rcgen::CertificateParams::new(vec!["py.svc.dev.internal".to_string()])

@@ -3,14 +3,12 @@
 //! it, and OpenSSL fetching CRLs and asking OCSP over HTTP from nodes other
 //! than the one that took the revocation.
 
-mod support;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{start_dev, BIN};
 use base64::Engine;
 use quorumca_testkit::{openssl, write_file};
-use support::{start_dev, BIN};
 
 struct Cli {
     endpoints: String,
@@ -87,11 +85,12 @@ fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_cluster_issues_revokes_and_serves_crl_and_ocsp_from_every_node() {
+    let _turn = crate::support::shared().await;
     let dir = tempfile::tempdir().unwrap();
     let (_dev, base, env) = start_dev(&dir.path().join("dev")).await;
     let cli = Cli {
-        endpoints: support::env_value(&env, "QUORUMCA_ENDPOINTS"),
-        credentials: support::env_value(&env, "QUORUMCA_CREDENTIALS"),
+        endpoints: crate::support::env_value(&env, "QUORUMCA_ENDPOINTS"),
+        credentials: crate::support::env_value(&env, "QUORUMCA_CREDENTIALS"),
     };
     let http = |node: u16| format!("http://127.0.0.1:{}", base + 200 + node - 1);
     let d = dir.path();
