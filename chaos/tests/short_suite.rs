@@ -8,13 +8,34 @@ use std::process::Command;
 
 #[test]
 fn short_chaos_suite_keeps_every_invariant_and_the_majority_available() {
-    // The drill runs the real `quorumca` binary; build it in this profile so
-    // it is never a stale one.
-    let built = Command::new(env!("CARGO"))
-        .args(["build", "-p", "quorumca-cli", "--bin", "quorumca"])
-        .status()
-        .expect("running cargo");
-    assert!(built.success(), "building quorumca failed");
+    // The drill runs the real `quorumca` binary, the one `cargo test
+    // --workspace` builds for the CLI's own tests. Asking for exactly that
+    // build again is a no-op then (and builds it when this test runs
+    // alone), whereas `cargo build -p quorumca-cli` resolves features
+    // differently and compiled much of the workspace a second time.
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["test", "--workspace", "--no-run", "--quiet"]);
+    // The variables cargo sets for this test describe this package, not
+    // the build: ring's build script tracks CARGO_MANIFEST_DIR, and
+    // inheriting it made the inner cargo rebuild ring and everything above
+    // it.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k.as_str(),
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "OUT_DIR"
+            )
+        {
+            cargo.env_remove(k);
+        }
+    }
+    let built = cargo.status().expect("running cargo");
+    assert!(built.success(), "building the workspace's tests failed");
     let drill = PathBuf::from(env!("CARGO_BIN_EXE_quorumca-chaos"));
     let quorumca = drill.with_file_name("quorumca");
     let out = tempfile::tempdir().unwrap();
