@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use quorumca_api::pb::policy_service_client::PolicyServiceClient;
 use quorumca_api::ApiServer;
 use quorumca_consensus::{Node, RaftSettings};
+use quorumca_proto::policy_service_client::PolicyServiceClient;
 use tonic::transport::Channel;
 
 /// A free loopback port (bound, read, released).
@@ -131,7 +131,7 @@ impl InProcessCluster {
         let mut policy = PolicyServiceClient::new(channels[0].clone());
         loop {
             let r = policy
-                .apply_policy(quorumca_api::pb::ApplyPolicyRequest {
+                .apply_policy(quorumca_proto::ApplyPolicyRequest {
                     text: quorumca_api::testing::TEST_POLICY.into(),
                     expected_version: 0,
                     dry_run: false,

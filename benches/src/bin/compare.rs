@@ -322,8 +322,8 @@ async fn quorumca(
     nodes: u64,
     csrs: &Arc<Vec<String>>,
 ) -> anyhow::Result<(LevelResult, LevelResult)> {
-    use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
-    use quorumca_consensus::pb::cluster_client::ClusterClient;
+    use quorumca_proto::certificate_service_client::CertificateServiceClient;
+    use quorumca_proto::cluster_client::ClusterClient;
     let cluster = quorumca_benches::cluster::InProcessCluster::start(
         &dir.join(format!("quorumca-{nodes}")),
         nodes,
@@ -335,7 +335,7 @@ async fn quorumca(
         let mut c = CertificateServiceClient::new(ch[w % ch.len()].clone());
         let csr = csrs[n as usize % csrs.len()].clone().into_bytes();
         async move {
-            c.issue(quorumca_api::pb::IssueRequest {
+            c.issue(quorumca_proto::IssueRequest {
                 csr,
                 namespace: "payments".into(),
                 profile: "web".into(),
@@ -350,7 +350,7 @@ async fn quorumca(
     let op = Arc::new(move |w: usize, _n: u64| {
         let mut c = ClusterClient::new(ch[w % ch.len()].clone());
         async move {
-            c.ping(quorumca_consensus::pb::PingRequest {
+            c.ping(quorumca_proto::PingRequest {
                 payload: vec![7; 64],
             })
             .await

@@ -25,10 +25,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use der::Decode;
-use quorumca_api::pb;
-use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
-use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
 use quorumca_benches::{http_agents, run_closed_loop, table, Budget, LevelResult};
+use quorumca_proto as pb;
+use quorumca_proto::authority_service_client::AuthorityServiceClient;
+use quorumca_proto::certificate_service_client::CertificateServiceClient;
 use tonic::transport::Channel;
 
 #[derive(Parser, Debug)]

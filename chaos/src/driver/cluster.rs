@@ -17,8 +17,8 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use quorumca_chaos::proxy::Faults;
-use quorumca_consensus::pb::cluster_client::ClusterClient;
-use quorumca_consensus::pb::{StatusRequest, StatusResponse};
+use quorumca_proto::cluster_client::ClusterClient;
+use quorumca_proto::{StatusRequest, StatusResponse};
 
 use super::netns::{node_ip, Net};
 
@@ -362,7 +362,7 @@ impl ProcCluster {
     /// answer within a second.
     pub async fn status(&self, id: u64) -> Option<StatusResponse> {
         let call = async {
-            let ch = quorumca_cli::client::channel(&[api_addr(id)], Some(&self.admin))
+            let ch = quorumca_cli::client::node_channel(&api_addr(id), Some(&self.admin))
                 .await
                 .ok()?;
             ClusterClient::new(ch)

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use der::Decode;
-use quorumca_api::pb;
-use quorumca_api::pb::audit_service_client::AuditServiceClient;
-use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
-use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
 use quorumca_chaos::{CertKey, NodeView};
+use quorumca_proto as pb;
+use quorumca_proto::audit_service_client::AuditServiceClient;
+use quorumca_proto::authority_service_client::AuthorityServiceClient;
+use quorumca_proto::certificate_service_client::CertificateServiceClient;
 use tonic::transport::Channel;
 
 use super::cluster::{api_addr, http_base, ProcCluster};
@@ -147,7 +147,7 @@ pub async fn view(
     id: u64,
     revoked_acked: &[(CertKey, Held)],
 ) -> anyhow::Result<NodeView> {
-    let ch = quorumca_cli::client::channel(&[api_addr(id)], Some(&cluster.admin)).await?;
+    let ch = quorumca_cli::client::node_channel(&api_addr(id), Some(&cluster.admin)).await?;
     for _ in 0..10 {
         let Some(before) = cluster.status(id).await else {
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quorumca_api::pb;
 use quorumca_chaos::{Action, CertKey, Op, OpResult};
 use quorumca_client::{Client, ClientConfig, ClientError, Credentials, Endpoint};
+use quorumca_proto as pb;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;

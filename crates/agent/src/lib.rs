@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use quorumca_api::pb;
 use quorumca_client::{Client, ClientConfig, Credentials, Endpoint};
+use quorumca_proto as pb;
 use rand::Rng;
 
 use crate::config::{parse_mode, AgentConfig, Intent};

@@ -41,14 +41,8 @@ pub mod testing;
 pub mod tls;
 mod tokens;
 
-/// The public API, generated from `proto/quorumca/v1/ca.proto`.
-pub mod pb {
-    tonic::include_proto!("quorumca.v1");
-
-    /// Encoded descriptors of `ca.proto`, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("quorumca_api_descriptor");
-}
+/// The generated API, from its one home.
+pub(crate) use quorumca_proto as pb;
 
 pub use auth::{Access, Caller, Gate};
 pub use authority::{seal_for_ledger, Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};

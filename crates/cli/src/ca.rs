@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use quorumca_ca::{Kek, SealedKey, Validity, DEFAULT_KDF_ITERATIONS};
+use quorumca_client::Retry;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -307,7 +308,7 @@ pub(crate) fn random_serial(rng: &SystemRandom) -> anyhow::Result<Vec<u8>> {
 
 fn rotated(
     output: &crate::output::Output,
-    r: &quorumca_api::pb::RotateResponse,
+    r: &quorumca_proto::RotateResponse,
     done: &str,
 ) -> anyhow::Result<()> {
     match output {
@@ -344,8 +345,8 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<
 }
 
 pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
-    use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
-    use quorumca_api::pb::{InstallIntermediateRequest, PrepareIntermediateRequest};
+    use quorumca_proto::authority_service_client::AuthorityServiceClient;
+    use quorumca_proto::{InstallIntermediateRequest, PrepareIntermediateRequest};
     let rng = SystemRandom::new();
     match cmd {
         CaCmd::PrepareIntermediate {
@@ -353,14 +354,22 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             region,
             out_dir,
         } => {
-            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
-            let r = c
-                .prepare_intermediate(PrepareIntermediateRequest {
-                    region: region.clone(),
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    PrepareIntermediateRequest {
+                        region: region.clone(),
+                    },
+                    |ch, r| async move {
+                        AuthorityServiceClient::new(ch)
+                            .prepare_intermediate(r)
+                            .await
+                    },
+                )
                 .await
-                .map_err(crate::client::status_error)?
-                .into_inner();
+                .map_err(crate::client::client_error)?;
             std::fs::create_dir_all(&out_dir)
                 .with_context(|| format!("creating {}", out_dir.display()))?;
             // The region, or its next generation when it has an
@@ -396,18 +405,26 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
         } => {
             let read =
                 |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
-            let r = c
-                .install_intermediate(InstallIntermediateRequest {
-                    region: region.clone(),
-                    certificate_pem: String::from_utf8_lossy(&read(&cert)?).into_owned(),
-                    root_pem: String::from_utf8_lossy(&read(&root)?).into_owned(),
-                    sealed_key: read(&sealed_key)?,
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    InstallIntermediateRequest {
+                        region: region.clone(),
+                        certificate_pem: String::from_utf8_lossy(&read(&cert)?).into_owned(),
+                        root_pem: String::from_utf8_lossy(&read(&root)?).into_owned(),
+                        sealed_key: read(&sealed_key)?,
+                    },
+                    |ch, r| async move {
+                        AuthorityServiceClient::new(ch)
+                            .install_intermediate(r)
+                            .await
+                    },
+                )
                 .await
-                .map_err(crate::client::status_error)
-                .context("installing the intermediate")?
-                .into_inner();
+                .map_err(crate::client::client_error)
+                .context("installing the intermediate")?;
             if r.pending_change > 0 {
                 crate::out!(
                     "checked, not installed yet: the policy requires a second admin. Pending as change {0}; another admin runs `quorumca approve {0}`",
@@ -421,15 +438,21 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             Ok(())
         }
         CaCmd::RotateIntermediate { conn, region } => {
-            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
-            let r = c
-                .rotate_intermediate(quorumca_api::pb::RotateIntermediateRequest {
-                    region: region.clone(),
-                })
-                .await
-                .map_err(crate::client::status_error)
-                .context("rotating the intermediate")?
-                .into_inner();
+            let r =
+                conn.target
+                    .client()?
+                    .rpc(
+                        Retry::UnlessSent,
+                        quorumca_proto::RotateIntermediateRequest {
+                            region: region.clone(),
+                        },
+                        |ch, r| async move {
+                            AuthorityServiceClient::new(ch).rotate_intermediate(r).await
+                        },
+                    )
+                    .await
+                    .map_err(crate::client::client_error)
+                    .context("rotating the intermediate")?;
             rotated(
                 &conn.output,
                 &r,
@@ -437,15 +460,19 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             )
         }
         CaCmd::RotateRoot { conn, grace } => {
-            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
-            let r = c
-                .rotate_root(quorumca_api::pb::RotateRootRequest {
-                    grace_seconds: grace.as_secs().max(1),
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    quorumca_proto::RotateRootRequest {
+                        grace_seconds: grace.as_secs().max(1),
+                    },
+                    |ch, r| async move { AuthorityServiceClient::new(ch).rotate_root(r).await },
+                )
                 .await
-                .map_err(crate::client::status_error)
-                .context("rotating the root")?
-                .into_inner();
+                .map_err(crate::client::client_error)
+                .context("rotating the root")?;
             rotated(
                 &conn.output,
                 &r,
@@ -460,16 +487,20 @@ pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
             issuer,
             namespace,
         } => {
-            let mut c = AuthorityServiceClient::new(conn.target.channel().await?);
-            let r = c
-                .force_renew(quorumca_api::pb::ForceRenewRequest {
-                    issuer: issuer.unwrap_or_default(),
-                    namespace: namespace.unwrap_or_default(),
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    quorumca_proto::ForceRenewRequest {
+                        issuer: issuer.unwrap_or_default(),
+                        namespace: namespace.unwrap_or_default(),
+                    },
+                    |ch, r| async move { AuthorityServiceClient::new(ch).force_renew(r).await },
+                )
                 .await
-                .map_err(crate::client::status_error)
-                .context("requesting a forced renewal")?
-                .into_inner();
+                .map_err(crate::client::client_error)
+                .context("requesting a forced renewal")?;
             rotated(
                 &conn.output,
                 &r,

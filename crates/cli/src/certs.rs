@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
-use quorumca_api::pb::{self, GetCrlRequest};
+use quorumca_proto::{self as pb, GetCrlRequest};
 use serde::Serialize;
 
 use crate::output::{json, table};
@@ -249,23 +249,7 @@ fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
 /// `region=host:port`): failover, backoff and idempotent retries.
 fn ca_client(conn: &CertConn) -> anyhow::Result<quorumca_client::Client> {
     let credentials = crate::client::credentials(conn.target.credentials.as_deref())?;
-    client_for(&conn.target.endpoints, credentials)
-}
-
-/// The client library over `endpoints`, as whoever `credentials` name;
-/// `QUORUMCA_REGION`'s nodes first.
-fn client_for(
-    endpoints: &[String],
-    credentials: Option<quorumca_client::Credentials>,
-) -> anyhow::Result<quorumca_client::Client> {
-    let eps = endpoints
-        .iter()
-        .map(|e| quorumca_client::Endpoint::parse(e))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut cfg = quorumca_client::ClientConfig::new(eps);
-    cfg.local_region = std::env::var("QUORUMCA_REGION").ok();
-    cfg.credentials = credentials;
-    Ok(quorumca_client::Client::new(cfg)?)
+    crate::client::client_for(&conn.target.endpoints, credentials)
 }
 
 #[derive(Serialize)]
@@ -446,7 +430,7 @@ pub async fn renew(a: RenewArgs) -> anyhow::Result<()> {
         cert_pem: chain_pem,
         key_pem,
     };
-    let r = client_for(&a.endpoints, Some(credentials))?
+    let r = crate::client::client_for(&a.endpoints, Some(credentials))?
         .renew(pb::RenewRequest {
             csr,
             lifetime_seconds: a.lifetime.map(|d| d.as_secs()).unwrap_or(0),

@@ -2,12 +2,12 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use quorumca_consensus::pb::cluster_client::ClusterClient;
-use quorumca_consensus::pb::{self, AddNodeRequest, PingRequest, RemoveNodeRequest, StatusRequest};
+use quorumca_client::Retry;
+use quorumca_proto::cluster_client::ClusterClient;
+use quorumca_proto::{self as pb, AddNodeRequest, PingRequest, RemoveNodeRequest, StatusRequest};
 use serde::Serialize;
-use tonic::transport::Channel;
 
-use crate::client::{channel, status_error};
+use crate::client::node_channel;
 use crate::output::{json, table, Output};
 
 #[derive(Debug, Args)]
@@ -64,14 +64,6 @@ pub enum ClusterCmd {
         #[arg(long)]
         id: u64,
     },
-}
-
-/// The Cluster service on the first endpoint that accepts a connection.
-async fn first_reachable(
-    endpoints: &[String],
-    credentials: Option<&std::path::Path>,
-) -> anyhow::Result<ClusterClient<Channel>> {
-    Ok(ClusterClient::new(channel(endpoints, credentials).await?))
 }
 
 #[derive(Serialize)]
@@ -133,13 +125,8 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
         ClusterCmd::Status(conn) => {
             let mut out = Vec::new();
             for e in &conn.target.endpoints {
-                let s = match first_reachable(
-                    std::slice::from_ref(e),
-                    conn.target.credentials.as_deref(),
-                )
-                .await
-                {
-                    Ok(mut c) => c
+                let s = match node_channel(e, conn.target.credentials.as_deref()).await {
+                    Ok(ch) => ClusterClient::new(ch)
                         .status(StatusRequest {})
                         .await
                         .ok()
@@ -217,15 +204,19 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::Ping(conn) => {
-            let mut c = ClusterClient::new(conn.target.channel().await?);
             let started = std::time::Instant::now();
-            let r = c
-                .ping(PingRequest {
-                    payload: b"quorumca cluster ping".to_vec(),
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::Idempotent,
+                    PingRequest {
+                        payload: b"quorumca cluster ping".to_vec(),
+                    },
+                    |ch, r| async move { ClusterClient::new(ch).ping(r).await },
+                )
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .map_err(crate::client::client_error)?;
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             match conn.output {
                 Output::Json => crate::out!(
@@ -250,40 +241,50 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             zone,
             learner,
         } => {
-            let mut c = ClusterClient::new(conn.target.channel().await?);
-            let r = c
-                .add_node(AddNodeRequest {
-                    node_id: id,
-                    addr,
-                    region,
-                    zone,
-                    voter: !learner,
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    AddNodeRequest {
+                        node_id: id,
+                        addr,
+                        region,
+                        zone,
+                        voter: !learner,
+                    },
+                    |ch, r| async move { ClusterClient::new(ch).add_node(r).await },
+                )
                 .await
-                .map_err(status_error)
-                .context("adding the node")?
-                .into_inner();
+                .map_err(crate::client::client_error)
+                .context("adding the node")?;
             print_members(conn.output, &r.members);
             Ok(())
         }
         ClusterCmd::Members(conn) => {
-            let mut c = ClusterClient::new(conn.target.channel().await?);
-            let s = c
-                .status(StatusRequest {})
+            let s = conn
+                .target
+                .client()?
+                .rpc(Retry::Idempotent, StatusRequest {}, |ch, r| async move {
+                    ClusterClient::new(ch).status(r).await
+                })
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .map_err(crate::client::client_error)?;
             print_members(conn.output, &s.members);
             Ok(())
         }
         ClusterCmd::TransferLeader { conn, to } => {
-            let mut c = ClusterClient::new(conn.target.channel().await?);
-            let r = c
-                .transfer_leader(pb::TransferLeaderRequest { to_node_id: to })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    pb::TransferLeaderRequest { to_node_id: to },
+                    |ch, r| async move { ClusterClient::new(ch).transfer_leader(r).await },
+                )
                 .await
-                .map_err(status_error)
-                .context("transferring leadership")?
-                .into_inner();
+                .map_err(crate::client::client_error)
+                .context("transferring leadership")?;
             match conn.output {
                 Output::Json => crate::out!(
                     "{}",
@@ -294,13 +295,17 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             Ok(())
         }
         ClusterCmd::RemoveNode { conn, id } => {
-            let mut c = ClusterClient::new(conn.target.channel().await?);
-            let r = c
-                .remove_node(RemoveNodeRequest { node_id: id })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    RemoveNodeRequest { node_id: id },
+                    |ch, r| async move { ClusterClient::new(ch).remove_node(r).await },
+                )
                 .await
-                .map_err(status_error)
-                .context("removing the node")?
-                .into_inner();
+                .map_err(crate::client::client_error)
+                .context("removing the node")?;
             print_members(conn.output, &r.members);
             Ok(())
         }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use quorumca_consensus::pb::cluster_client::ClusterClient;
-use quorumca_consensus::pb::{PingRequest, StatusRequest};
+use quorumca_client::Retry;
+use quorumca_proto::cluster_client::ClusterClient;
+use quorumca_proto::{PingRequest, StatusRequest};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
@@ -421,47 +422,59 @@ pub async fn prepare_ca(
     nodes: u64,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
-    use quorumca_api::pb::policy_service_client::PolicyServiceClient;
-    use quorumca_api::pb::{ApplyPolicyRequest, GetPolicyRequest, GetTrustBundleRequest};
+    use quorumca_proto::authority_service_client::AuthorityServiceClient;
+    use quorumca_proto::policy_service_client::PolicyServiceClient;
+    use quorumca_proto::{ApplyPolicyRequest, GetPolicyRequest, GetTrustBundleRequest};
     let regions = nodes.min(3) as usize;
     let deadline = Instant::now() + timeout;
-    let ch = loop {
-        match crate::client::channel(endpoints, Some(admin)).await {
-            Ok(ch) => break ch,
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
-    let mut authority = AuthorityServiceClient::new(ch.clone());
+    let client = crate::client::client_for(
+        endpoints,
+        Some(quorumca_client::Credentials::from_dir(admin)?),
+    )?;
     loop {
-        if let Ok(b) = authority.get_trust_bundle(GetTrustBundleRequest {}).await {
-            if b.into_inner().issuers.len() > regions {
-                break;
-            }
+        let bundle = client
+            .rpc(
+                Retry::Idempotent,
+                GetTrustBundleRequest {},
+                |ch, r| async move { AuthorityServiceClient::new(ch).get_trust_bundle(r).await },
+            )
+            .await;
+        if bundle.is_ok_and(|b| b.issuers.len() > regions) {
+            break;
         }
         if Instant::now() > deadline {
             bail!("the CA hierarchy was not created within {timeout:?}; see node1/node.log");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut policy = PolicyServiceClient::new(ch);
-    match policy.get_policy(GetPolicyRequest { version: 0 }).await {
+    let current = client
+        .rpc(
+            Retry::Idempotent,
+            GetPolicyRequest { version: 0 },
+            |ch, r| async move { PolicyServiceClient::new(ch).get_policy(r).await },
+        )
+        .await;
+    match current {
         Ok(_) => Ok(()),
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            policy
-                .apply_policy(ApplyPolicyRequest {
-                    text: DEV_POLICY.into(),
-                    expected_version: 0,
-                    dry_run: false,
-                    author: "quorumca dev".into(),
+        Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
+            // Expected version 0: a retry after a lost answer is refused
+            // as a conflict, never applied twice.
+            let apply = ApplyPolicyRequest {
+                text: DEV_POLICY.into(),
+                expected_version: 0,
+                dry_run: false,
+                author: "quorumca dev".into(),
+            };
+            client
+                .rpc(Retry::UnlessSent, apply, |ch, r| async move {
+                    PolicyServiceClient::new(ch).apply_policy(r).await
                 })
                 .await
-                .map_err(crate::client::status_error)
+                .map_err(crate::client::client_error)
                 .context("applying the dev policy")?;
             Ok(())
         }
-        Err(s) => Err(crate::client::status_error(s)),
+        Err(e) => Err(crate::client::client_error(e)),
     }
 }
 
@@ -499,7 +512,7 @@ async fn wait_until_ready(
         }
         let mut leaders = Vec::new();
         for e in endpoints {
-            if let Ok(ch) = crate::client::channel(std::slice::from_ref(e), Some(admin)).await {
+            if let Ok(ch) = crate::client::node_channel(e, Some(admin)).await {
                 if let Ok(s) = ClusterClient::new(ch).status(StatusRequest {}).await {
                     leaders.push(s.into_inner().leader_id);
                 }
@@ -509,14 +522,19 @@ async fn wait_until_ready(
             && leaders[0].is_some()
             && leaders.iter().all(|l| *l == leaders[0])
         {
-            let mut c = ClusterClient::new(crate::client::channel(endpoints, Some(admin)).await?);
-            if let Ok(p) = c
-                .ping(PingRequest {
-                    payload: b"dev ready".to_vec(),
+            let ping = PingRequest {
+                payload: b"dev ready".to_vec(),
+            };
+            let client = crate::client::client_for(
+                endpoints,
+                Some(quorumca_client::Credentials::from_dir(admin)?),
+            )?;
+            if let Ok(p) = client
+                .rpc(Retry::Idempotent, ping, |ch, r| async move {
+                    ClusterClient::new(ch).ping(r).await
                 })
                 .await
             {
-                let p = p.into_inner();
                 return Ok((p.leader_id, p.log_index));
             }
         }

@@ -2,14 +2,14 @@
 //! on policy changes, and who did (or was refused) what.
 
 use clap::{Args, Subcommand};
-use quorumca_api::pb::audit_service_client::AuditServiceClient;
-use quorumca_api::pb::policy_service_client::PolicyServiceClient;
-use quorumca_api::pb::{ApproveChangeRequest, ListPendingChangesRequest, QueryAuditRequest};
+use quorumca_proto::audit_service_client::AuditServiceClient;
+use quorumca_proto::policy_service_client::PolicyServiceClient;
+use quorumca_proto::{ApproveChangeRequest, ListPendingChangesRequest, QueryAuditRequest};
 
-use crate::client::status_error;
 use crate::cluster::Conn;
 use crate::output::{json, table, Output};
 use crate::policy::when;
+use quorumca_client::Retry;
 
 /// Approve a pending change (as an admin other than its proposer), or
 /// list the pending ones.
@@ -54,13 +54,16 @@ pub enum AuditCmd {
 
 pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
     let conn = &a.conn;
-    let mut c = PolicyServiceClient::new(conn.target.channel().await?);
+    let client = conn.target.client()?;
     let Some(id) = a.id.filter(|_| !a.list) else {
-        let r = c
-            .list_pending_changes(ListPendingChangesRequest {})
+        let r = client
+            .rpc(
+                Retry::Idempotent,
+                ListPendingChangesRequest {},
+                |ch, r| async move { PolicyServiceClient::new(ch).list_pending_changes(r).await },
+            )
             .await
-            .map_err(status_error)?
-            .into_inner();
+            .map_err(crate::client::client_error)?;
         match conn.output {
             Output::Json => {
                 let v: Vec<_> = r
@@ -94,11 +97,14 @@ pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    let r = c
-        .approve_change(ApproveChangeRequest { id })
+    let r = client
+        .rpc(
+            Retry::UnlessSent,
+            ApproveChangeRequest { id },
+            |ch, r| async move { PolicyServiceClient::new(ch).approve_change(r).await },
+        )
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .map_err(crate::client::client_error)?;
     match conn.output {
         Output::Json => crate::out!(
             "{}",
@@ -121,17 +127,20 @@ pub async fn audit(cmd: AuditCmd) -> anyhow::Result<()> {
         actor,
         denied,
     } = cmd;
-    let mut c = AuditServiceClient::new(conn.target.channel().await?);
-    let r = c
-        .query_audit(QueryAuditRequest {
-            after_seq: after,
-            limit,
-            actor,
-            denied_only: denied,
+    let req = QueryAuditRequest {
+        after_seq: after,
+        limit,
+        actor,
+        denied_only: denied,
+    };
+    let r = conn
+        .target
+        .client()?
+        .rpc(Retry::Idempotent, req, |ch, r| async move {
+            AuditServiceClient::new(ch).query_audit(r).await
         })
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .map_err(crate::client::client_error)?;
     match conn.output {
         Output::Json => {
             let entries: Vec<_> = r

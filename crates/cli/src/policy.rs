@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use quorumca_api::pb::policy_service_client::PolicyServiceClient;
-use quorumca_api::pb::{
+use quorumca_proto::policy_service_client::PolicyServiceClient;
+use quorumca_proto::{
     ApplyPolicyRequest, GetPolicyRequest, PolicyHistoryRequest, RollbackPolicyRequest,
 };
 
-use crate::client::status_error;
 use crate::cluster::Conn;
 use crate::output::{json, table, Output};
+use quorumca_client::Retry;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
@@ -79,18 +79,22 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
-            let r = c
-                .apply_policy(ApplyPolicyRequest {
-                    text,
-                    expected_version: expect_version.unwrap_or(0),
-                    dry_run,
-                    author,
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    ApplyPolicyRequest {
+                        text,
+                        expected_version: expect_version.unwrap_or(0),
+                        dry_run,
+                        author,
+                    },
+                    |ch, r| async move { PolicyServiceClient::new(ch).apply_policy(r).await },
+                )
                 .await
-                .map_err(status_error)
-                .with_context(|| format!("applying {}", file.display()))?
-                .into_inner();
+                .map_err(crate::client::client_error)
+                .with_context(|| format!("applying {}", file.display()))?;
             match conn.output {
                 Output::Json => crate::out!(
                     "{}",
@@ -118,14 +122,18 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::Show { conn, version } => {
-            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
-            let v = c
-                .get_policy(GetPolicyRequest {
-                    version: version.unwrap_or(0),
-                })
+            let v = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::Idempotent,
+                    GetPolicyRequest {
+                        version: version.unwrap_or(0),
+                    },
+                    |ch, r| async move { PolicyServiceClient::new(ch).get_policy(r).await },
+                )
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .map_err(crate::client::client_error)?;
             match conn.output {
                 Output::Json => crate::out!(
                     "{}",
@@ -146,12 +154,16 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::History(conn) => {
-            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
-            let h = c
-                .policy_history(PolicyHistoryRequest {})
+            let h = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::Idempotent,
+                    PolicyHistoryRequest {},
+                    |ch, r| async move { PolicyServiceClient::new(ch).policy_history(r).await },
+                )
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .map_err(crate::client::client_error)?;
             match conn.output {
                 Output::Json => {
                     let vs: Vec<_> = h
@@ -189,15 +201,19 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             }
         }
         PolicyCmd::Rollback { conn, to, author } => {
-            let mut c = PolicyServiceClient::new(conn.target.channel().await?);
-            let r = c
-                .rollback_policy(RollbackPolicyRequest {
-                    to_version: to,
-                    author,
-                })
+            let r = conn
+                .target
+                .client()?
+                .rpc(
+                    Retry::UnlessSent,
+                    RollbackPolicyRequest {
+                        to_version: to,
+                        author,
+                    },
+                    |ch, r| async move { PolicyServiceClient::new(ch).rollback_policy(r).await },
+                )
                 .await
-                .map_err(status_error)?
-                .into_inner();
+                .map_err(crate::client::client_error)?;
             match conn.output {
                 Output::Json => crate::out!(
                     "{}",

@@ -6,15 +6,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use quorumca_api::pb::enrollment_service_client::EnrollmentServiceClient;
-use quorumca_api::pb::token_service_client::TokenServiceClient;
-use quorumca_api::pb::{
+use quorumca_proto::enrollment_service_client::EnrollmentServiceClient;
+use quorumca_proto::token_service_client::TokenServiceClient;
+use quorumca_proto::{
     CreateTokenRequest, EnrollRequest, ListRoleBindingsRequest, RemoveRoleBindingRequest,
 };
 
-use crate::client::status_error;
 use crate::cluster::Conn;
 use crate::output::{json, Output};
+use quorumca_client::Retry;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
@@ -60,7 +60,7 @@ pub enum TokenCmd {
     },
 }
 
-fn binding_json(b: &quorumca_api::pb::RoleBinding) -> serde_json::Value {
+fn binding_json(b: &quorumca_proto::RoleBinding) -> serde_json::Value {
     serde_json::json!({
         "identity": b.identity,
         "role": b.role,
@@ -72,12 +72,16 @@ fn binding_json(b: &quorumca_api::pb::RoleBinding) -> serde_json::Value {
 }
 
 async fn grants(conn: Conn) -> anyhow::Result<()> {
-    let mut c = TokenServiceClient::new(conn.target.channel().await?);
-    let r = c
-        .list_role_bindings(ListRoleBindingsRequest {})
+    let r = conn
+        .target
+        .client()?
+        .rpc(
+            Retry::Idempotent,
+            ListRoleBindingsRequest {},
+            |ch, r| async move { TokenServiceClient::new(ch).list_role_bindings(r).await },
+        )
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .map_err(crate::client::client_error)?;
     match conn.output {
         Output::Json => crate::out!(
             "{}",
@@ -105,12 +109,16 @@ async fn grants(conn: Conn) -> anyhow::Result<()> {
 }
 
 async fn remove_grant(conn: Conn, identity: String) -> anyhow::Result<()> {
-    let mut c = TokenServiceClient::new(conn.target.channel().await?);
-    let b = c
-        .remove_role_binding(RemoveRoleBindingRequest { identity })
+    let b = conn
+        .target
+        .client()?
+        .rpc(
+            Retry::Idempotent,
+            RemoveRoleBindingRequest { identity },
+            |ch, r| async move { TokenServiceClient::new(ch).remove_role_binding(r).await },
+        )
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .map_err(crate::client::client_error)?;
     match conn.output {
         Output::Json => crate::out!("{}", json(&binding_json(&b))),
         Output::Table => crate::out!(
@@ -174,17 +182,21 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::Grants { conn } => return grants(conn).await,
         TokenCmd::RemoveGrant { conn, identity } => return remove_grant(conn, identity).await,
     };
-    let mut c = TokenServiceClient::new(conn.target.channel().await?);
-    let r = c
-        .create_token(CreateTokenRequest {
-            namespace: namespace.clone(),
-            profile,
-            role: role.unwrap_or_default(),
-            ttl_seconds: ttl.as_secs(),
-        })
+    let r = conn
+        .target
+        .client()?
+        .rpc(
+            Retry::UnlessSent,
+            CreateTokenRequest {
+                namespace: namespace.clone(),
+                profile,
+                role: role.unwrap_or_default(),
+                ttl_seconds: ttl.as_secs(),
+            },
+            |ch, r| async move { TokenServiceClient::new(ch).create_token(r).await },
+        )
         .await
-        .map_err(status_error)?
-        .into_inner();
+        .map_err(crate::client::client_error)?;
     match conn.output {
         Output::Json => crate::out!(
             "{}",
@@ -215,43 +227,20 @@ pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     // server must be a node: a workload holding a leaf for this address
     // must not be handed the token.
     let creds = quorumca_client::Credentials::server_only(ca_pem.clone());
-    let mut last = None;
-    let mut answer = None;
-    for e in &a.endpoints {
-        let ep = creds
-            .endpoint(e)?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .timeout(std::time::Duration::from_secs(20));
-        match ep.connect().await {
-            Ok(ch) => {
-                answer = Some(
-                    EnrollmentServiceClient::new(ch)
-                        .enroll(EnrollRequest {
-                            token: a.token.clone(),
-                            csr: csr.clone(),
-                            lifetime_seconds: 0,
-                        })
-                        .await
-                        .map_err(status_error)
-                        .context("enrolling")?
-                        .into_inner(),
-                );
-                break;
-            }
-            Err(err) => {
-                last = Some(format!(
-                    "{e}: {}",
-                    quorumca_client::describe_transport_error(&err)
-                ))
-            }
-        }
-    }
-    let r = answer.ok_or_else(|| {
-        anyhow::anyhow!(
-            "no enrolment endpoint answered ({})",
-            last.unwrap_or_default()
-        )
-    })?;
+    // A token works once: the request goes to another endpoint only if
+    // this one could not be reached at all.
+    let req = EnrollRequest {
+        token: a.token.clone(),
+        csr: csr.clone(),
+        lifetime_seconds: 0,
+    };
+    let r = crate::client::client_for(&a.endpoints, Some(creds))?
+        .rpc(Retry::UnlessSent, req, |ch, r| async move {
+            EnrollmentServiceClient::new(ch).enroll(r).await
+        })
+        .await
+        .map_err(crate::client::client_error)
+        .context("enrolling")?;
     std::fs::create_dir_all(&a.out_dir)?;
     crate::ca::write_new(
         &a.out_dir.join("key.pem"),

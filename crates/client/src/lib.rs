@@ -23,7 +23,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), quorumca_client::ClientError> {
 //! use quorumca_client::{Client, ClientConfig, Credentials, Endpoint};
-//! use quorumca_api::pb::IssueRequest;
+//! use quorumca_proto::IssueRequest;
 //!
 //! let client = Client::new(
 //!     ClientConfig::new(vec![
@@ -53,10 +53,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quorumca_api::pb;
-use quorumca_api::pb::authority_service_client::AuthorityServiceClient;
-use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
-use quorumca_api::pb::policy_service_client::PolicyServiceClient;
+use quorumca_proto as pb;
+use quorumca_proto::authority_service_client::AuthorityServiceClient;
+use quorumca_proto::certificate_service_client::CertificateServiceClient;
+use quorumca_proto::policy_service_client::PolicyServiceClient;
 use rand::Rng;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -250,7 +250,11 @@ impl NodeEndpoint {
     /// [`describe_transport_error`] says what it presented.
     pub async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
         match &self.tls {
-            None => self.endpoint.connect().await,
+            None => {
+                self.endpoint
+                    .connect_with_connector(quorumca_net::tcp_connector())
+                    .await
+            }
             Some(tls) => {
                 self.endpoint
                     .connect_with_connector(quorumca_net::node_tls::connector(tls.clone()))
@@ -262,7 +266,9 @@ impl NodeEndpoint {
     /// A channel that connects on first use (and again after a failure).
     pub fn connect_lazy(&self) -> Channel {
         match &self.tls {
-            None => self.endpoint.connect_lazy(),
+            None => self
+                .endpoint
+                .connect_with_connector_lazy(quorumca_net::tcp_connector()),
             Some(tls) => self
                 .endpoint
                 .connect_with_connector_lazy(quorumca_net::node_tls::connector(tls.clone())),
@@ -402,17 +408,41 @@ pub struct Client {
     failovers: AtomicU64,
 }
 
-/// Errors that say "try another node": nothing was decided, or the answer
-/// was lost. Safe to retry because every mutating call is idempotent.
-fn retryable(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::Unknown
-    )
+/// Which failures a call may be sent to another node after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// The call is idempotent (a read, a write with an idempotency key or
+    /// an expected version): any failure that says "try another node"
+    /// (UNAVAILABLE, a deadline, a lost answer) is retried.
+    Idempotent,
+    /// The call must not run twice: it goes to another node only when the
+    /// connection to this one could not be opened, so it was never sent.
+    /// Any failure after that is returned as it is.
+    UnlessSent,
+}
+
+impl Retry {
+    /// Whether `s` says "try another node" for a call of this kind. A
+    /// server that is not a node is never retried: that is an attack or a
+    /// wrong address, and the caller is told at once what it presented.
+    fn allows(self, s: &Status) -> bool {
+        if std::error::Error::source(s)
+            .is_some_and(|e| quorumca_net::node_tls::not_a_node(e).is_some())
+        {
+            return false;
+        }
+        match self {
+            Retry::Idempotent => matches!(
+                s.code(),
+                Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
+                    | Code::Cancelled
+                    | Code::Unknown
+            ),
+            Retry::UnlessSent => quorumca_net::never_sent(s),
+        }
+    }
 }
 
 /// A fresh random idempotency key (128 bits, hex).
@@ -501,8 +531,9 @@ impl Client {
     }
 
     /// Runs `f` against nodes until it succeeds, fails for good, or the
-    /// call deadline passes. `f` must be idempotent.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, ClientError>
+    /// call deadline passes; which failures move on to the next node is
+    /// `retry`'s to say.
+    async fn call<T, F, Fut>(&self, retry: Retry, f: F) -> Result<T, ClientError>
     where
         F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -530,7 +561,7 @@ impl Client {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(v);
                 }
-                Err(s) if retryable(&s) => {
+                Err(s) if retry.allows(&s) => {
                     let message = describe_status(&s);
                     tracing::debug!(endpoint = %node.endpoint.addr, code = ?s.code(), %message, "attempt failed; failing over");
                     node.breaker.lock().expect("breaker").failure(
@@ -556,22 +587,52 @@ impl Client {
                 Err(s) => {
                     return Err(ClientError::Status {
                         code: s.code(),
-                        message: s.message().to_string(),
+                        message: describe_status(&s),
                     })
                 }
             }
         }
     }
 
-    /// One unary RPC through [`Client::call`]: the request is cloned for
-    /// each attempt and the response unwrapped.
+    /// An idempotent unary RPC through [`Client::rpc`].
     async fn unary<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: Fn(Channel, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        self.call(|ch| {
+        self.rpc(Retry::Idempotent, req, f).await
+    }
+
+    /// Any unary RPC of the API with this client's endpoints, failover,
+    /// backoff, breakers and deadlines: `f` makes one attempt on the
+    /// channel it is given (the request is cloned for each), and `retry`
+    /// says which failures may go to another node.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &quorumca_client::Client) -> Result<(), quorumca_client::ClientError> {
+    /// use quorumca_client::Retry;
+    /// use quorumca_proto::cluster_client::ClusterClient;
+    /// let status = client
+    ///     .rpc(Retry::Idempotent, quorumca_proto::StatusRequest {}, |ch, r| async move {
+    ///         ClusterClient::new(ch).status(r).await
+    ///     })
+    ///     .await?;
+    /// println!("leader {:?}", status.leader_id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn rpc<Req, Resp, F, Fut>(
+        &self,
+        retry: Retry,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(Channel, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call(retry, |ch| {
             let attempt = f(ch, req.clone());
             async move { attempt.await.map(|r| r.into_inner()) }
         })
@@ -778,6 +839,75 @@ mod tests {
         }
         let samples: std::collections::BTreeSet<_> = (0..20).map(|_| c.backoff(5)).collect();
         assert!(samples.len() > 10, "no jitter: {samples:?}");
+    }
+
+    /// A "server" that reads what it is sent and hangs up: every request
+    /// reaches it, none is answered.
+    async fn swallowing_server() -> u16 {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut got = 0;
+                    while got < 60 {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got += n,
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_call_that_may_have_run_is_not_sent_again_unless_idempotent() {
+        let port = swallowing_server().await;
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = |ports: &[u16]| {
+            let mut cfg = ClientConfig::new(
+                ports
+                    .iter()
+                    .map(|p| Endpoint::parse(&format!("127.0.0.1:{p}")).unwrap())
+                    .collect(),
+            );
+            cfg.call_timeout = Duration::from_millis(1500);
+            cfg.attempt_timeout = Duration::from_millis(300);
+            cfg.backoff_base = Duration::from_millis(5);
+            cfg
+        };
+        async fn ping(c: &Client, retry: Retry) -> Result<pb::PingResponse, ClientError> {
+            c.rpc(
+                retry,
+                pb::PingRequest { payload: vec![] },
+                |ch, r| async move { pb::cluster_client::ClusterClient::new(ch).ping(r).await },
+            )
+            .await
+        }
+        // Sent, no answer: UnlessSent stops at the first attempt.
+        let c = Client::new(cfg(&[port, port])).unwrap();
+        let e = ping(&c, Retry::UnlessSent).await.unwrap_err();
+        assert_eq!(c.stats().attempts, 1, "{e}");
+        // Idempotent: tried again, on the next node too.
+        let c = Client::new(cfg(&[port, port])).unwrap();
+        ping(&c, Retry::Idempotent).await.unwrap_err();
+        assert!(c.stats().attempts >= 2 && c.stats().failovers >= 1);
+        // Never connected: UnlessSent moves on to the next node.
+        let c = Client::new(cfg(&[dead, port])).unwrap();
+        ping(&c, Retry::UnlessSent).await.unwrap_err();
+        let s = c.stats();
+        assert_eq!((s.attempts, s.failovers), (2, 1), "{s:?}");
     }
 
     #[tokio::test]

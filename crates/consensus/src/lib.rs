@@ -39,16 +39,8 @@ mod tls;
 pub mod transport;
 mod wire;
 
-/// Generated gRPC types for `proto/quorumca/v1`.
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("quorumca.v1");
-
-    /// Encoded descriptors of `raft.proto` and `cluster.proto`, for gRPC
-    /// reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("quorumca_consensus_descriptor");
-}
+/// The generated API, from its one home.
+pub(crate) use quorumca_proto as pb;
 
 pub use batching::spawn_batching;
 pub use config::{ConfigError, ServerConfig};

@@ -25,41 +25,9 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 /// How long opening a connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The connection to a peer could not be opened, so no request went out on
-/// it. The one transport failure after which a forwarded proposal without
-/// an idempotency key may be sent again: any failure once a connection
-/// exists (a reset, a timeout, a closed stream) may come after the leader
-/// executed it. Our connector returns it; [`never_sent`] finds it.
-#[derive(Debug, thiserror::Error)]
-#[error("could not connect to {addr}: {source}")]
-pub struct NotSent {
-    pub addr: String,
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// Whether `status` is a failure to open the connection (a [`NotSent`]
-/// somewhere in its chain of sources), decided by type, never by the
-/// message's words: "connection reset" after the request was written must
-/// not read as "never sent".
-pub fn never_sent(status: &tonic::Status) -> bool {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(status);
-    while let Some(e) = next {
-        if e.downcast_ref::<NotSent>().is_some() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<NotSent>().is_some())
-            {
-                return true;
-            }
-        }
-        next = e.source();
-    }
-    false
-}
+#[cfg(test)]
+use quorumca_net::never_sent;
+use quorumca_net::NotSent;
 
 /// Shared pool of channels to peers, keyed by node id and address. Channels
 /// reconnect by themselves, so one per peer is enough for the node's

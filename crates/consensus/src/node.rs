@@ -613,7 +613,7 @@ impl Inner {
                             // A connection that could not be opened never
                             // reached the leader, so a retry is safe; anything
                             // else may have been executed.
-                            if crate::network::never_sent(&status) {
+                            if quorumca_net::never_sent(&status) {
                                 Err(ForwardError::NotLeader { leader: None })
                             } else {
                                 Err(ForwardError::Ambiguous(format!(

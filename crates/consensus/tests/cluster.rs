@@ -5,11 +5,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use quorumca_consensus::pb::cluster_client::ClusterClient;
-use quorumca_consensus::pb::raft_transport_client::RaftTransportClient;
-use quorumca_consensus::pb::{PingRequest, RaftMessage, RemoveNodeRequest};
 use quorumca_consensus::{ConsensusError, NodeInfo, RaftSettings, WIRE_VERSION};
 use quorumca_ledger::{Command, Proposal};
+use quorumca_proto::cluster_client::ClusterClient;
+use quorumca_proto::raft_transport_client::RaftTransportClient;
+use quorumca_proto::{PingRequest, RaftMessage, RemoveNodeRequest};
 use support::*;
 
 const T: Duration = Duration::from_secs(15);

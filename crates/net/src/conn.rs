@@ -11,9 +11,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::listen::Admission;
 
-/// A byte stream to a peer or a client.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+use crate::Io;
 
 /// One connection, with the addresses of its two ends (the server side
 /// reports them as a TCP connection's, which is what tonic's TLS layer

@@ -14,8 +14,14 @@
 //! - [`node_tls`]: the client side, which checks it reached a node (a
 //!   root-signed `spiffe://<td>/node/<id>`) and not merely something
 //!   holding a certificate from the same root;
+//! - [`NotSent`]: whether a failed request ever left the process, by type,
+//!   so clients know which failures any request may be retried after;
 //! - [`ConnectionLimits`]: the `[connections]` section of node.toml that sets all of the
 //!   above.
+//!
+//! Everything but [`node_tls`] and [`NotSent`] is the `server` feature:
+//! a client (`quorumca-client`) builds the node check without axum, hyper's
+//! server or the listener code.
 //!
 //! ## What it must never do
 //!
@@ -24,13 +30,27 @@
 //! of the process a connection can hold, and for how long.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "server")]
 mod conn;
+#[cfg(feature = "server")]
 mod connections;
+#[cfg(feature = "server")]
 pub mod grpc;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod listen;
 pub mod node_tls;
+mod sent;
 
-pub use conn::{Conn, Io};
+/// A byte stream to a peer or a client.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+#[cfg(feature = "server")]
+pub use conn::Conn;
+#[cfg(feature = "server")]
 pub use connections::{ConnectionLimits, ConnectionLimitsError};
+#[cfg(feature = "server")]
 pub use listen::{ListenerLimits, ListenerStats};
+pub use sent::{never_sent, tcp_connector, NotSent};

@@ -29,6 +29,8 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureSch
 
 pub use rustls::ClientConfig as TlsClientConfig;
 
+use crate::sent::NotSent;
+
 /// Which node a client means to reach.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expect {
@@ -302,28 +304,27 @@ pub fn connector(
 ) -> impl tower::Service<
     tonic::codegen::http::Uri,
     Response = TlsIo,
-    Error = io::Error,
-    Future = futures::future::BoxFuture<'static, io::Result<TlsIo>>,
+    Error = NotSent,
+    Future = futures::future::BoxFuture<'static, Result<TlsIo, NotSent>>,
 > + Clone
        + Send
        + 'static {
     tower::service_fn(move |uri: tonic::codegen::http::Uri| {
         let config = config.clone();
-        let dial: futures::future::BoxFuture<'static, io::Result<TlsIo>> = Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in the URI"))?
-                .to_string();
-            let port = uri.port_u16().unwrap_or(443);
-            let tcp = tokio::net::TcpStream::connect((
-                host.trim_start_matches('[').trim_end_matches(']'),
-                port,
-            ))
-            .await?;
-            tcp.set_nodelay(true)?;
-            let tls = handshake(config, &host, tcp).await?;
-            Ok(hyper_util::rt::TokioIo::new(tls))
-        });
+        let dial: futures::future::BoxFuture<'static, Result<TlsIo, NotSent>> =
+            Box::pin(async move {
+                let (host, port, addr) = crate::sent::host_port(&uri)?;
+                let not_sent = |source| NotSent {
+                    addr: addr.clone(),
+                    source,
+                };
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+                    .await
+                    .map_err(not_sent)?;
+                tcp.set_nodelay(true).map_err(not_sent)?;
+                let tls = handshake(config, &host, tcp).await.map_err(not_sent)?;
+                Ok(hyper_util::rt::TokioIo::new(tls))
+            });
         dial
     })
 }

@@ -507,22 +507,20 @@ async fn expired_records_leave_the_ledger_for_the_archive_and_their_crl_entries_
     }
 
     // Still answerable: from the archive, with its revocation.
-    use quorumca_api::pb::certificate_service_server::CertificateService;
+    use quorumca_proto::certificate_service_server::CertificateService;
     let svc = quorumca_api::grpc::Services(auths[2].clone());
     let info = svc
-        .get_certificate(tonic::Request::new(
-            quorumca_api::pb::GetCertificateRequest {
-                issuer: "eu".into(),
-                serial: hex::encode(&short.serial),
-            },
-        ))
+        .get_certificate(tonic::Request::new(quorumca_proto::GetCertificateRequest {
+            issuer: "eu".into(),
+            serial: hex::encode(&short.serial),
+        }))
         .await
         .unwrap()
         .into_inner();
     assert!(info.archived && info.revoked, "{info:?}");
     let live = svc
         .list_certificates(tonic::Request::new(
-            quorumca_api::pb::ListCertificatesRequest::default(),
+            quorumca_proto::ListCertificatesRequest::default(),
         ))
         .await
         .unwrap()
@@ -660,8 +658,8 @@ async fn a_caller_over_its_rate_limit_is_refused_before_anything_is_spent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_trust_bundle_sends_the_bundle_then_each_change() {
-    use quorumca_api::pb::authority_service_server::AuthorityService;
-    use quorumca_api::pb::GetTrustBundleRequest;
+    use quorumca_proto::authority_service_server::AuthorityService;
+    use quorumca_proto::GetTrustBundleRequest;
     use tokio_stream::StreamExt;
     let (_c, auths) = setup().await;
     let svc = quorumca_api::grpc::Services(auths[2].clone());
@@ -672,9 +670,9 @@ async fn watch_trust_bundle_sends_the_bundle_then_each_change() {
         .into_inner();
     async fn next(
         s: &mut tokio_stream::wrappers::ReceiverStream<
-            Result<quorumca_api::pb::TrustBundle, tonic::Status>,
+            Result<quorumca_proto::TrustBundle, tonic::Status>,
         >,
-    ) -> quorumca_api::pb::TrustBundle {
+    ) -> quorumca_proto::TrustBundle {
         tokio::time::timeout(Duration::from_secs(10), s.next())
             .await
             .expect("a bundle within 10 s")

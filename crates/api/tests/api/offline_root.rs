@@ -202,10 +202,10 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_ca_approvals_an_install_waits_for_a_second_admin() {
-    use quorumca_api::pb;
-    use quorumca_api::pb::authority_service_server::AuthorityService;
-    use quorumca_api::pb::policy_service_server::PolicyService;
     use quorumca_ledger::{Command, Outcome, Proposal};
+    use quorumca_proto as pb;
+    use quorumca_proto::authority_service_server::AuthorityService;
+    use quorumca_proto::policy_service_server::PolicyService;
     let (_c, auths) = empty_cluster().await;
     auths[0]
         .apply_policy(

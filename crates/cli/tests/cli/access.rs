@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::{env_value, start_dev, BIN};
-use quorumca_api::pb::audit_service_client::AuditServiceClient;
-use quorumca_api::pb::QueryAuditRequest;
-use quorumca_consensus::pb::cluster_client::ClusterClient;
-use quorumca_consensus::pb::StatusRequest;
+use quorumca_proto::audit_service_client::AuditServiceClient;
+use quorumca_proto::cluster_client::ClusterClient;
+use quorumca_proto::QueryAuditRequest;
+use quorumca_proto::StatusRequest;
 
 const TD: &str = "spiffe://dev.internal";
 
@@ -849,8 +849,8 @@ async fn refusal_floods_stay_small_in_the_log_and_the_audit_stays_readable() {
     let _turn = crate::support::shared().await;
     const IDENTITIES: usize = 50;
     const PER_IDENTITY: usize = 200;
-    use quorumca_api::pb::certificate_service_client::CertificateServiceClient;
-    use quorumca_api::pb::IssueRequest;
+    use quorumca_proto::certificate_service_client::CertificateServiceClient;
+    use quorumca_proto::IssueRequest;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let policy = POLICY.replace("[approvals]\npolicy = true\n", "");

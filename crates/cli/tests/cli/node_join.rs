@@ -8,8 +8,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{env_value, free_ports, start_dev, Procs, BIN};
-use quorumca_consensus::pb::cluster_client::ClusterClient;
-use quorumca_consensus::pb::{PingRequest, StatusRequest};
+use quorumca_proto::cluster_client::ClusterClient;
+use quorumca_proto::{PingRequest, StatusRequest};
 
 const NODES_POLICY: &str = r#"
 [profiles.node]

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use quorumca_consensus::pb::cluster_client::ClusterClient;
-use quorumca_consensus::pb::{PingRequest, StatusRequest};
+use quorumca_proto::cluster_client::ClusterClient;
+use quorumca_proto::{PingRequest, StatusRequest};
 
 use crate::support::{free_base_port, free_ports, wait_for_file, Procs, BIN};
 
@@ -52,7 +52,7 @@ fn spawn(cfg: &Path) -> Child {
 async fn status_all(
     ports: &[u16],
     creds: Option<&Path>,
-) -> Vec<Option<quorumca_consensus::pb::StatusResponse>> {
+) -> Vec<Option<quorumca_proto::StatusResponse>> {
     let mut out = Vec::new();
     for p in ports {
         let s = match crate::support::channel(*p, creds)
@@ -78,7 +78,7 @@ async fn wait_agreed(
     creds: Option<&Path>,
     min_applied: u64,
     timeout: Duration,
-) -> quorumca_consensus::pb::StatusResponse {
+) -> quorumca_proto::StatusResponse {
     let deadline = Instant::now() + timeout;
     loop {
         let st = status_all(ports, creds).await;
