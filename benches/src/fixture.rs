@@ -48,7 +48,7 @@ pub fn record(i: u64) -> IssuanceRecord {
         node_id: 1,
         not_before_ms: 1_800_000_000_000,
         not_after_ms: 1_800_086_400_000 + i,
-        subject_digest: [7; 32],
+        names_digest: [7; 32],
         spki_hash: spki,
         profile: "service".into(),
         namespace: "payments".into(),

@@ -989,7 +989,7 @@ impl Authority {
                     requester: caller.identity.clone(),
                     idempotency_key,
                 },
-                Some(record.subject_digest),
+                Some(record.names_digest),
             )
             .await?;
         if let Some(to_spki) = new_spki.filter(|h| *h != spki_hash) {
@@ -1084,12 +1084,16 @@ impl Authority {
                 }));
             }
         }
-        let names = format!("{:?}|{:?}|{:?}", decision.dns, decision.ips, decision.uris);
-        let names_digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, names.as_bytes())
-            .as_ref()
-            .try_into()
-            .expect("32 bytes");
-        if same_names.is_some_and(|d| d != names_digest) {
+        let names_digest =
+            quorumca_ca::names::names_digest(&decision.dns, &decision.ips, &decision.uris);
+        if same_names.is_some_and(|recorded| {
+            !quorumca_ca::names::names_match(
+                &recorded,
+                &decision.dns,
+                &decision.ips,
+                &decision.uris,
+            )
+        }) {
             return Err(AuthorityError::InvalidArgument(
                 "a renewal keeps the names of the certificate being renewed; put exactly its DNS, IP and URI names in the CSR (or Issue a new certificate)".into(),
             ));
@@ -1122,7 +1126,7 @@ impl Authority {
             node_id: self.node.id(),
             not_before_ms: decision.validity.not_before as u64 * 1000,
             not_after_ms: decision.validity.not_after as u64 * 1000,
-            subject_digest: names_digest,
+            names_digest,
             spki_hash,
             profile: decision.profile.clone(),
             namespace: decision.namespace.clone(),

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use quorumca_consensus::{now_ms, spawn_batching, ConsensusError, Node};
+use quorumca_consensus::{now_ms, spawn_batching, Node};
 use quorumca_ledger::{BatchedRecord, Command, Outcome, Proposal};
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,21 +47,6 @@ impl RecordBatcher {
         rx.await
             .map_err(|_| AuthorityError::Internal("the record batcher dropped a record".into()))?
     }
-}
-
-/// The same failure for every record of a batch that could not commit.
-fn fan_out(e: &ConsensusError) -> AuthorityError {
-    AuthorityError::Consensus(match e {
-        ConsensusError::Unavailable {
-            reason,
-            retry_after,
-        } => ConsensusError::Unavailable {
-            reason: reason.clone(),
-            retry_after: *retry_after,
-        },
-        ConsensusError::InvalidArgument(m) => ConsensusError::InvalidArgument(m.clone()),
-        other => ConsensusError::Stopped(other.to_string()),
-    })
 }
 
 async fn propose(node: &Node, mut batch: Vec<(BatchedRecord, oneshot::Sender<Reply>)>) {
@@ -98,7 +83,7 @@ async fn propose(node: &Node, mut batch: Vec<(BatchedRecord, oneshot::Sender<Rep
         },
         Err(e) => {
             for reply in replies {
-                let _ = reply.send(Err(fan_out(&e)));
+                let _ = reply.send(Err(AuthorityError::Consensus(e.clone())));
             }
         }
     }

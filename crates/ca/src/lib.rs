@@ -14,6 +14,8 @@
 //!   need a second admin;
 //! - `policy`: profiles and namespaces from TOML, validated, diffed, and
 //!   [`Policy::decide`], which turns a request into a signing decision;
+//! - [`names`]: the canonical, versioned digest of a certificate's names
+//!   that issuance records keep for renewals;
 //! - [`spiffe`]: the SPIFFE ID grammar and the IDs the cluster reserves
 //!   for its nodes and break-glass admins.
 //!
@@ -35,6 +37,7 @@ mod access;
 mod chain;
 mod crl;
 mod csr;
+pub mod names;
 mod ocsp;
 mod policy;
 mod seal;
@@ -60,7 +63,7 @@ pub use ocsp::{
 };
 pub use policy::{
     check_name, AlgorithmName, Decision, Limits, Namespace, Policy, PolicyError, Profile, Rate,
-    Store, UsageName, DEFAULT_BACKDATE, MAX_BACKDATE, MAX_NAME_LEN,
+    Span, Store, UsageName, DEFAULT_BACKDATE, MAX_BACKDATE, MAX_NAME_LEN,
 };
 pub use seal::{seal, unseal, Kek, SealError, SealedKey, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 pub use sign::{

@@ -83,8 +83,50 @@ pub enum Store {
     Full,
 }
 
-fn default_backdate() -> String {
-    "60s".into()
+fn default_backdate() -> Span {
+    Span::parse("60s").expect("a valid duration")
+}
+
+/// A duration as a policy writes it (`"24h"`), parsed once when the policy
+/// is read: decisions use [`Span::duration`], and the canonical text keeps
+/// what the author wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Span {
+    text: String,
+    duration: Duration,
+}
+
+impl Span {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text)
+            .map(|duration| Self {
+                text: text.into(),
+                duration,
+            })
+            .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"24h\""))
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl TryFrom<String> for Span {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Span> for String {
+    fn from(s: Span) -> String {
+        s.text
+    }
 }
 
 fn default_renew_at() -> f64 {
@@ -96,11 +138,11 @@ fn default_renew_at() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub key_algorithms: Vec<AlgorithmName>,
-    pub default_lifetime: String,
-    pub max_lifetime: String,
+    pub default_lifetime: Span,
+    pub max_lifetime: Span,
     pub usages: Vec<UsageName>,
     #[serde(default = "default_backdate")]
-    pub backdate: String,
+    pub backdate: Span,
     #[serde(default = "default_renew_at")]
     pub renew_at: f64,
     #[serde(default)]
@@ -264,14 +306,6 @@ pub fn check_name(kind: &'static str, name: &str) -> Result<(), PolicyError> {
     })
 }
 
-fn dur(field: &str, owner: &str, s: &str) -> Result<Duration, PolicyError> {
-    humantime::parse_duration(s).map_err(|e| {
-        PolicyError::Invalid(format!(
-            "{owner}: {field} = {s:?} is not a duration ({e}); write e.g. \"24h\""
-        ))
-    })
-}
-
 fn valid_dns_pattern(p: &str) -> bool {
     let rest = p.strip_prefix("*.").unwrap_or(p);
     !rest.is_empty()
@@ -363,9 +397,9 @@ impl Policy {
             if p.usages.is_empty() {
                 return bad(format!("{owner}: usages is empty"));
             }
-            let def = dur("default_lifetime", &owner, &p.default_lifetime)?;
-            let max = dur("max_lifetime", &owner, &p.max_lifetime)?;
-            let back = dur("backdate", &owner, &p.backdate)?;
+            let def = p.default_lifetime.duration();
+            let max = p.max_lifetime.duration();
+            let back = p.backdate.duration();
             if def.is_zero() || def > max {
                 return bad(format!(
                     "{owner}: default_lifetime must be more than 0 and at most max_lifetime"
@@ -510,10 +544,9 @@ impl Policy {
                 return Err(refuse(format!("URI {u:?}")));
             }
         }
-        let owner = format!("profile {profile:?}");
-        let max = dur("max_lifetime", &owner, &p.max_lifetime)?;
-        let def = dur("default_lifetime", &owner, &p.default_lifetime)?;
-        let back = dur("backdate", &owner, &p.backdate)?;
+        let max = p.max_lifetime.duration();
+        let def = p.default_lifetime.duration();
+        let back = p.backdate.duration();
         let life = lifetime.unwrap_or(def);
         if life > max {
             return Err(PolicyError::LifetimeTooLong {

@@ -1,9 +1,12 @@
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors of the consensus layer. Each maps to one gRPC status (see
 /// [`ConsensusError::to_status`]) with a message that says what to do.
-#[derive(Debug, thiserror::Error)]
+/// `Clone`, so one failure can answer every proposal of a batch (sources
+/// that are not `Clone` are shared behind an `Arc`).
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConsensusError {
     /// The cluster cannot commit right now: no leader, or no quorum. The
     /// proposal may or may not commit later; retry with the same
@@ -23,10 +26,10 @@ pub enum ConsensusError {
     Bind {
         addr: SocketAddr,
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
     #[error(transparent)]
-    Storage(#[from] quorumca_storage::StorageError),
+    Storage(Arc<quorumca_storage::StorageError>),
     #[error("the Raft node has stopped: {0}")]
     Stopped(String),
     #[error("invalid configuration: {0}")]
@@ -51,6 +54,12 @@ impl ConsensusError {
             Self::Stopped(_) => tonic::Status::unavailable(self.to_string()),
             Self::Bind { .. } | Self::Storage(_) => tonic::Status::internal(self.to_string()),
         }
+    }
+}
+
+impl From<quorumca_storage::StorageError> for ConsensusError {
+    fn from(e: quorumca_storage::StorageError) -> Self {
+        Self::Storage(Arc::new(e))
     }
 }
 

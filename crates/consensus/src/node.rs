@@ -157,7 +157,7 @@ impl Node {
         let listener =
             quorumca_net::listen::bind(cfg.listen).map_err(|source| ConsensusError::Bind {
                 addr: cfg.listen,
-                source,
+                source: source.into(),
             })?;
         Self::start_with_listener(cfg, listener).await
     }
@@ -169,7 +169,10 @@ impl Node {
     ) -> Result<Node, ConsensusError> {
         let addr = cfg.listen;
         let transport = crate::transport::Transport::tcp(listener, cfg.connections.raft())
-            .map_err(|source| ConsensusError::Bind { addr, source })?;
+            .map_err(|source| ConsensusError::Bind {
+                addr,
+                source: source.into(),
+            })?;
         Self::start_with_transport(cfg, transport).await
     }
 

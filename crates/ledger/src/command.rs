@@ -94,7 +94,11 @@ pub struct IssuanceRecord {
     pub node_id: u64,
     pub not_before_ms: u64,
     pub not_after_ms: u64,
-    pub subject_digest: [u8; 32],
+    /// Which names the certificate carries (`quorumca_ca::names`: a
+    /// canonical, versioned encoding, or the pre-version-1 form in older
+    /// records), so a renewal can insist on exactly these names. It covers
+    /// no subject: leaves carry their names only in the SAN extension.
+    pub names_digest: [u8; 32],
     pub spki_hash: [u8; 32],
     pub profile: String,
     pub namespace: String,

@@ -55,7 +55,7 @@ fn record(node_id: u64, issuer: &str, sequence: u64, serial: &[u8], not_after_ms
             node_id,
             not_before_ms: 1_000,
             not_after_ms,
-            subject_digest: [1; 32],
+            names_digest: [1; 32],
             spki_hash: [2; 32],
             profile: "default".into(),
             namespace: "default".into(),

@@ -274,7 +274,7 @@ async fn prune_moves_expired_records_to_the_archive_durably() {
             node_id: 1,
             not_before_ms: 0,
             not_after_ms,
-            subject_digest: [0; 32],
+            names_digest: [0; 32],
             spki_hash: [seq as u8; 32],
             profile: "p".into(),
             namespace: "n".into(),
