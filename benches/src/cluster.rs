@@ -1,6 +1,6 @@
 //! A durable QuorumCA cluster inside this process, set up as users meet
 //! it: the PKI `quorumca dev` makes, mTLS on every port, the admin bundle,
-//! and `quorumca_api::testing::TEST_POLICY` applied (namespace `payments`,
+//! and `quorumca_testkit::authority::TEST_POLICY` applied (namespace `payments`,
 //! profile `web`, names under `payments.svc.cluster.local`). `compare`
 //! measures it; the `load` tool's test drives it.
 
@@ -132,7 +132,7 @@ impl InProcessCluster {
         loop {
             let r = policy
                 .apply_policy(quorumca_proto::ApplyPolicyRequest {
-                    text: quorumca_api::testing::TEST_POLICY.into(),
+                    text: quorumca_testkit::authority::TEST_POLICY.into(),
                     expected_version: 0,
                     dry_run: false,
                     author: "benches".into(),

@@ -159,7 +159,7 @@ pub fn crypto_limit(secs: u64) -> f64 {
         &[2],
     )
     .unwrap();
-    let csr = quorumca_api::testing::test_csr("bench.payments.svc.cluster.local");
+    let csr = quorumca_testkit::authority::test_csr("bench.payments.svc.cluster.local");
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use quorumca_api::testing::{authorities, test_csr};
 use quorumca_api::IssueRequest;
 use quorumca_benches::{crypto_limit, run_closed_loop, table, Budget};
-use quorumca_consensus::testing::TestCluster;
 use quorumca_consensus::RaftSettings;
+use quorumca_testkit::authority::{authorities, test_csr};
+use quorumca_testkit::cluster::TestCluster;
 
 #[derive(Parser, Debug)]
 struct Args {

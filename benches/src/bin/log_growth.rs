@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use quorumca_benches::{rss_bytes, run_level, table, Budget};
-use quorumca_consensus::testing::TestCluster;
 use quorumca_consensus::{now_ms, RaftSettings};
 use quorumca_ledger::{Command, Proposal};
+use quorumca_testkit::cluster::TestCluster;
 
 #[derive(Parser, Debug)]
 struct Args {

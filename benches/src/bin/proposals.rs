@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use quorumca_benches::{run_level, table, Budget, LevelResult};
-use quorumca_consensus::testing::TestCluster;
 use quorumca_consensus::{now_ms, RaftSettings};
 use quorumca_ledger::{Command, Proposal};
+use quorumca_testkit::cluster::TestCluster;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Output {

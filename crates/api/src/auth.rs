@@ -298,13 +298,13 @@ impl ClusterGate for Gate {
         let caller = self
             .0
             .caller(peer_certs, None)
-            .map_err(crate::grpc::to_status)?;
+            .map_err(tonic::Status::from)?;
         let action = match op {
             ClusterOp::Read => Action::ReadCluster,
             ClusterOp::Change => Action::ChangeCluster,
         };
         self.0.authorize(&caller, action).map_err(|e| {
-            let mut s = crate::grpc::to_status(e);
+            let mut s = tonic::Status::from(e);
             s.metadata_mut()
                 .insert("quorumca-method", method.parse().expect("ascii"));
             s

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quorumca_ca::{
-    parse_csr, pem_encode, CaSigner, Kek, LeafSpec, OcspStatus, Policy, SealedKey, Store, Validity,
+    parse_csr, pem_encode, CaSigner, Kek, LeafSpec, Policy, SealedKey, Store, Validity,
 };
 use quorumca_consensus::{now_ms, ConsensusError, Node};
 use quorumca_ledger::{
-    Command, HierarchyChange, IssuanceRecord, IssuerRecord, Outcome, Proposal, Rejection,
-    RevocationReason, Serial,
+    Command, HierarchyChange, IssuanceRecord, IssuerRecord, Outcome, Proposal, Rejection, Serial,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Mutex;
@@ -80,6 +79,22 @@ pub struct IssueRequest {
     /// A retry with the same key never issues twice.
     pub idempotency_key: Option<String>,
 }
+
+/// What an authenticated caller asks to be issued (the requester is the
+/// caller; see [`Authority::issue_for`]).
+#[derive(Clone, Debug)]
+pub struct IssueArgs {
+    pub csr: Vec<u8>,
+    pub namespace: String,
+    pub profile: String,
+    pub lifetime: Option<Duration>,
+    /// The caller's own key; scoped to the caller before use.
+    pub idempotency_key: Option<String>,
+}
+
+/// How long the old root stays trusted after a root rotation, unless the
+/// operator says otherwise: long enough for every holder to renew.
+pub const DEFAULT_ROOT_GRACE: Duration = Duration::from_secs(30 * 86_400);
 
 #[derive(Clone, Debug)]
 pub struct Issued {
@@ -197,7 +212,7 @@ impl Authority {
             self.random()?,
             issuer_id.as_bytes(),
         );
-        Ok(encode_sealed(&sealed))
+        Ok(sealed.to_bytes())
     }
 
     /// Creates the hierarchy if the ledger has none: a root kept inside the
@@ -225,8 +240,11 @@ impl Authority {
                 let cert_der = quorumca_ca::first_certificate_der(&read(&cert_path)?)?;
                 let sealed = read(&key_path)?;
                 // Proves the secret opens it before the cluster relies on it.
-                let pkcs8 =
-                    quorumca_ca::unseal(self.kek()?, &decode_sealed(&sealed)?, ROOT_ID.as_bytes())?;
+                let pkcs8 = quorumca_ca::unseal(
+                    self.kek()?,
+                    &SealedKey::from_bytes(&sealed)?,
+                    ROOT_ID.as_bytes(),
+                )?;
                 CaSigner::from_parts(&cert_der, &pkcs8)?;
                 let not_after = quorumca_ca::certificate_not_after(&cert_der)?;
                 let rec = IssuerRecord {
@@ -369,7 +387,7 @@ impl Authority {
         sealed_key: &[u8],
     ) -> Result<Install, AuthorityError> {
         check_issuer_id(region)?;
-        let sealed = decode_sealed(sealed_key)?;
+        let sealed = SealedKey::from_bytes(sealed_key)?;
         // The key was sealed for the issuer id `prepare_intermediate`
         // chose: the region itself, or one of its next generations.
         let generations = self.node.read_local(|s| {
@@ -802,7 +820,7 @@ impl Authority {
         let sealed_bytes = rec
             .sealed_key
             .ok_or_else(|| AuthorityError::NoIssuer(format!("{issuer_id} (its key is offline)")))?;
-        let sealed = decode_sealed(&sealed_bytes)?;
+        let sealed = SealedKey::from_bytes(&sealed_bytes)?;
         let pkcs8 = quorumca_ca::unseal(self.kek()?, &sealed, issuer_id.as_bytes())?;
         let signer = Arc::new(CaSigner::from_parts(&rec.cert_der, &pkcs8)?);
         self.signers
@@ -914,6 +932,70 @@ impl Authority {
     /// one certificate recorded first.
     pub async fn issue(&self, req: IssueRequest) -> Result<Issued, AuthorityError> {
         self.issue_checked(req, None).await
+    }
+
+    /// Issues for an authenticated caller, if its roles allow issuing in
+    /// the namespace. A refusal for a name or profile outside the
+    /// namespace is audited like a role refusal. The idempotency key is
+    /// scoped to the caller, so one caller's key never answers another's.
+    pub async fn issue_for(
+        &self,
+        caller: &crate::auth::Caller,
+        args: IssueArgs,
+    ) -> Result<Issued, AuthorityError> {
+        // Names first: a refusal below is audited and names the namespace,
+        // which must not be an unbounded string of the caller's choosing.
+        quorumca_ca::check_name("namespace", &args.namespace)?;
+        if !args.profile.is_empty() {
+            quorumca_ca::check_name("profile", &args.profile)?;
+        }
+        self.authorize(
+            caller,
+            quorumca_ca::Action::Issue {
+                namespace: &args.namespace,
+            },
+        )?;
+        let what = format!("issue in namespace {:?}", args.namespace);
+        let req = IssueRequest {
+            csr: args.csr,
+            namespace: args.namespace,
+            profile: args.profile,
+            lifetime: args.lifetime,
+            requester: caller.identity.clone(),
+            idempotency_key: args.idempotency_key.map(|k| self.scoped_key(caller, &k)),
+        };
+        let issued = self.issue(req).await;
+        issued.map_err(|e| self.audit_policy_refusal(caller, &what, e))
+    }
+
+    /// [`Authority::renew`] with the caller's idempotency key scoped to it,
+    /// and policy refusals audited.
+    pub async fn renew_for(
+        &self,
+        caller: &crate::auth::Caller,
+        csr: Vec<u8>,
+        lifetime: Option<Duration>,
+        idempotency_key: Option<String>,
+    ) -> Result<Issued, AuthorityError> {
+        let key = idempotency_key.map(|k| self.scoped_key(caller, &k));
+        let issued = self.renew(caller, csr, lifetime, key).await;
+        issued.map_err(|e| self.audit_policy_refusal(caller, "renew", e))
+    }
+
+    /// Audits a policy refusal (a name or profile outside the namespace);
+    /// role refusals ([`AuthorityError::Denied`]) were audited when made.
+    fn audit_policy_refusal(
+        &self,
+        caller: &crate::auth::Caller,
+        what: &str,
+        e: AuthorityError,
+    ) -> AuthorityError {
+        if e.code() == crate::error::StatusCode::PermissionDenied
+            && !matches!(e, AuthorityError::Denied(_))
+        {
+            self.audit_denial(&caller.identity, what, &e.to_string());
+        }
+        e
     }
 
     /// Renews the certificate `caller` presented over mTLS: a new
@@ -1214,211 +1296,6 @@ impl Authority {
         let signer = self.signer(&issuer_id)?;
         Ok((issuer_id, signer))
     }
-
-    /// Revokes one certificate; returns when it was revoked (Unix ms) and
-    /// the log index of the revocation.
-    pub async fn revoke(
-        &self,
-        issuer: &str,
-        serial: &[u8],
-        reason: RevocationReason,
-    ) -> Result<(u64, u64), AuthorityError> {
-        self.revoke_with_key(issuer, serial, reason, None).await
-    }
-
-    /// Like [`Authority::revoke`]; with an idempotency key a retry of the
-    /// same revocation answers with the first one's time instead of
-    /// "already revoked" (log index 0 unless the retry was byte-identical).
-    pub async fn revoke_with_key(
-        &self,
-        issuer: &str,
-        serial: &[u8],
-        reason: RevocationReason,
-        idempotency_key: Option<&str>,
-    ) -> Result<(u64, u64), AuthorityError> {
-        self.revoke_as("", issuer, serial, reason, idempotency_key)
-            .await
-    }
-
-    /// Like [`Authority::revoke_with_key`], recording `actor` in the audit
-    /// log.
-    pub async fn revoke_as(
-        &self,
-        actor: &str,
-        issuer: &str,
-        serial: &[u8],
-        reason: RevocationReason,
-        idempotency_key: Option<&str>,
-    ) -> Result<(u64, u64), AuthorityError> {
-        let mut p = Proposal::new(
-            now_ms(),
-            Command::Revoke {
-                issuer: issuer.into(),
-                serial: Serial(serial.to_vec()),
-                reason,
-                revoked_at_ms: now_ms(),
-            },
-        )
-        .by(actor);
-        p.idempotency_key = idempotency_key.map(String::from);
-        match self.propose(p).await? {
-            (Outcome::Revoked { revoked_at_ms, .. }, index) => Ok((revoked_at_ms, index)),
-            (o @ Outcome::Rejected(Rejection::IdempotencyKeyConflict { .. }), _) => {
-                let key = idempotency_key.expect("only keyed proposals conflict");
-                let first = self
-                    .node
-                    .read_linearizable(|s| s.idempotent_outcome(key).cloned())
-                    .await?;
-                match first {
-                    Some(Outcome::Revoked {
-                        issuer: i,
-                        serial: s,
-                        revoked_at_ms,
-                    }) if i == issuer && s.0 == serial => Ok((revoked_at_ms, 0)),
-                    _ => Err(rejected(o)),
-                }
-            }
-            (o, _) => Err(rejected(o)),
-        }
-    }
-
-    /// The issuer of the cluster that signed `cert_der`, and what the
-    /// certificate says; NOT_FOUND-style error when none of them did.
-    pub fn issuer_of(
-        &self,
-        cert_der: &[u8],
-    ) -> Result<(String, quorumca_ca::SignedLeaf), AuthorityError> {
-        let issuers: Vec<(String, Vec<u8>)> = self.node.read_local(|s| {
-            s.issuers()
-                .map(|i| (i.id.clone(), i.cert_der.clone()))
-                .collect()
-        });
-        let mut last = None;
-        for (id, issuer_der) in issuers {
-            match quorumca_ca::signed_leaf(&issuer_der, cert_der) {
-                Ok(leaf) => return Ok((id, leaf)),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(AuthorityError::InvalidArgument(format!(
-            "no issuer of this cluster signed the certificate{}",
-            last.map(|e| format!(" (last check: {e})"))
-                .unwrap_or_default()
-        )))
-    }
-
-    /// Revokes a certificate `issuer` signed: as a recorded one when the
-    /// ledger has its record, otherwise as an unrecorded one (a bootstrap
-    /// identity), which every node then refuses as a client.
-    pub async fn revoke_signed_leaf(
-        &self,
-        actor: &str,
-        issuer: &str,
-        leaf: &quorumca_ca::SignedLeaf,
-        reason: RevocationReason,
-        idempotency_key: Option<&str>,
-    ) -> Result<(u64, u64), AuthorityError> {
-        let serial = Serial(leaf.serial.clone());
-        let recorded = self
-            .node
-            .read_linearizable({
-                let (issuer, serial) = (issuer.to_string(), serial.clone());
-                move |s| s.record(&issuer, &serial).is_some()
-            })
-            .await?;
-        if recorded {
-            return self
-                .revoke_as(actor, issuer, &leaf.serial, reason, idempotency_key)
-                .await;
-        }
-        let now = now_ms();
-        let mut p = Proposal::new(
-            now,
-            Command::RevokeUnrecorded {
-                issuer: issuer.into(),
-                serial,
-                not_after_ms: (leaf.not_after.max(0) as u64) * 1000,
-                reason,
-                revoked_at_ms: now,
-            },
-        )
-        .by(actor);
-        p.idempotency_key = idempotency_key.map(String::from);
-        match self.propose(p).await? {
-            (Outcome::Revoked { revoked_at_ms, .. }, index) => Ok((revoked_at_ms, index)),
-            (o, _) => Err(rejected(o)),
-        }
-    }
-
-    /// Revokes every live certificate for the public key in `spki_der` (a
-    /// SubjectPublicKeyInfo, e.g. from a leaked key or one of its
-    /// certificates): the key-compromise response. Returns how many were
-    /// newly revoked.
-    pub async fn revoke_by_key(
-        &self,
-        spki_der: &[u8],
-        reason: RevocationReason,
-    ) -> Result<usize, AuthorityError> {
-        self.revoke_by_key_as("", spki_der, reason).await
-    }
-
-    /// Like [`Authority::revoke_by_key`], recording `actor` in the audit
-    /// log.
-    pub async fn revoke_by_key_as(
-        &self,
-        actor: &str,
-        spki_der: &[u8],
-        reason: RevocationReason,
-    ) -> Result<usize, AuthorityError> {
-        let spki_hash: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, spki_der)
-            .as_ref()
-            .try_into()
-            .expect("32 bytes");
-        let p = Proposal::new(
-            now_ms(),
-            Command::RevokeByKey {
-                spki_hash,
-                reason,
-                revoked_at_ms: now_ms(),
-            },
-        )
-        .by(actor);
-        match self.propose(p).await?.0 {
-            Outcome::RevokedByKey { revoked } => Ok(revoked.len()),
-            o => Err(rejected(o)),
-        }
-    }
-
-    /// Answers an OCSP request from this node's applied ledger.
-    pub fn ocsp(&self, issuer: &str, request_der: &[u8]) -> Vec<u8> {
-        // A retired issuer has no key to answer with, even if this node
-        // still holds its signer until the next housekeeping pass.
-        if self.node.read_local(|s| s.retired_at(issuer).is_some()) {
-            return quorumca_ca::OcspError::NotOurIssuer.response_der();
-        }
-        let signer = match self.signer(issuer) {
-            Ok(s) => s,
-            Err(_) => return quorumca_ca::OcspError::NotOurIssuer.response_der(),
-        };
-        let now = now_ms() as i64 / 1000;
-        let lookup = |serial: &[u8]| {
-            let serial = Serial(serial.to_vec());
-            self.node.read_local(|s| {
-                match (s.record(issuer, &serial), s.revocation(issuer, &serial)) {
-                    (_, Some(r)) => OcspStatus::Revoked {
-                        at: (r.revoked_at_ms / 1000) as i64,
-                        reason: r.reason.code(),
-                    },
-                    (Some(_), None) => OcspStatus::Good,
-                    (None, None) => OcspStatus::Unknown,
-                }
-            })
-        };
-        match quorumca_ca::ocsp_respond(&signer, request_der, now, 3600, lookup) {
-            Ok(der) => der,
-            Err(e) => e.response_der(),
-        }
-    }
 }
 
 /// What installing an offline-signed intermediate commits.
@@ -1465,29 +1342,7 @@ fn check_issuer_id(id: &str) -> Result<(), AuthorityError> {
 /// Seals a CA key the way the ledger stores it: for a root made before the
 /// cluster runs (`quorumca dev`), handed to the bootstrap in a file.
 pub fn seal_for_ledger(kek: &Kek, issuer_id: &str, pkcs8: &[u8], nonce: [u8; 12]) -> Vec<u8> {
-    encode_sealed(&quorumca_ca::seal(kek, pkcs8, nonce, issuer_id.as_bytes()))
-}
-
-fn encode_sealed(s: &SealedKey) -> Vec<u8> {
-    let mut out = vec![s.version];
-    out.extend_from_slice(&s.kek_id);
-    out.extend_from_slice(&s.nonce);
-    out.extend_from_slice(&s.ciphertext);
-    out
-}
-
-fn decode_sealed(b: &[u8]) -> Result<SealedKey, AuthorityError> {
-    if b.len() < 1 + 8 + 12 + 16 {
-        return Err(AuthorityError::Internal(
-            "sealed key in the ledger is truncated".into(),
-        ));
-    }
-    Ok(SealedKey {
-        version: b[0],
-        kek_id: b[1..9].try_into().expect("8 bytes"),
-        nonce: b[9..21].try_into().expect("12 bytes"),
-        ciphertext: b[21..].to_vec(),
-    })
+    quorumca_ca::seal(kek, pkcs8, nonce, issuer_id.as_bytes()).to_bytes()
 }
 
 impl From<ConsensusError> for AuthorityError {

@@ -3,7 +3,7 @@ use quorumca_consensus::ConsensusError;
 use quorumca_ledger::Rejection;
 
 /// Why an authority operation failed. Each variant maps to one gRPC status
-/// (see [`AuthorityError::to_status`]) with a message that says what to fix.
+/// (see [`AuthorityError::code`]; the gRPC layer's one table spells it) with a message that says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthorityError {
     #[error(transparent)]
@@ -40,6 +40,10 @@ pub enum AuthorityError {
     CrlNotReady { issuer: String, shard: u64 },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("no certificate {serial} of issuer {issuer:?} (live or archived on this node)")]
+    UnknownCertificate { issuer: String, serial: String },
+    #[error("policy version {0} does not exist; see `quorumca policy history`")]
+    UnknownPolicyVersion(u64),
     #[error("rate limit of {what} reached (policy [limits]); retry in {retry_after:?}")]
     RateLimited {
         what: String,
@@ -80,7 +84,9 @@ impl AuthorityError {
             | Self::NoPolicy
             | Self::Seal(_)
             | Self::Sealed => StatusCode::FailedPrecondition,
-            Self::UnknownCrlShard { .. } => StatusCode::NotFound,
+            Self::UnknownCrlShard { .. }
+            | Self::UnknownCertificate { .. }
+            | Self::UnknownPolicyVersion(_) => StatusCode::NotFound,
             Self::CrlNotReady { .. } => StatusCode::Unavailable,
             Self::InvalidArgument(_) => StatusCode::InvalidArgument,
             Self::RateLimited { .. } => StatusCode::ResourceExhausted,

@@ -8,8 +8,14 @@
 //!   signing CPU is spread over every node), and a certificate is returned
 //!   only after its record is committed. Also revocation, CRLs per shard and
 //!   OCSP answers from the local ledger, and bootstrapping the hierarchy.
-//! - [`grpc`]: the public tonic services of `proto/quorumca/v1/ca.proto`
-//!   (certificates, authority, policy), errors mapped to status codes.
+//!   Its domains each have a module: `authority` (issuance, serial leases,
+//!   the hierarchy), `revocation` (revocation and OCSP), `crls`, `tokens`
+//!   (join tokens and enrolment), `auth` (caller identity and roles),
+//!   `changes` (policy and CA changes under the two-person rule) and
+//!   `records` (reading certificates, policy versions and the audit log).
+//! - [`grpc`]: the public tonic services of `proto/quorumca/v1/ca.proto`,
+//!   one file per service, each a pure adapter over the domain; errors
+//!   reach callers through one status table.
 //! - [`http`]: CRLs at the URLs in certificates, OCSP (GET and POST), CA
 //!   certificates, a health probe.
 //! - [`server`]: the `[api]` section of node.toml, the unseal secret, and
@@ -31,13 +37,15 @@
 mod auth;
 mod authority;
 mod batch;
+mod changes;
 mod crls;
 mod error;
 pub mod grpc;
 pub mod http;
 mod limits;
+mod records;
+mod revocation;
 pub mod server;
-pub mod testing;
 pub mod tls;
 mod tokens;
 
@@ -45,9 +53,15 @@ mod tokens;
 pub(crate) use quorumca_proto as pb;
 
 pub use auth::{Access, Caller, Gate};
-pub use authority::{seal_for_ledger, Authority, AuthorityConfig, IssueRequest, Issued, ROOT_ID};
+pub use authority::{
+    seal_for_ledger, Authority, AuthorityConfig, IssueArgs, IssueRequest, Issued,
+    DEFAULT_ROOT_GRACE, ROOT_ID,
+};
+pub use changes::{HierarchyUpdate, PendingChangeView, PolicyChange};
 pub use crls::PublishedCrl;
 pub use error::{AuthorityError, StatusCode};
+pub use records::{AuditPage, CertificateFilter, CertificatePage, CertificateView};
+pub use revocation::{RevokeTarget, Revoked};
 pub use server::{
     derive_kek, serve, ApiConfig, ApiServer, Hierarchy, ServeError, UNSEAL_SECRET_ENV,
 };

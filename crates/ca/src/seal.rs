@@ -84,6 +84,42 @@ pub struct SealedKey {
     pub ciphertext: Vec<u8>,
 }
 
+impl SealedKey {
+    /// Bytes of the header before the ciphertext: version, KEK id, nonce.
+    const HEADER: usize = 1 + 8 + 12;
+
+    /// The byte form the ledger and key files hold: version (1 octet), KEK
+    /// id (8), nonce (12), then the ciphertext with its 16-octet tag. The
+    /// format is fixed here, beside the encryption it frames, so every
+    /// reader and writer of sealed keys agrees on it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::HEADER + self.ciphertext.len());
+        out.push(self.version);
+        out.extend_from_slice(&self.kek_id);
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// Reads [`SealedKey::to_bytes`]' form. Only the framing is checked
+    /// here; the version and the tag are checked by [`unseal`].
+    pub fn from_bytes(b: &[u8]) -> Result<Self, SealError> {
+        if b.len() < Self::HEADER + 16 {
+            return Err(SealError::Format(format!(
+                "{} bytes is too short for a sealed key (at least {}); was it truncated?",
+                b.len(),
+                Self::HEADER + 16
+            )));
+        }
+        Ok(SealedKey {
+            version: b[0],
+            kek_id: b[1..9].try_into().expect("8 bytes"),
+            nonce: b[9..21].try_into().expect("12 bytes"),
+            ciphertext: b[Self::HEADER..].to_vec(),
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
     #[error("the unseal secret is {len} bytes; use at least {MIN_SECRET_BYTES} random bytes")]
@@ -193,6 +229,30 @@ mod tests {
             unseal(&kek, &v, b"ctx").unwrap_err(),
             SealError::Format(_)
         ));
+    }
+
+    #[test]
+    fn the_byte_form_round_trips_and_refuses_truncation() {
+        let kek = Kek::derive(b"0123456789abcdef0123", b"salt", 1).unwrap();
+        let s = seal(&kek, b"pkcs8 bytes", [7; 12], b"eu");
+        let b = s.to_bytes();
+        // The layout is the ledger's: changing it strands every stored key.
+        assert_eq!(b[0], 1);
+        assert_eq!(&b[9..21], &[7; 12]);
+        assert_eq!(b.len(), 1 + 8 + 12 + b"pkcs8 bytes".len() + 16);
+        assert_eq!(SealedKey::from_bytes(&b).unwrap(), s);
+        for n in [0, 1, 21, 36] {
+            assert!(matches!(
+                SealedKey::from_bytes(&b[..n]),
+                Err(SealError::Format(_))
+            ));
+        }
+        assert_eq!(
+            unseal(&kek, &SealedKey::from_bytes(&b).unwrap(), b"eu")
+                .unwrap()
+                .as_slice(),
+            b"pkcs8 bytes"
+        );
     }
 
     #[test]

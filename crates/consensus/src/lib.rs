@@ -26,15 +26,14 @@
 //! the `quorumca` binary in `crates/cli` (configuration and process life).
 #![forbid(unsafe_code)]
 
-mod batch;
 mod batching;
 mod config;
 mod error;
+mod forward;
 mod group;
 mod network;
 mod node;
 mod service;
-pub mod testing;
 mod tls;
 pub mod transport;
 mod wire;

@@ -124,7 +124,7 @@ pub(crate) struct Inner {
     pub(crate) pool: PeerPool,
     pub(crate) propose_timeout: Duration,
     pub(crate) log: LogStore,
-    batcher: crate::batch::ForwardBatcher,
+    batcher: crate::forward::ForwardBatcher,
     group: crate::group::GroupCommit,
 }
 
@@ -241,7 +241,7 @@ impl Node {
             raft,
             group,
             view,
-            batcher: crate::batch::ForwardBatcher::start(pool.clone(), cfg.propose_timeout),
+            batcher: crate::forward::ForwardBatcher::start(pool.clone(), cfg.propose_timeout),
             pool,
             propose_timeout: cfg.propose_timeout,
             log,
@@ -691,10 +691,10 @@ impl Inner {
         match req {
             ForwardRequest::Propose(p) => self.propose_as_leader(p, timeout).await,
             ForwardRequest::ProposeBatch(ps) => {
-                if ps.len() > crate::batch::MAX_BATCH {
+                if ps.len() > crate::forward::MAX_BATCH {
                     return Err(ForwardError::Invalid(format!(
                         "a forwarded batch holds at most {} proposals",
-                        crate::batch::MAX_BATCH
+                        crate::forward::MAX_BATCH
                     )));
                 }
                 // All at once: openraft appends them as one batch.

@@ -33,7 +33,37 @@ impl Serial {
         s.extend_from_slice(&random);
         Serial(s)
     }
+
+    /// Parses a serial as printed by us ([`Serial`]'s `Display`) or by
+    /// `openssl x509 -serial`: hex, optionally with colons or a `0x`
+    /// prefix, odd length allowed. Returns the minimal DER INTEGER content
+    /// our certificates carry (leading zero octets dropped, one put back
+    /// before a high first bit).
+    pub fn parse_hex(text: &str) -> Result<Self, BadSerial> {
+        let t = text.trim();
+        let t = t.strip_prefix("0x").unwrap_or(t).replace(':', "");
+        let bad = || BadSerial(text.into());
+        // RFC 5280 caps serials at 20 octets: 40 hex digits, plus a zero
+        // octet a tool may print before a high first bit.
+        if t.is_empty() || t.len() > 42 {
+            return Err(bad());
+        }
+        let t = if t.len() % 2 == 1 { format!("0{t}") } else { t };
+        let mut b = hex::decode(&t).map_err(|_| bad())?;
+        while b.len() > 1 && b[0] == 0 && b[1] & 0x80 == 0 {
+            b.remove(0);
+        }
+        if b[0] & 0x80 != 0 {
+            b.insert(0, 0);
+        }
+        Ok(Serial(b))
+    }
 }
+
+/// A serial that is not hex of at most 20 octets.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("serial {0:?} is not hex (expected e.g. 0a1b2c..., as printed by `openssl x509 -serial`)")]
+pub struct BadSerial(pub String);
 
 impl fmt::Debug for Serial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

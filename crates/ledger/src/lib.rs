@@ -41,7 +41,7 @@ mod command;
 mod state;
 
 pub use command::{
-    AuditEntry, BatchedRecord, Change, Command, CrossCert, Enrollment, HierarchyChange,
+    AuditEntry, BadSerial, BatchedRecord, Change, Command, CrossCert, Enrollment, HierarchyChange,
     IssuanceRecord, IssuerRecord, JoinToken, Outcome, PendingChange, PolicyVersion, Proposal,
     Rejection, RevocationReason, Serial, SerialLease, LEAF_SERIAL_LEN, LEAF_SERIAL_PREFIX,
     MAX_CRL_SHARDS, MAX_PROPOSAL_BATCH, MAX_RECORD_BATCH,

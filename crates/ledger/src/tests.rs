@@ -1477,3 +1477,20 @@ fn unrecorded_certificates_can_be_revoked_and_leave_with_their_expiry() {
     assert_eq!(loaded, s);
     assert_eq!(loaded.hash(), s.hash());
 }
+
+#[test]
+fn serials_parse_like_openssl_prints_them() {
+    let p = |t: &str| Serial::parse_hex(t).map(|s| s.0);
+    assert_eq!(p("0A1B").unwrap(), vec![0x0a, 0x1b]);
+    assert_eq!(p("0x00:0a:1b").unwrap(), vec![0x0a, 0x1b]);
+    // A high first bit needs the leading zero octet back.
+    assert_eq!(p("C1").unwrap(), vec![0x00, 0xc1]);
+    assert_eq!(p("00c1").unwrap(), vec![0x00, 0xc1]);
+    assert_eq!(p("abc").unwrap(), vec![0x0a, 0xbc]);
+    for bad in ["", "zz", &"a".repeat(43)] {
+        assert_eq!(p(bad), Err(BadSerial(bad.to_string())), "{bad:?}");
+    }
+    // What Display prints parses back to the same serial.
+    let s = Serial::for_leaf(7, [0xff; 8]);
+    assert_eq!(Serial::parse_hex(&s.to_string()).unwrap(), s);
+}

@@ -6,8 +6,6 @@
 use std::time::Duration;
 
 use quorumca_api::grpc::Services;
-use quorumca_api::testing::{authorities, test_csr};
-use quorumca_consensus::testing::{fast_settings, TestCluster};
 use quorumca_proto as pb;
 use quorumca_proto::audit_service_server::AuditService;
 use quorumca_proto::authority_service_server::AuthorityService;
@@ -15,6 +13,8 @@ use quorumca_proto::certificate_service_server::CertificateService;
 use quorumca_proto::enrollment_service_server::EnrollmentService;
 use quorumca_proto::policy_service_server::PolicyService;
 use quorumca_proto::token_service_server::TokenService;
+use quorumca_testkit::authority::{authorities, test_csr};
+use quorumca_testkit::cluster::{fast_settings, TestCluster};
 use rand::{Rng, SeedableRng};
 use tonic::{Code, Request};
 

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorumca_api::testing::{authorities, test_config, test_csr, test_kek};
 use quorumca_api::{Authority, AuthorityError, IssueRequest, ROOT_ID};
 use quorumca_ca::pem_encode;
-use quorumca_consensus::testing::{fast_settings, TestCluster};
 use quorumca_ledger::{RevocationReason, Serial};
+use quorumca_testkit::authority::{authorities, test_config, test_csr, test_kek};
+use quorumca_testkit::cluster::{fast_settings, TestCluster};
 use quorumca_testkit::{openssl, write_file as write};
 
 async fn setup() -> (TestCluster, Vec<Arc<Authority>>) {
@@ -619,7 +619,7 @@ async fn a_caller_over_its_rate_limit_is_refused_before_anything_is_spent() {
     let (_c, auths) = setup().await;
     let limited = format!(
         "{}\n[limits]\nper_identity = \"3/s\"\n",
-        quorumca_api::testing::TEST_POLICY
+        quorumca_testkit::authority::TEST_POLICY
     );
     auths[0]
         .apply_policy(&limited, "test", Some(1))

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorumca_api::testing::{test_config, test_csr, test_kek, TEST_POLICY, TEST_SECRET};
 use quorumca_api::{Authority, AuthorityError, IssueRequest, ROOT_ID};
 use quorumca_ca::{parse_csr, pem_encode, self_signed_root, sign_intermediate_csr, Validity};
 use quorumca_consensus::now_ms;
-use quorumca_consensus::testing::{fast_settings, TestCluster};
+use quorumca_testkit::authority::{test_config, test_csr, test_kek, TEST_POLICY, TEST_SECRET};
+use quorumca_testkit::cluster::{fast_settings, TestCluster};
 use quorumca_testkit::{openssl, write_file};
 
 /// OpenSSL verifies `chain_pem` (leaf first) against the root file.

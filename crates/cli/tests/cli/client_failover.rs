@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::{free_ports, Procs, BIN};
-use quorumca_api::testing::{test_csr, TEST_POLICY};
 use quorumca_client::{Client, ClientConfig, Endpoint};
 use quorumca_proto::cluster_client::ClusterClient;
 use quorumca_proto::policy_service_client::PolicyServiceClient;
 use quorumca_proto::StatusRequest;
 use quorumca_proto::{ApplyPolicyRequest, IssueRequest};
+use quorumca_testkit::authority::{test_csr, TEST_POLICY};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;

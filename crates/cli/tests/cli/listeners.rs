@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::{free_ports, Procs, BIN};
-use quorumca_api::testing::{test_csr, TEST_POLICY};
 use quorumca_client::{Client, ClientConfig, Endpoint};
 use quorumca_proto::policy_service_client::PolicyServiceClient;
 use quorumca_proto::{ApplyPolicyRequest, IssueRequest};
+use quorumca_testkit::authority::{test_csr, TEST_POLICY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

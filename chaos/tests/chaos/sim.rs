@@ -22,11 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quorumca_api::testing::{test_csr, test_kek, TEST_POLICY, TEST_SECRET};
 use quorumca_api::{Authority, AuthorityConfig, AuthorityError, IssueRequest};
 use quorumca_chaos::{check, Action, CertKey, History, NodeView, Op, OpResult, Report};
-#[path = "../../crates/consensus/tests/sim_support/mod.rs"]
-mod support;
+use quorumca_testkit::authority::{test_csr, test_kek, TEST_POLICY, TEST_SECRET};
+use quorumca_testkit::sim as support;
 
 use quorumca_consensus::{Node, NodeConfig, RaftSettings};
 use quorumca_ledger::{Rejection, RevocationReason, Serial};
@@ -520,6 +519,7 @@ fn replayable(o: &Outcome) -> String {
 
 #[test]
 fn the_ca_keeps_its_invariants_under_seeded_partitions_and_crashes() {
+    let _turn = crate::one_at_a_time();
     support::use_simulated_clock();
     let seeds: Vec<u64> = match std::env::var("QUORUMCA_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("QUORUMCA_SIM_SEED is a number")],
@@ -533,7 +533,7 @@ fn the_ca_keeps_its_invariants_under_seeded_partitions_and_crashes() {
     };
     let fail = |seed: u64, e: String| -> ! {
         panic!(
-            "seed {seed} broke an invariant: {e}\nrerun: QUORUMCA_SIM_SEED={seed} cargo test -p quorumca-chaos --test sim"
+            "seed {seed} broke an invariant: {e}\nrerun: QUORUMCA_SIM_SEED={seed} cargo test -p quorumca-chaos --test chaos -- sim::"
         )
     };
     let started = std::time::Instant::now();

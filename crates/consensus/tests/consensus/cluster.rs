@@ -1,16 +1,14 @@
 //! Real 3- and 5-node clusters on loopback: election, failover, restart,
 //! snapshot catch-up, forwarding, quorum loss, durability, bad input.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use quorumca_consensus::{ConsensusError, NodeInfo, RaftSettings, WIRE_VERSION};
 use quorumca_ledger::{Command, Proposal};
 use quorumca_proto::cluster_client::ClusterClient;
 use quorumca_proto::raft_transport_client::RaftTransportClient;
 use quorumca_proto::{PingRequest, RaftMessage, RemoveNodeRequest};
-use support::*;
 
 const T: Duration = Duration::from_secs(15);
 

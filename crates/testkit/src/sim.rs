@@ -1,6 +1,5 @@
-//! What both simulations (this crate's `tests/sim.rs` and the CA's
-//! `chaos/tests/sim.rs`, which includes this file by path) share: real
-//! nodes on turmoil's network through the transport seam, a clock and
+//! What both simulations (consensus's and the CA's in `chaos/`) share:
+//! real nodes on turmoil's network through the transport seam, a clock and
 //! seeds that replay, and the partition helpers.
 
 use std::cell::RefCell;
@@ -17,14 +16,28 @@ pub const EPOCH_SECS: u64 = 1_767_225_600;
 thread_local! {
     static SEED: RefCell<u64> = const { RefCell::new(0) };
     static STARTS: RefCell<BTreeMap<u64, u64>> = const { RefCell::new(BTreeMap::new()) };
+    /// Whether this thread runs a simulation. A turmoil simulation runs
+    /// every host on the thread that steps it, so the clock is decided per
+    /// thread, and tests of the same binary on other threads keep the wall
+    /// clock.
+    static SIMULATING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Puts `now_ms` (leases, proposal times, expiry) on simulated time.
+/// Puts `now_ms` (leases, proposal times, expiry) on simulated time on
+/// this thread; every other thread of the process keeps the wall clock.
 pub fn use_simulated_clock() {
+    SIMULATING.with(|s| s.set(true));
     quorumca_consensus::set_clock(|| {
-        turmoil::since_epoch()
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(EPOCH_SECS * 1000)
+        if SIMULATING.with(|s| s.get()) {
+            turmoil::since_epoch()
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(EPOCH_SECS * 1000)
+        } else {
+            std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        }
     });
 }
 

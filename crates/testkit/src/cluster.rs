@@ -1,7 +1,7 @@
 //! In-process clusters for tests, benchmarks and simulations: real nodes,
 //! real gRPC, real sled directories in a temporary directory, on loopback
 //! TCP or on [`MemNet`], an in-memory network whose links can be cut.
-//! Kept in the library (not copied per test file) so integration tests and
+//! Kept here (not copied per test file) so integration tests and
 //! `benches/` start clusters exactly the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::sync::mpsc;
 
-use crate::transport::{Conn, Transport};
-use crate::{Node, NodeConfig, NodeInfo, RaftSettings};
+use quorumca_consensus::transport::{Conn, Transport};
+use quorumca_consensus::{Node, NodeConfig, NodeInfo, RaftSettings};
 
 /// A cluster of in-process nodes. Nodes are numbered from 1; a killed node
 /// is `None` until restarted at the same address and data directory.

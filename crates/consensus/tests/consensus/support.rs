@@ -1,10 +1,10 @@
 //! Shared helpers for the integration tests; clusters come from
-//! `quorumca_consensus::testing`.
+//! `quorumca_testkit::cluster`.
 #![allow(dead_code)]
 
 use quorumca_ledger::{Command, Outcome, Proposal};
 
-pub use quorumca_consensus::testing::{fast_settings, TestCluster};
+pub use quorumca_testkit::cluster::{fast_settings, TestCluster};
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

@@ -1,13 +1,22 @@
 //! The short chaos suite, as CI runs it: seven drills against a real 5-node
 //! cluster in network namespaces. Needs root, iproute2, iptables and
-//! faketime (`.ci/run` installs them); without them it fails, saying what
-//! is missing.
+//! faketime; run as root, it installs what is missing first (otherwise it
+//! fails, saying what to install).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 #[test]
 fn short_chaos_suite_keeps_every_invariant_and_the_majority_available() {
+    let _turn = crate::one_at_a_time();
+    quorumca_testkit::require_packages(&[
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        (
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+            "faketime",
+        ),
+    ]);
     // The drill runs the real `quorumca` binary, the one `cargo test
     // --workspace` builds for the CLI's own tests. Asking for exactly that
     // build again is a no-op then (and builds it when this test runs

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quorumca_api::{Authority, AuthorityConfig, AuthorityError};
 use quorumca_ca::Kek;
-use quorumca_consensus::testing::TestCluster;
 
-use crate::{Authority, AuthorityConfig, AuthorityError};
+use crate::cluster::TestCluster;
 
 /// Unseal secret of test clusters.
 pub const TEST_SECRET: &[u8] = b"test unseal secret, 32 bytes ok!";

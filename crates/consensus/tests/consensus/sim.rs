@@ -20,8 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
 
-mod sim_support;
-use sim_support as support;
+use quorumca_testkit::sim as support;
 
 use quorumca_consensus::{Node, NodeConfig, RaftSettings};
 use quorumca_ledger::{Command, Proposal};
@@ -280,7 +279,7 @@ fn acknowledged_proposals_survive_seeded_partitions_and_crashes() {
                 }
             }
             Err(e) => panic!(
-                "seed {seed} broke an invariant: {e}\nrerun: QUORUMCA_SIM_SEED={seed} cargo test -p quorumca-consensus --test sim"
+                "seed {seed} broke an invariant: {e}\nrerun: QUORUMCA_SIM_SEED={seed} cargo test -p quorumca-consensus --test consensus -- sim::"
             ),
         }
     }
