@@ -10,8 +10,9 @@ use quorumca_consensus::now_ms;
 use quorumca_ledger::{Change, Command, HierarchyChange, Outcome, Proposal, Rejection};
 
 use crate::auth::Caller;
-use crate::authority::{rejected, Authority, Install};
+use crate::authority::{rejected, Authority};
 use crate::error::AuthorityError;
+use crate::hierarchy::Install;
 
 /// What became of a policy change (or an approval).
 #[derive(Clone, Debug, PartialEq, Eq)]

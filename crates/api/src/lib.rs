@@ -41,7 +41,10 @@ mod changes;
 mod crls;
 mod error;
 pub mod grpc;
+mod hierarchy;
 pub mod http;
+mod issuance;
+mod leases;
 mod limits;
 mod records;
 mod revocation;
@@ -53,13 +56,12 @@ mod tokens;
 pub(crate) use quorumca_proto as pb;
 
 pub use auth::{Access, Caller, Gate};
-pub use authority::{
-    seal_for_ledger, Authority, AuthorityConfig, IssueArgs, IssueRequest, Issued,
-    DEFAULT_ROOT_GRACE, ROOT_ID,
-};
+pub use authority::{Authority, AuthorityConfig, ROOT_ID};
 pub use changes::{HierarchyUpdate, PendingChangeView, PolicyChange};
 pub use crls::PublishedCrl;
 pub use error::{AuthorityError, StatusCode};
+pub use hierarchy::{seal_for_ledger, Install, DEFAULT_ROOT_GRACE};
+pub use issuance::{IssueArgs, IssueRequest, Issued};
 pub use records::{AuditPage, CertificateFilter, CertificatePage, CertificateView};
 pub use revocation::{RevokeTarget, Revoked};
 pub use server::{

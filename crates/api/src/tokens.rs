@@ -15,8 +15,9 @@ use quorumca_consensus::now_ms;
 use quorumca_ledger::{Command, JoinToken, Outcome, Proposal, Rejection};
 
 use crate::auth::Caller;
-use crate::authority::{rejected, Authority, IssueRequest, Issued};
+use crate::authority::{rejected, Authority};
 use crate::error::AuthorityError;
+use crate::issuance::{IssueRequest, Issued};
 
 /// Default and longest token validity.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
@@ -244,5 +245,31 @@ impl Authority {
             idempotency_key: Some(key),
         })
         .await
+    }
+}
+
+impl Authority {
+    /// Every role granted by a join token, with the key that holds it.
+    pub fn role_bindings(&self) -> Vec<quorumca_ledger::Enrollment> {
+        self.node.read_local(|s| s.enrollments().cloned().collect())
+    }
+
+    /// Withdraws the token-bound role of `identity` (an admin's call).
+    pub async fn remove_role_binding(
+        &self,
+        actor: &str,
+        identity: &str,
+    ) -> Result<quorumca_ledger::Enrollment, AuthorityError> {
+        let p = Proposal::new(
+            now_ms(),
+            Command::RemoveRoleBinding {
+                identity: identity.into(),
+            },
+        )
+        .by(actor);
+        match self.propose(p).await?.0 {
+            Outcome::RoleBindingRemoved(e) => Ok(e),
+            o => Err(rejected(o)),
+        }
     }
 }

@@ -232,7 +232,7 @@ pub struct Policy {
     pub namespaces: BTreeMap<String, Namespace>,
     #[serde(default, skip_serializing_if = "limits_unset")]
     pub limits: Limits,
-    /// Which identities hold which roles (see [`crate::access`]).
+    /// Which identities hold which roles (see [`crate::authorize`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<Grant>,
     #[serde(default, skip_serializing_if = "Approvals::is_unset")]

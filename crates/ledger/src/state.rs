@@ -190,7 +190,7 @@ impl std::fmt::Debug for IssuerNames {
 /// Everything the cluster agrees on. Only ordered collections: the state is
 /// serialised for hashing and snapshots, so iteration order must not depend
 /// on a hasher seed. Only the primary data is serialised (see
-/// [`StateRepr`]); the indexes are rebuilt on load, which keeps snapshots
+/// `StateRepr`); the indexes are rebuilt on load, which keeps snapshots
 /// small and restarts fast.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {

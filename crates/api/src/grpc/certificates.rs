@@ -7,7 +7,7 @@ use super::convert::{
     serial_of,
 };
 use super::Services;
-use crate::authority::IssueArgs;
+use crate::issuance::IssueArgs;
 use crate::pb;
 use crate::records::CertificateFilter;
 use crate::revocation::RevokeTarget;

@@ -5,8 +5,8 @@
 use quorumca_ca::pem_encode;
 use quorumca_ledger::{IssuerPhase, RevocationReason, Serial};
 
-use crate::authority::Issued;
 use crate::error::AuthorityError;
+use crate::issuance::Issued;
 use crate::pb;
 use crate::records::CertificateView;
 

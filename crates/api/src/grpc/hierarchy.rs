@@ -79,7 +79,7 @@ impl pb::authority_service_server::AuthorityService for Services {
     ) -> Result<Response<pb::RotateResponse>, Status> {
         let caller = self.allow(&req, Action::ChangeCa)?;
         let grace = match req.into_inner().grace_seconds {
-            0 => crate::DEFAULT_ROOT_GRACE,
+            0 => crate::hierarchy::DEFAULT_ROOT_GRACE,
             s => Duration::from_secs(s),
         };
         let change = self.0.plan_root_rotation(grace).await?;

@@ -3,7 +3,7 @@
 //! its caller, converts the request, calls one domain function and converts
 //! the answer; every decision (roles, the two-person rule, what is
 //! proposed to the ledger) is the authority's. Errors reach callers through
-//! the one table in [`status`].
+//! the one table in `status.rs`.
 
 use std::sync::Arc;
 
