@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use quorumca_ca::{parse_csr, pem_encode, LeafSpec, Store};
+use quorumca_ca::{parse_csr, pem_encode, LeafSpec, RecordForm};
 use quorumca_consensus::now_ms;
 use quorumca_ledger::{Command, IssuanceRecord, Outcome, Proposal, Rejection, Serial};
 
@@ -378,9 +378,10 @@ impl Authority {
             // A keyed issuance keeps its DER so a retry can be answered
             // with this very certificate; for a compact profile the ledger
             // drops it when the key expires.
-            full_der: (decision.store == Store::Full || req.idempotency_key.is_some())
+            full_der: (decision.store == RecordForm::Full || req.idempotency_key.is_some())
                 .then(|| cert_der.clone()),
-            der_for_replay_only: decision.store != Store::Full && req.idempotency_key.is_some(),
+            der_for_replay_only: decision.store != RecordForm::Full
+                && req.idempotency_key.is_some(),
         };
         let (outcome, log_index) = self
             .records

@@ -63,7 +63,7 @@ pub use ocsp::{
 };
 pub use policy::{
     check_name, AlgorithmName, Decision, Limits, Namespace, Policy, PolicyError, Profile, Rate,
-    Span, Store, UsageName, DEFAULT_BACKDATE, MAX_BACKDATE, MAX_NAME_LEN,
+    RecordForm, Span, UsageName, DEFAULT_BACKDATE, MAX_BACKDATE, MAX_NAME_LEN,
 };
 pub use seal::{seal, unseal, Kek, SealError, SealedKey, DEFAULT_KDF_ITERATIONS, MIN_SECRET_BYTES};
 pub use sign::{

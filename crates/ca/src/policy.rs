@@ -75,7 +75,10 @@ pub enum UsageName {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Store {
+/// How much of a certificate the ledger keeps: a profile's `store` key.
+/// (Named for what it chooses, not `Store`, which is the agent's file
+/// store.)
+pub enum RecordForm {
     /// Only the compact issuance record.
     #[default]
     Compact,
@@ -146,7 +149,7 @@ pub struct Profile {
     #[serde(default = "default_renew_at")]
     pub renew_at: f64,
     #[serde(default)]
-    pub store: Store,
+    pub store: RecordForm,
 }
 
 /// Which names a namespace may get, and through which profiles.
@@ -347,7 +350,7 @@ pub struct Decision {
     pub uris: Vec<String>,
     pub validity: Validity,
     pub usages: Vec<Usage>,
-    pub store: Store,
+    pub store: RecordForm,
     /// Unix seconds after which the holder should renew.
     pub renew_after: i64,
 }
@@ -663,7 +666,7 @@ dns = ["*.search.svc.cluster.local"]
         );
         assert_eq!(d.usages, vec![Usage::ServerAuth, Usage::ClientAuth]);
         assert_eq!(d.renew_after, 1_000_000 + 57_600);
-        assert_eq!(d.store, Store::Compact);
+        assert_eq!(d.store, RecordForm::Compact);
     }
 
     #[test]

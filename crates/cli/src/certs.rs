@@ -110,32 +110,40 @@ pub struct RenewArgs {
     pub output: CertOutput,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Reason {
-    Unspecified,
-    KeyCompromise,
-    CaCompromise,
-    AffiliationChanged,
-    Superseded,
-    CessationOfOperation,
-    CertificateHold,
-    PrivilegeWithdrawn,
-}
+/// The reasons `revoke --reason` accepts: the wire's own enum (one name per
+/// concept), spelled as `reason_name` prints them. removeFromCRL and
+/// aACompromise are left out: the first only undoes a hold in delta CRLs,
+/// the second concerns attribute authorities, which this CA is not.
+const REVOKE_REASONS: [(&str, pb::RevocationReason); 8] = [
+    ("unspecified", pb::RevocationReason::Unspecified),
+    ("key-compromise", pb::RevocationReason::KeyCompromise),
+    ("ca-compromise", pb::RevocationReason::CaCompromise),
+    (
+        "affiliation-changed",
+        pb::RevocationReason::AffiliationChanged,
+    ),
+    ("superseded", pb::RevocationReason::Superseded),
+    (
+        "cessation-of-operation",
+        pb::RevocationReason::CessationOfOperation,
+    ),
+    ("certificate-hold", pb::RevocationReason::CertificateHold),
+    (
+        "privilege-withdrawn",
+        pb::RevocationReason::PrivilegeWithdrawn,
+    ),
+];
 
-impl Reason {
-    fn pb(self) -> pb::RevocationReason {
-        use pb::RevocationReason as P;
-        match self {
-            Self::Unspecified => P::Unspecified,
-            Self::KeyCompromise => P::KeyCompromise,
-            Self::CaCompromise => P::CaCompromise,
-            Self::AffiliationChanged => P::AffiliationChanged,
-            Self::Superseded => P::Superseded,
-            Self::CessationOfOperation => P::CessationOfOperation,
-            Self::CertificateHold => P::CertificateHold,
-            Self::PrivilegeWithdrawn => P::PrivilegeWithdrawn,
-        }
-    }
+/// `--reason`'s parser: the kebab-case names, listed in `--help`.
+fn reason_arg() -> impl clap::builder::TypedValueParser<Value = pb::RevocationReason> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(REVOKE_REASONS.map(|(name, _)| name)).map(|name| {
+        REVOKE_REASONS
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r)
+            .expect("a possible value")
+    })
 }
 
 /// Revoke one certificate (by issuer and serial, or the certificate file)
@@ -162,8 +170,8 @@ pub struct RevokeArgs {
     /// `quorumca dev` and `ca issue-identity`.
     #[arg(long, conflicts_with_all = ["issuer", "serial"])]
     pub cert: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "unspecified")]
-    pub reason: Reason,
+    #[arg(long, value_parser = reason_arg(), default_value = "unspecified")]
+    pub reason: pb::RevocationReason,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,26 +231,6 @@ pub enum CertCmd {
 pub enum BundleCmd {
     /// The roots (PEM) to trust, and the issuers under them.
     Get(CertConn),
-}
-
-/// Writes a private key: 0600, also when `path` already existed with a
-/// wider mode (`mode` on open applies only to a file it creates). The mode
-/// is set before the first byte of the key is written.
-fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("making {} private", path.display()))?;
-    f.write_all(data.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
 }
 
 /// The client library over the given endpoints (`host:port` or
@@ -305,14 +293,14 @@ pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             if let Some(k) = &key_pem {
-                write_private(&dir.join("key.pem"), k)?;
+                replace_file(&dir.join("key.pem"), k.as_bytes(), 0o600)?;
             }
-            std::fs::write(dir.join("cert.pem"), &r.certificate_pem)?;
-            std::fs::write(dir.join("chain.pem"), &r.chain_pem)?;
+            replace_file(&dir.join("cert.pem"), r.certificate_pem.as_bytes(), 0o644)?;
+            replace_file(&dir.join("chain.pem"), r.chain_pem.as_bytes(), 0o644)?;
             // With the roots beside them, the directory is a credential
             // bundle (QUORUMCA_CREDENTIALS) for whoever holds this identity.
             let bundle = client.trust_bundle().await.context("fetching the roots")?;
-            std::fs::write(dir.join("ca.pem"), &bundle.roots_pem)?;
+            replace_file(&dir.join("ca.pem"), bundle.roots_pem.as_bytes(), 0o644)?;
             Some(dir.display().to_string())
         }
         None => None,
@@ -384,27 +372,13 @@ pub(crate) fn generate_key(t: KeyType) -> anyhow::Result<rcgen::KeyPair> {
     .generate()?)
 }
 
-/// Writes `data` to `path` through a temporary file and a rename, so a
-/// reader sees the old file or the new one, never half of one.
-/// The file gets exactly `mode`, whatever the umask or a leftover
-/// temporary file had (a replaced key must not widen to 0644).
+/// Writes `data` to `path` the one way this project replaces files (the
+/// agent's: a temporary file with exactly `mode` whatever the umask or a
+/// leftover had, fsynced, renamed over `path`, the directory fsynced), so
+/// a reader sees the old file or the new one and a key never widens.
 fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let tmp = path.with_extension("pem.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", tmp.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    quorumca_agent::store::replace_file(path, data, mode, None)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub async fn renew(a: RenewArgs) -> anyhow::Result<()> {
@@ -472,7 +446,7 @@ pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
         let r = client
             .revoke_by_key(pb::RevokeByKeyRequest {
                 public_key,
-                reason: a.reason.pb() as i32,
+                reason: a.reason as i32,
             })
             .await
             .context("revoking by key")?;
@@ -492,7 +466,7 @@ pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
             .revoke(pb::RevokeRequest {
                 issuer: issuer.clone(),
                 serial: serial.clone(),
-                reason: a.reason.pb() as i32,
+                reason: a.reason as i32,
                 idempotency_key: quorumca_client::new_idempotency_key(),
                 certificate,
             })
@@ -778,21 +752,29 @@ mod tests {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
 
+    /// `--reason` spells each reason as listings print it.
+    #[test]
+    fn reason_names_are_the_printed_ones() {
+        for (name, r) in REVOKE_REASONS {
+            assert_eq!(reason_name(r as i32), name);
+        }
+    }
+
     /// Security hardening 8: a key file that already existed with a wider
-    /// mode is 0600 after it is written again, through either writer.
+    /// mode is 0600 after it is written again.
     #[test]
     fn replaced_key_files_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
         std::fs::write(&key, "old").unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_private(&key, "new key").unwrap();
+        replace_file(&key, b"new key", 0o600).unwrap();
         assert_eq!(mode(&key), 0o600);
         assert_eq!(std::fs::read_to_string(&key).unwrap(), "new key");
 
         // A leftover temporary file with a wide mode must not pass it on.
         let renewed = dir.path().join("renewed.pem");
-        let tmp = renewed.with_extension("pem.tmp");
+        let tmp = dir.path().join(".renewed.pem.tmp");
         std::fs::write(&tmp, "left over").unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
         replace_file(&renewed, b"renewed key", 0o600).unwrap();
