@@ -80,6 +80,11 @@ impl Hierarchy {
         *e = (*e).max(not_after_ms);
     }
 
+    /// The latest notAfter of a leaf recorded under `issuer` (0 for none).
+    pub(super) fn last_leaf_expiry(&self, issuer: &str) -> u64 {
+        self.last_leaf_expiry.get(issuer).copied().unwrap_or(0)
+    }
+
     pub(super) fn is_retired(&self, id: &str) -> bool {
         self.retired.contains_key(id)
     }
@@ -177,12 +182,7 @@ impl State {
                         return Err(format!("it is region {region}'s signer; rotate first"));
                     }
                 }
-                let last = self
-                    .hierarchy
-                    .last_leaf_expiry
-                    .get(id)
-                    .copied()
-                    .unwrap_or(0);
+                let last = self.hierarchy.last_leaf_expiry(id);
                 if last > at_ms {
                     return Err(format!("its last leaf expires at {last} ms"));
                 }
