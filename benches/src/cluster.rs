@@ -135,7 +135,7 @@ impl InProcessCluster {
                     text: quorumca_testkit::authority::TEST_POLICY.into(),
                     expected_version: 0,
                     dry_run: false,
-                    author: "benches".into(),
+                    note: "benches".into(),
                 })
                 .await;
             let ready = running

@@ -52,7 +52,7 @@ pub fn record(i: u64) -> IssuanceRecord {
         spki_hash: spki,
         profile: "service".into(),
         namespace: "payments".into(),
-        requester: "spiffe://example.org/ns/payments/sa/api".into(),
+        actor: "spiffe://example.org/ns/payments/sa/api".into(),
         full_der: None,
         der_for_replay_only: false,
     }

@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
                     namespace: "payments".into(),
                     profile: "web".into(),
                     lifetime: None,
-                    requester: "bench".into(),
+                    actor: "bench".into(),
                     idempotency_key: keyed.then(|| format!("bench-{conc}-{w}-{n}")),
                 })
                 .await

@@ -336,7 +336,7 @@ async fn policy_loop(ctx: Arc<Ctx>, endpoints: Vec<u64>, mut stop: watch::Receiv
                         text,
                         expected_version: current.version,
                         dry_run: false,
-                        author: "chaos drill".into(),
+                        note: "chaos drill".into(),
                     })
                     .await
                     .is_ok()

@@ -143,7 +143,7 @@ async fn client_op(a: &Authority, client: u64, n: u64, rng: &mut StdRng) {
                 namespace: "payments".into(),
                 profile: "web".into(),
                 lifetime: None,
-                requester: format!("sim/{client}"),
+                actor: format!("sim/{client}"),
                 idempotency_key: None,
             })
             .await;

@@ -151,7 +151,7 @@ impl Authority {
     pub async fn apply_policy(
         &self,
         text: &str,
-        author: &str,
+        actor: &str,
         expected_version: Option<u64>,
     ) -> Result<u64, AuthorityError> {
         let policy = Policy::from_toml(text)?;
@@ -159,7 +159,7 @@ impl Authority {
             now_ms(),
             Command::ApplyPolicy {
                 text: policy.to_canonical_toml(),
-                author: author.into(),
+                actor: actor.into(),
                 expected_version,
             },
         );

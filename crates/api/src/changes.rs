@@ -43,14 +43,14 @@ pub struct HierarchyUpdate {
 #[derive(Clone, Debug)]
 pub struct PendingChangeView {
     pub id: u64,
-    pub proposer: String,
+    pub actor: String,
     pub proposed_at_ms: u64,
     pub description: String,
     /// For a policy change, what it would change.
     pub diff: String,
 }
 
-/// The recorded author: the authenticated identity, with the free-text
+/// The recorded actor: the authenticated identity, with the free-text
 /// note the operator gave (never instead of the identity).
 fn authored(caller: &Caller, note: &str) -> String {
     if note.is_empty() {
@@ -89,7 +89,7 @@ fn policy_change(
 
 impl Authority {
     /// Validates `text` and applies it as the whole policy for `caller`
-    /// (with `note` beside their identity as author), or files it for
+    /// (with `note` beside their identity as actor), or files it for
     /// approval when the current policy's `[approvals] policy` asks. A
     /// dry run only reports the diff. `expected_version` guards against
     /// replacing a policy someone else just changed.
@@ -163,7 +163,7 @@ impl Authority {
                 now_ms(),
                 Command::RollbackPolicy {
                     to_version,
-                    author: authored(caller, note),
+                    actor: authored(caller, note),
                 },
             )
             .by(&caller.identity);
@@ -183,7 +183,7 @@ impl Authority {
             now_ms(),
             Command::ApproveChange {
                 id,
-                approver: caller.identity.clone(),
+                actor: caller.identity.clone(),
             },
         )
         .by(&caller.identity);
@@ -214,7 +214,7 @@ impl Authority {
             .into_iter()
             .map(|c| PendingChangeView {
                 id: c.id,
-                proposer: c.proposer,
+                actor: c.actor,
                 proposed_at_ms: c.proposed_at_ms,
                 description: c.change.describe(),
                 diff: match &c.change {
@@ -321,7 +321,7 @@ impl Authority {
             now_ms(),
             Command::ProposeChange {
                 change,
-                proposer: caller.identity.clone(),
+                actor: caller.identity.clone(),
             },
         )
         .by(&caller.identity);

@@ -21,7 +21,7 @@ pub struct IssueRequest {
     pub namespace: String,
     pub profile: String,
     pub lifetime: Option<Duration>,
-    pub requester: String,
+    pub actor: String,
     /// A retry with the same key never issues twice.
     pub idempotency_key: Option<String>,
 }
@@ -147,7 +147,7 @@ impl Authority {
             namespace: args.namespace,
             profile: args.profile,
             lifetime: args.lifetime,
-            requester: caller.identity.clone(),
+            actor: caller.identity.clone(),
             idempotency_key: args.idempotency_key.map(|k| self.scoped_key(caller, &k)),
         };
         let issued = self.issue(req).await;
@@ -254,7 +254,7 @@ impl Authority {
                     namespace: record.namespace,
                     profile: record.profile,
                     lifetime,
-                    requester: caller.identity.clone(),
+                    actor: caller.identity.clone(),
                     idempotency_key,
                 },
                 Some(record.names_digest),
@@ -302,7 +302,7 @@ impl Authority {
         // budget costs nothing but this check.
         let (per_identity, per_namespace) = policy.rates();
         let limits: Vec<(String, quorumca_ca::Rate)> = per_identity
-            .map(|r| (format!("identity {:?}", req.requester), r))
+            .map(|r| (format!("identity {:?}", req.actor), r))
             .into_iter()
             .chain(per_namespace.map(|r| (format!("namespace {:?}", req.namespace), r)))
             .collect();
@@ -319,7 +319,7 @@ impl Authority {
                 decision
                     .uris
                     .iter()
-                    .find(|u| *u != &req.requester && s.enrollment(u).is_some())
+                    .find(|u| *u != &req.actor && s.enrollment(u).is_some())
                     .cloned()
             });
             if let Some(identity) = taken {
@@ -374,7 +374,7 @@ impl Authority {
             spki_hash,
             profile: decision.profile.clone(),
             namespace: decision.namespace.clone(),
-            requester: req.requester.clone(),
+            actor: req.actor.clone(),
             // A keyed issuance keeps its DER so a retry can be answered
             // with this very certificate; for a compact profile the ledger
             // drops it when the key expires.

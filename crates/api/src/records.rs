@@ -35,7 +35,7 @@ pub struct CertificateView {
 pub struct CertificateFilter {
     pub namespace: String,
     pub issuer: String,
-    pub requester: String,
+    pub actor: String,
     pub revoked_only: bool,
 }
 
@@ -194,7 +194,7 @@ impl Authority {
                     let rev = s.revocation(&rec.issuer, &rec.serial);
                     let keep = (f.namespace.is_empty() || rec.namespace == f.namespace)
                         && (f.issuer.is_empty() || rec.issuer == f.issuer)
-                        && (f.requester.is_empty() || rec.requester == f.requester)
+                        && (f.actor.is_empty() || rec.actor == f.actor)
                         && (!f.revoked_only || rev.is_some());
                     if keep {
                         out.push(CertificateView {

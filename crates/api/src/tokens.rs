@@ -88,7 +88,7 @@ impl Authority {
                 profile,
                 role: role.map(String::from),
                 expires_at_ms,
-                created_by: caller.identity.clone(),
+                actor: caller.identity.clone(),
             }),
         )
         .by(&caller.identity);
@@ -128,7 +128,7 @@ impl Authority {
                     namespace: String::new(),
                     profile: String::new(),
                     lifetime,
-                    requester: label.clone(),
+                    actor: label.clone(),
                     idempotency_key: Some(key),
                 })
                 .await
@@ -241,7 +241,7 @@ impl Authority {
             namespace: t.namespace,
             profile: t.profile,
             lifetime,
-            requester: identity,
+            actor: identity,
             idempotency_key: Some(key),
         })
         .await

@@ -216,8 +216,9 @@ pub enum CertCmd {
         namespace: String,
         #[arg(long, default_value = "")]
         issuer: String,
-        #[arg(long, default_value = "")]
-        requester: String,
+        /// Only certificates this identity asked for.
+        #[arg(long, alias = "requester", default_value = "")]
+        actor: String,
         /// Only revoked certificates.
         #[arg(long)]
         revoked: bool,
@@ -636,7 +637,7 @@ fn cert_row(c: &pb::CertificateInfo) -> Vec<String> {
         } else {
             "good".into()
         },
-        c.requester.clone(),
+        c.actor.clone(),
     ]
 }
 
@@ -654,7 +655,7 @@ fn reason_name(code: i32) -> String {
 fn cert_json(c: &pb::CertificateInfo) -> serde_json::Value {
     serde_json::json!({
         "issuer": c.issuer, "serial": c.serial, "namespace": c.namespace,
-        "profile": c.profile, "requester": c.requester,
+        "profile": c.profile, "actor": c.actor,
         "not_before": c.not_before, "not_after": c.not_after,
         "spki_sha256": c.spki_sha256, "revoked": c.revoked,
         "revoked_at_ms": c.revoked_at_ms,
@@ -670,7 +671,7 @@ const CERT_HEADERS: [&str; 7] = [
     "PROFILE",
     "NOT AFTER",
     "STATUS",
-    "REQUESTER",
+    "ACTOR",
 ];
 
 pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
@@ -696,7 +697,7 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
             conn,
             namespace,
             issuer,
-            requester,
+            actor,
             revoked,
             limit,
         } => {
@@ -708,7 +709,7 @@ pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
                     .list_certificates(pb::ListCertificatesRequest {
                         namespace: namespace.clone(),
                         issuer: issuer.clone(),
-                        requester: requester.clone(),
+                        actor: actor.clone(),
                         revoked_only: revoked,
                         page_size: (limit - all.len()).clamp(1, 1000) as u32,
                         page_token: token,

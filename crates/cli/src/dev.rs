@@ -463,7 +463,7 @@ pub async fn prepare_ca(
                 text: DEV_POLICY.into(),
                 expected_version: 0,
                 dry_run: false,
-                author: "quorumca dev".into(),
+                note: "quorumca dev".into(),
             };
             client
                 .rpc(Retry::UnlessSent, apply, |ch, r| async move {

@@ -70,7 +70,7 @@ pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
                     .changes
                     .iter()
                     .map(|c| {
-                        serde_json::json!({"id": c.id, "proposer": c.proposer,
+                        serde_json::json!({"id": c.id, "actor": c.actor,
                             "proposed_at_ms": c.proposed_at_ms, "description": c.description, "diff": c.diff})
                     })
                     .collect();
@@ -85,7 +85,7 @@ pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
                         "change {}: {} (proposed by {} at {})",
                         ch.id,
                         ch.description,
-                        ch.proposer,
+                        ch.actor,
                         when(ch.proposed_at_ms)
                     );
                     if !ch.diff.is_empty() {

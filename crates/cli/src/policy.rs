@@ -33,9 +33,10 @@ pub enum PolicyCmd {
         /// never overwrite each other unknowingly.
         #[arg(long)]
         expect_version: Option<u64>,
-        /// Recorded as the author in the history.
-        #[arg(long, env = "USER", default_value = "operator")]
-        author: String,
+        /// A note recorded beside your identity in the history (e.g. a
+        /// ticket); your identity is always recorded.
+        #[arg(long, alias = "author", env = "USER", default_value = "operator")]
+        note: String,
     },
     /// Print the current policy (or one version of it).
     Show {
@@ -52,8 +53,9 @@ pub enum PolicyCmd {
         conn: Conn,
         #[arg(long)]
         to: u64,
-        #[arg(long, env = "USER", default_value = "operator")]
-        author: String,
+        /// As for `apply`.
+        #[arg(long, alias = "author", env = "USER", default_value = "operator")]
+        note: String,
     },
 }
 
@@ -75,7 +77,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             file,
             dry_run,
             expect_version,
-            author,
+            note,
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -88,7 +90,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                         text,
                         expected_version: expect_version.unwrap_or(0),
                         dry_run,
-                        author,
+                        note,
                     },
                     |ch, r| async move { PolicyServiceClient::new(ch).apply_policy(r).await },
                 )
@@ -138,7 +140,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                 Output::Json => crate::out!(
                     "{}",
                     json(&serde_json::json!({
-                        "version": v.version, "author": v.author, "applied_at_ms": v.applied_at_ms,
+                        "version": v.version, "actor": v.actor, "applied_at_ms": v.applied_at_ms,
                         "rollback_of": v.rollback_of, "text": v.text,
                     }))
                 ),
@@ -146,7 +148,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                     crate::out!(
                         "# policy version {} by {} at {}",
                         v.version,
-                        v.author,
+                        v.actor,
                         when(v.applied_at_ms)
                     );
                     crate::out!("{}", v.text.trim_end());
@@ -171,7 +173,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                         .iter()
                         .map(|v| {
                             serde_json::json!({
-                                "version": v.version, "author": v.author,
+                                "version": v.version, "actor": v.actor,
                                 "applied_at_ms": v.applied_at_ms, "rollback_of": v.rollback_of,
                             })
                         })
@@ -186,7 +188,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                             vec![
                                 v.version.to_string(),
                                 when(v.applied_at_ms),
-                                v.author.clone(),
+                                v.actor.clone(),
                                 v.rollback_of
                                     .map(|r| format!("rollback to {r}"))
                                     .unwrap_or_default(),
@@ -195,12 +197,12 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                         .collect();
                     crate::out!(
                         "{}",
-                        table(&["VERSION", "APPLIED", "AUTHOR", "NOTE"], &rows)
+                        table(&["VERSION", "APPLIED", "ACTOR", "ROLLBACK"], &rows)
                     );
                 }
             }
         }
-        PolicyCmd::Rollback { conn, to, author } => {
+        PolicyCmd::Rollback { conn, to, note } => {
             let r = conn
                 .target
                 .client()?
@@ -208,7 +210,7 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                     Retry::UnlessSent,
                     RollbackPolicyRequest {
                         to_version: to,
-                        author,
+                        note,
                     },
                     |ch, r| async move { PolicyServiceClient::new(ch).rollback_policy(r).await },
                 )

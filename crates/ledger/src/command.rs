@@ -132,7 +132,7 @@ pub struct IssuanceRecord {
     pub spki_hash: [u8; 32],
     pub profile: String,
     pub namespace: String,
-    pub requester: String,
+    pub actor: String,
     /// The whole certificate, where the profile says `store = "full"`, or
     /// (see `der_for_replay_only`) while a retry may still ask for it.
     pub full_der: Option<Vec<u8>>,
@@ -189,7 +189,7 @@ pub struct PolicyVersion {
     /// Canonical policy TOML, validated by the CA crate before proposing.
     pub text: String,
     pub applied_at_ms: u64,
-    pub author: String,
+    pub actor: String,
     /// Set when this version restores an earlier one.
     pub rollback_of: Option<u64>,
 }
@@ -259,11 +259,11 @@ pub enum Command {
     /// two operators).
     ApplyPolicy {
         text: String,
-        author: String,
+        actor: String,
         expected_version: Option<u64>,
     },
     /// Makes an earlier version current again, as a new version.
-    RollbackPolicy { to_version: u64, author: String },
+    RollbackPolicy { to_version: u64, actor: String },
     /// Records that a caller was refused: denials are audit records, so a
     /// probing or misconfigured client shows up in `quorumca audit query`.
     RecordDenial {
@@ -273,10 +273,10 @@ pub enum Command {
     },
     /// Files a change that policy says needs a second admin. Nothing takes
     /// effect until [`Command::ApproveChange`] by someone else.
-    ProposeChange { change: Change, proposer: String },
+    ProposeChange { change: Change, actor: String },
     /// A second admin approves a pending change, which then applies exactly
     /// as if it had been proposed directly at this point in the log.
-    ApproveChange { id: u64, approver: String },
+    ApproveChange { id: u64, actor: String },
     /// Files a join token (only its hash: the ledger never holds the
     /// secret).
     CreateToken(JoinToken),
@@ -403,7 +403,7 @@ pub struct JoinToken {
     /// today), or None for a plain workload that only renews.
     pub role: Option<String>,
     pub expires_at_ms: u64,
-    pub created_by: String,
+    pub actor: String,
 }
 
 /// A role a join token granted: bound to one identity and to the key of
@@ -464,7 +464,7 @@ impl Change {
 pub struct PendingChange {
     pub id: u64,
     pub change: Change,
-    pub proposer: String,
+    pub actor: String,
     pub proposed_at_ms: u64,
 }
 
@@ -672,9 +672,9 @@ pub enum Rejection {
     #[error("no pending change {id}; list them with `quorumca approve --list`")]
     UnknownChange { id: u64 },
     #[error(
-        "change {id} was proposed by {proposer}, who cannot also approve it; a second admin must"
+        "change {id} was proposed by {actor}, who cannot also approve it; a second admin must"
     )]
-    SelfApproval { id: u64, proposer: String },
+    SelfApproval { id: u64, actor: String },
     #[error("the join token is unknown, already used, or expired; ask an admin for a new one (`quorumca token create`)")]
     TokenNotUsable,
     #[error("identity {identity:?} holds a role granted by a join token and is reserved for the certificate that holds it; enrol with another identity (admins list and remove such roles with `quorumca token grants` and `quorumca token remove-grant`)")]

@@ -65,7 +65,7 @@ pub(crate) fn record(
             spki_hash: [2; 32],
             profile: "default".into(),
             namespace: "default".into(),
-            requester: "test".into(),
+            actor: "test".into(),
             full_der: None,
             der_for_replay_only: false,
         }),
@@ -551,7 +551,7 @@ fn arb_command() -> impl Strategy<Value = Proposal> {
                 profile: "default".into(),
                 role: role.then(|| "issuer".into()),
                 expires_at_ms: t + 5_000,
-                created_by: "admin".into(),
+                actor: "admin".into(),
             })
         )),
         (0u8..3, 0u8..3, any::<bool>(), 0u64..20_000).prop_map(|(h, id, k, t)| Proposal::new(
@@ -581,7 +581,7 @@ fn arb_command() -> impl Strategy<Value = Proposal> {
             4_000,
             Command::ApplyPolicy {
                 text,
-                author: "admin".into(),
+                actor: "admin".into(),
                 expected_version: (expected > 0).then_some(expected),
             }
         )),
@@ -589,7 +589,7 @@ fn arb_command() -> impl Strategy<Value = Proposal> {
             4_000,
             Command::RollbackPolicy {
                 to_version,
-                author: "admin".into(),
+                actor: "admin".into(),
             }
         )),
         ("[a-c]{0,8}").prop_map(|reason| Proposal::new(
@@ -697,7 +697,7 @@ fn policy_versions_conflicts_and_rollback() {
                 9,
                 Command::ApplyPolicy {
                     text: text.into(),
-                    author: "alice".into(),
+                    actor: "alice".into(),
                     expected_version: expected,
                 },
             ),
@@ -724,14 +724,14 @@ fn policy_versions_conflicts_and_rollback() {
             10,
             Command::RollbackPolicy {
                 to_version: 1,
-                author: "bob".into(),
+                actor: "bob".into(),
             },
         ),
     );
     assert_eq!(rb, Outcome::PolicyApplied { version: 3 });
     let cur = s.policy().unwrap();
     assert_eq!(
-        (cur.text.as_str(), cur.rollback_of, cur.author.as_str()),
+        (cur.text.as_str(), cur.rollback_of, cur.actor.as_str()),
         ("v1", Some(1), "bob")
     );
     assert_eq!(s.policy_history().len(), 3);
@@ -742,7 +742,7 @@ fn policy_versions_conflicts_and_rollback() {
                 11,
                 Command::RollbackPolicy {
                     to_version: 9,
-                    author: "bob".into()
+                    actor: "bob".into()
                 }
             )
         ),
@@ -833,7 +833,7 @@ fn a_pending_change_needs_a_second_identity_and_everything_is_audited() {
                 text: "v1".into(),
                 expected_version: Some(0),
             },
-            proposer: "alice".into(),
+            actor: "alice".into(),
         },
     );
     assert_eq!(apply(&mut s, &propose), Outcome::ChangePending { id: 1 });
@@ -843,7 +843,7 @@ fn a_pending_change_needs_a_second_identity_and_everything_is_audited() {
             11,
             Command::ApproveChange {
                 id,
-                approver: who.into(),
+                actor: who.into(),
             },
         )
     };
@@ -860,7 +860,7 @@ fn a_pending_change_needs_a_second_identity_and_everything_is_audited() {
         apply(&mut s, &approve("bob", 1)),
         Outcome::PolicyApplied { version: 1 }
     );
-    assert_eq!(s.policy().unwrap().author, "alice (approved by bob)");
+    assert_eq!(s.policy().unwrap().actor, "alice (approved by bob)");
     assert_eq!(s.pending_changes().count(), 0);
     assert!(matches!(
         apply(&mut s, &approve("bob", 1)),
@@ -926,7 +926,7 @@ fn join_tokens_are_single_use_expire_and_bind_their_role() {
         profile: "web".into(),
         role: role.map(String::from),
         expires_at_ms,
-        created_by: "admin".into(),
+        actor: "admin".into(),
     };
     let create = |t: JoinToken| Proposal::new(100, Command::CreateToken(t));
     let redeem = |hash: u8, at: u64, who: &str| {
@@ -1368,7 +1368,7 @@ fn token_roles_are_bound_to_a_key_and_reserve_their_identity() {
                 profile: "web".into(),
                 role: role.map(String::from),
                 expires_at_ms: 1_000_000,
-                created_by: "admin".into(),
+                actor: "admin".into(),
             }),
         )
     };

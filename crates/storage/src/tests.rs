@@ -278,7 +278,7 @@ async fn prune_moves_expired_records_to_the_archive_durably() {
             spki_hash: [seq as u8; 32],
             profile: "p".into(),
             namespace: "n".into(),
-            requester: "r".into(),
+            actor: "r".into(),
             full_der: None,
             der_for_replay_only: false,
         })

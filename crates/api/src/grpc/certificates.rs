@@ -116,7 +116,7 @@ impl pb::certificate_service_server::CertificateService for Services {
         let filter = CertificateFilter {
             namespace: r.namespace,
             issuer: r.issuer,
-            requester: r.requester,
+            actor: r.actor,
             revoked_only: r.revoked_only,
         };
         let page = self

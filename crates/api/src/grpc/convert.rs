@@ -57,7 +57,7 @@ pub(super) fn certificate_info(v: &CertificateView) -> pb::CertificateInfo {
         serial: r.serial.to_string(),
         namespace: r.namespace.clone(),
         profile: r.profile.clone(),
-        requester: r.requester.clone(),
+        actor: r.actor.clone(),
         not_before: (r.not_before_ms / 1000) as i64,
         not_after: (r.not_after_ms / 1000) as i64,
         spki_sha256: hex::encode(r.spki_hash),
@@ -174,7 +174,7 @@ pub(super) fn policy_version(
             String::new()
         },
         applied_at_ms: v.applied_at_ms,
-        author: v.author.clone(),
+        actor: v.actor.clone(),
         rollback_of: v.rollback_of,
     }
 }

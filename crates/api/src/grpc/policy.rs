@@ -26,7 +26,7 @@ impl pb::policy_service_server::PolicyService for Services {
         let expected = (r.expected_version > 0).then_some(r.expected_version);
         let done = self
             .0
-            .change_policy(&caller, &r.text, &r.author, expected, r.dry_run)
+            .change_policy(&caller, &r.text, &r.note, expected, r.dry_run)
             .await?;
         Ok(Response::new(policy_change(done)))
     }
@@ -67,7 +67,7 @@ impl pb::policy_service_server::PolicyService for Services {
         let r = req.into_inner();
         let done = self
             .0
-            .rollback_policy(&caller, r.to_version, &r.author)
+            .rollback_policy(&caller, r.to_version, &r.note)
             .await?;
         Ok(Response::new(policy_change(done)))
     }
@@ -84,7 +84,7 @@ impl pb::policy_service_server::PolicyService for Services {
             .into_iter()
             .map(|c| pb::PendingChange {
                 id: c.id,
-                proposer: c.proposer,
+                actor: c.actor,
                 proposed_at_ms: c.proposed_at_ms,
                 description: c.description,
                 diff: c.diff,

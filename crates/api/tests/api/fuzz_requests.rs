@@ -191,7 +191,7 @@ async fn malformed_requests_get_actionable_statuses_and_change_nothing() {
                 text,
                 expected_version: 0,
                 dry_run: rng.gen(),
-                author: random_string(&mut rng, 10),
+                note: random_string(&mut rng, 10),
             };
             let s = svc.apply_policy(Request::new(p)).await.unwrap_err();
             assert_eq!(s.code(), Code::InvalidArgument, "policy {case}: {s:?}");

@@ -30,7 +30,7 @@ fn request(csr: Vec<u8>) -> IssueRequest {
         namespace: "payments".into(),
         profile: "web".into(),
         lifetime: None,
-        requester: "test".into(),
+        actor: "test".into(),
         idempotency_key: None,
     }
 }
@@ -627,7 +627,7 @@ async fn a_caller_over_its_rate_limit_is_refused_before_anything_is_spent() {
         .unwrap();
     auths[1].node().read_linearizable(|_| ()).await.unwrap();
     let as_who = |who: &str| IssueRequest {
-        requester: who.into(),
+        actor: who.into(),
         ..request(csr("rl.payments.svc.cluster.local"))
     };
     for _ in 0..3 {

@@ -139,7 +139,7 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
             namespace: "payments".into(),
             profile: "web".into(),
             lifetime: None,
-            requester: "test".into(),
+            actor: "test".into(),
             idempotency_key: None,
         })
         .await
@@ -191,7 +191,7 @@ async fn an_intermediate_signed_by_an_offline_root_is_checked_installed_and_issu
             namespace: "payments".into(),
             profile: "web".into(),
             lifetime: None,
-            requester: "test".into(),
+            actor: "test".into(),
             idempotency_key: None,
         })
         .await
@@ -257,7 +257,7 @@ async fn with_ca_approvals_an_install_waits_for_a_second_admin() {
         now_ms(),
         Command::ApproveChange {
             id,
-            approver: "second admin".into(),
+            actor: "second admin".into(),
         },
     );
     let done = auths[2].node().propose(p).await.unwrap();
@@ -271,7 +271,7 @@ async fn with_ca_approvals_an_install_waits_for_a_second_admin() {
             namespace: "payments".into(),
             profile: "web".into(),
             lifetime: None,
-            requester: "t".into(),
+            actor: "t".into(),
             idempotency_key: None,
         })
         .await

@@ -374,7 +374,7 @@ async fn roles_namespaces_audit_and_two_person_changes_over_mtls() {
     assert_eq!(version(&auditor), v1 + 1);
     let shown = cli.json(&auditor, &["policy", "show"]);
     assert!(
-        shown["author"]
+        shown["actor"]
             .as_str()
             .unwrap()
             .contains("approved by spiffe://dev.internal/admin/dev"),

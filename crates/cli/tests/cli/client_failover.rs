@@ -194,7 +194,7 @@ async fn issue_calls_survive_killing_the_node_the_client_talks_to() {
             text: TEST_POLICY.into(),
             expected_version: 0,
             dry_run: false,
-            author: "test".into(),
+            note: "test".into(),
         })
         .await
         .unwrap();

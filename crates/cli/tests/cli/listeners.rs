@@ -259,7 +259,7 @@ async fn a_node_under_idle_and_slowloris_connections_stays_bounded_and_answers()
             text: TEST_POLICY.into(),
             expected_version: 0,
             dry_run: false,
-            author: "test".into(),
+            note: "test".into(),
         })
         .await
         .unwrap();

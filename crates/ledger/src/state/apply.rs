@@ -131,19 +131,19 @@ pub(super) fn command(state: &mut State, command: &Command, at_ms: u64) -> Outco
         Command::RegisterIssuer(rec) => governance::register_issuer(state, rec),
         Command::ApplyPolicy {
             text,
-            author,
+            actor,
             expected_version,
-        } => governance::apply_policy(state, text, author, *expected_version, at_ms),
-        Command::RollbackPolicy { to_version, author } => {
-            governance::rollback_policy(state, *to_version, author, at_ms)
+        } => governance::apply_policy(state, text, actor, *expected_version, at_ms),
+        Command::RollbackPolicy { to_version, actor } => {
+            governance::rollback_policy(state, *to_version, actor, at_ms)
         }
         // The entry `audit::record` files is the whole effect.
         Command::RecordDenial { .. } => Outcome::Audited,
-        Command::ProposeChange { change, proposer } => {
-            governance::propose_change(state, change, proposer, at_ms)
+        Command::ProposeChange { change, actor } => {
+            governance::propose_change(state, change, actor, at_ms)
         }
-        Command::ApproveChange { id, approver } => {
-            governance::approve_change(state, *id, approver, at_ms)
+        Command::ApproveChange { id, actor } => {
+            governance::approve_change(state, *id, actor, at_ms)
         }
         Command::CreateToken(t) => enrollment::create_token(state, t, at_ms),
         Command::RedeemToken {

@@ -64,26 +64,26 @@ pub(super) fn record(
             format!("issuer {} parent {:?}", rec.id, rec.parent),
             p.actor.clone(),
         ),
-        Command::ApplyPolicy { text, author, .. } => (
+        Command::ApplyPolicy { text, actor, .. } => (
             "apply-policy",
             format!("{} bytes", text.len()),
-            author.clone(),
+            actor.clone(),
         ),
-        Command::RollbackPolicy { to_version, author } => (
+        Command::RollbackPolicy { to_version, actor } => (
             "rollback-policy",
             format!("to version {to_version}"),
-            author.clone(),
+            actor.clone(),
         ),
         Command::RecordDenial {
             identity,
             action,
             reason,
         } => ("denied", format!("{action}: {reason}"), identity.clone()),
-        Command::ProposeChange { change, proposer } => {
-            ("propose-change", change.describe(), proposer.clone())
+        Command::ProposeChange { change, actor } => {
+            ("propose-change", change.describe(), actor.clone())
         }
-        Command::ApproveChange { id, approver } => {
-            ("approve-change", format!("change {id}"), approver.clone())
+        Command::ApproveChange { id, actor } => {
+            ("approve-change", format!("change {id}"), actor.clone())
         }
         Command::CreateToken(t) => (
             "create-token",
@@ -95,7 +95,7 @@ pub(super) fn record(
                 t.expires_at_ms,
                 &hex::encode(t.token_hash)[..16]
             ),
-            t.created_by.clone(),
+            t.actor.clone(),
         ),
         Command::RedeemToken {
             token_hash,

@@ -99,7 +99,7 @@ fn push_policy(
         version,
         text,
         applied_at_ms: at_ms,
-        author,
+        actor: author,
         rollback_of,
     });
     Outcome::PolicyApplied { version }
@@ -121,7 +121,7 @@ pub(super) fn propose_change(
         PendingChange {
             id,
             change: change.clone(),
-            proposer: proposer.to_string(),
+            actor: proposer.to_string(),
             proposed_at_ms: at_ms,
         },
     );
@@ -134,14 +134,14 @@ pub(super) fn approve_change(state: &mut State, id: u64, approver: &str, at_ms: 
     let Some(pending) = state.pending.get(&id) else {
         return Outcome::Rejected(Rejection::UnknownChange { id });
     };
-    if pending.proposer == approver {
+    if pending.actor == approver {
         return Outcome::Rejected(Rejection::SelfApproval {
             id,
-            proposer: pending.proposer.clone(),
+            actor: pending.actor.clone(),
         });
     }
     let pending = state.pending.remove(&id).expect("checked");
-    let author = format!("{} (approved by {approver})", pending.proposer);
+    let actor = format!("{} (approved by {approver})", pending.actor);
     let command = match pending.change {
         Change::RegisterIssuers(recs) => {
             let mut last = String::new();
@@ -161,10 +161,10 @@ pub(super) fn approve_change(state: &mut State, id: u64, approver: &str, at_ms: 
             expected_version,
         } => Command::ApplyPolicy {
             text,
-            author,
+            actor,
             expected_version,
         },
-        Change::RollbackPolicy { to_version } => Command::RollbackPolicy { to_version, author },
+        Change::RollbackPolicy { to_version } => Command::RollbackPolicy { to_version, actor },
         Change::Hierarchy(h) => Command::Hierarchy(h),
     };
     // A change that no longer applies (the policy moved on past its
