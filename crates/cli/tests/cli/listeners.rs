@@ -9,8 +9,8 @@
 //!   reconnecting whenever they are cut, for 60 s: the TLS ports close each
 //!   at the handshake timeout, the HTTP port at the header timeout, the
 //!   node's descriptors stay under its caps, and a well-behaved client's
-//!   Issue and OCSP requests answer within 100 ms (99th percentile; none
-//!   over a second) throughout.
+//!   Issue and OCSP requests answer within 100 ms, every one of them,
+//!   throughout.
 //!
 //! Attackers use source addresses 127.0.1.0/24 to 127.0.4.0/24 (all of
 //! 127/8 is loopback), the well-behaved client 127.0.0.1. Every loop is
@@ -443,20 +443,19 @@ async fn a_node_under_idle_and_slowloris_connections_stays_bounded_and_answers()
         "node held {most_descriptors} descriptors"
     );
     assert!(issue_times.len() >= 150, "{} probes", issue_times.len());
-    // The issue asks for every answer within 100 ms. Here the attackers
-    // share the node's two cores; most runs meet that (worst 49 ms), one
-    // of three here had a single Issue of 114 ms (median 2.1 ms, 95th
-    // 2.8 ms), so the bound checked is the 99th percentile, with no answer
-    // over a second. docs/security.md says so.
+    // Every answer within 100 ms, as the issue asks. On this 2-core
+    // machine, shared with the attackers, three runs in a row answered
+    // Issue in at most 5.3 ms (median 2.3 ms) and OCSP in at most 1.8 ms;
+    // an earlier state of the code once had a single Issue of 114 ms.
     for (what, times) in [("Issue", &issue_times), ("OCSP", &ocsp_times)] {
         let mut t = times.clone();
         t.sort();
-        let p99 = t[t.len() * 99 / 100];
-        assert!(p99 <= ANSWER_WITHIN, "{what}: 99th percentile {p99:?}");
         assert!(
-            worst(&t) <= Duration::from_secs(1),
-            "{what} took {:?}",
-            worst(&t)
+            worst(&t) <= ANSWER_WITHIN,
+            "{what} took {:?} (median {:?}, 99th percentile {:?})",
+            worst(&t),
+            t[t.len() / 2],
+            t[t.len() * 99 / 100]
         );
     }
 }
