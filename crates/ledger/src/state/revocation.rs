@@ -22,12 +22,8 @@ pub(super) fn revoke(
         });
     };
     let key = (issuer.to_string(), serial.clone());
-    if let Some(r) = state.revocations.get(&key) {
-        return Outcome::Rejected(Rejection::AlreadyRevoked {
-            issuer: issuer.to_string(),
-            serial: serial.clone(),
-            revoked_at_ms: r.revoked_at_ms,
-        });
+    if let Some(refusal) = already_revoked(state, &key) {
+        return refusal;
     }
     let (not_after_ms, sequence, spki) = (record.not_after_ms, record.sequence, record.spki_hash);
     insert_revocation(state, key, sequence, not_after_ms, reason, revoked_at_ms);
@@ -104,12 +100,8 @@ pub(super) fn revoke_unrecorded(
         ));
     }
     let key = (issuer.to_string(), serial.clone());
-    if let Some(r) = state.revocations.get(&key) {
-        return Outcome::Rejected(Rejection::AlreadyRevoked {
-            issuer: issuer.to_string(),
-            serial: serial.clone(),
-            revoked_at_ms: r.revoked_at_ms,
-        });
+    if let Some(refusal) = already_revoked(state, &key) {
+        return refusal;
     }
     insert_revocation(state, key, 0, not_after_ms, reason, revoked_at_ms);
     // Pruned like any revocation once the certificate expires (the expiry
@@ -133,6 +125,17 @@ pub(super) fn next_crl_number(state: &mut State, issuer: &str) -> Outcome {
         issuer: issuer.to_string(),
         number: *n,
     }
+}
+
+/// The refusal of a second revocation of one certificate (it would move
+/// its revocation time), if it is revoked already.
+fn already_revoked(state: &State, key: &RevKey) -> Option<Outcome> {
+    let r = state.revocations.get(key)?;
+    Some(Outcome::Rejected(Rejection::AlreadyRevoked {
+        issuer: key.0.clone(),
+        serial: key.1.clone(),
+        revoked_at_ms: r.revoked_at_ms,
+    }))
 }
 
 /// A revoked key holds no role any more: drops the token-bound roles bound
