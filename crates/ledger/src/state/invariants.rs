@@ -23,7 +23,7 @@ use crate::command::SerialLease;
 
 /// Entries (records, revocations, audit entries, idempotency keys) up to
 /// which every proposal is followed by a full check.
-pub(super) const FULL_CHECK_SIZE: usize = 1024;
+pub(super) const FULL_CHECK_SIZE: usize = 256;
 
 /// Checks after a proposal that moved the audit chain from
 /// `audit_len_before` to where it is now (see the module doc for when).
