@@ -115,23 +115,32 @@ impl RevocationReason {
 /// state must track what is live, not carry every byte ever signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuanceRecord {
+    /// The issuer that signed it (an [`IssuerRecord::id`]).
     pub issuer: String,
+    /// The certificate's serial number, as encoded in it.
     pub serial: Serial,
     /// The lease sequence number the serial was built from. The ledger
     /// checks it lies in a lease granted to `node_id`, which is what makes
     /// serials unique by construction rather than by luck.
     pub sequence: u64,
+    /// The node that signed it, from whose lease `sequence` came.
     pub node_id: u64,
+    /// notBefore, Unix milliseconds.
     pub not_before_ms: u64,
+    /// notAfter, Unix milliseconds: when the record (and any revocation of it) leaves the state.
     pub not_after_ms: u64,
     /// Which names the certificate carries (`quorumca_ca::names`: a
     /// canonical, versioned encoding, or the pre-version-1 form in older
     /// records), so a renewal can insist on exactly these names. It covers
     /// no subject: leaves carry their names only in the SAN extension.
     pub names_digest: [u8; 32],
+    /// SHA-256 of the SubjectPublicKeyInfo: what revocation by key and token-bound roles look up.
     pub spki_hash: [u8; 32],
+    /// The policy profile it was issued under.
     pub profile: String,
+    /// The policy namespace it was issued in.
     pub namespace: String,
+    /// The authenticated identity that asked for it.
     pub actor: String,
     /// The whole certificate, where the profile says `store = "full"`, or
     /// (see `der_for_replay_only`) while a retry may still ask for it.
@@ -147,7 +156,9 @@ pub struct IssuanceRecord {
 /// record had been proposed alone with that key).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchedRecord {
+    /// The record, as a lone `RecordIssuance` would carry it.
     pub record: IssuanceRecord,
+    /// The scoped idempotency key of the request it answers, if it had one.
     pub idempotency_key: Option<String>,
 }
 
@@ -156,15 +167,18 @@ pub struct BatchedRecord {
 /// cluster's key-encryption key); the ledger cannot read them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuerRecord {
+    /// The issuer's name in the cluster (e.g. `root`, `dev-a`), unique.
     pub id: String,
     /// The region whose leaves this issuer signs; None for a root.
     pub region: Option<String>,
+    /// Its certificate, DER.
     pub cert_der: Vec<u8>,
     /// The sealed private key; None when the key is kept offline (a root
     /// created with `quorumca ca init-root`).
     pub sealed_key: Option<Vec<u8>>,
     /// The issuer that signed this one; None for a root.
     pub parent: Option<String>,
+    /// Its certificate's notAfter, Unix milliseconds.
     pub not_after_ms: u64,
     /// How many CRL shards this issuer's leaves are spread over (a leaf's
     /// shard is its lease sequence modulo this). Fixed at registration:
@@ -185,10 +199,13 @@ pub const MAX_CRL_SHARDS: u64 = 4096;
 /// One applied version of the policy text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyVersion {
+    /// Numbered from 1; every apply or rollback adds one.
     pub version: u64,
     /// Canonical policy TOML, validated by the CA crate before proposing.
     pub text: String,
+    /// When it was applied, Unix milliseconds.
     pub applied_at_ms: u64,
+    /// The identity that applied it, with the note it gave (and, after a two-person approval, the approver).
     pub actor: String,
     /// Set when this version restores an earlier one.
     pub rollback_of: Option<u64>,
@@ -325,7 +342,9 @@ pub struct CrossCert {
     pub subject: String,
     /// The issuer that signed it.
     pub signer: String,
+    /// The cross certificate, DER.
     pub cert_der: Vec<u8>,
+    /// Its notAfter, Unix milliseconds.
     pub not_after_ms: u64,
 }
 
@@ -360,6 +379,7 @@ pub enum HierarchyChange {
 }
 
 impl HierarchyChange {
+    /// The change in words, for audit entries and pending-change listings.
     pub fn describe(&self) -> String {
         match self {
             HierarchyChange::Rotate {
@@ -397,12 +417,16 @@ impl HierarchyChange {
 pub struct JoinToken {
     /// SHA-256 of the secret.
     pub token_hash: [u8; 32],
+    /// The namespace the first certificate is issued in.
     pub namespace: String,
+    /// The profile the first certificate is issued under.
     pub profile: String,
     /// A role the enrolled identity holds in `namespace` (only "issuer"
     /// today), or None for a plain workload that only renews.
     pub role: Option<String>,
+    /// Unusable from this time on (Unix milliseconds).
     pub expires_at_ms: u64,
+    /// The admin who created it.
     pub actor: String,
 }
 
@@ -413,9 +437,13 @@ pub struct JoinToken {
 /// revoked or expires, or when an admin removes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
+    /// The SPIFFE ID that holds the role (reserved while it does).
     pub identity: String,
+    /// The role (only "issuer" today).
     pub role: String,
+    /// The namespace the role applies in.
     pub namespace: String,
+    /// When the token was redeemed, Unix milliseconds.
     pub enrolled_at_ms: u64,
     /// SHA-256 of the SubjectPublicKeyInfo of the certificate that holds
     /// the role.
@@ -441,6 +469,7 @@ pub enum Change {
 }
 
 impl Change {
+    /// The change in words, for audit entries and pending-change listings.
     pub fn describe(&self) -> String {
         match self {
             Change::ApplyPolicy { text, .. } => format!("apply a policy of {} bytes", text.len()),
@@ -462,9 +491,13 @@ impl Change {
 /// A change waiting for a second admin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingChange {
+    /// What `quorumca approve ID` names.
     pub id: u64,
+    /// What applies once approved.
     pub change: Change,
+    /// The admin who proposed it, who may not approve it.
     pub actor: String,
+    /// When it was proposed, Unix milliseconds.
     pub proposed_at_ms: u64,
 }
 
@@ -475,9 +508,13 @@ pub struct PendingChange {
 pub struct AuditEntry {
     /// Position in the audit hash chain (the proposal's number).
     pub seq: u64,
+    /// The proposal's time, Unix milliseconds.
     pub at_ms: u64,
+    /// The identity that did it (or was refused).
     pub actor: String,
+    /// What was done, e.g. `revoke`, `apply-policy`, `denied`.
     pub action: String,
+    /// The particulars in words, and the outcome.
     pub detail: String,
     /// True for refusals (authorisation denials and rejected commands).
     pub denied: bool,
@@ -500,10 +537,12 @@ pub struct Proposal {
     /// The authenticated identity that asked for this, for the audit log;
     /// empty for the cluster's own housekeeping.
     pub actor: String,
+    /// What to apply.
     pub command: Command,
 }
 
 impl Proposal {
+    /// A proposal of `command` at `at_ms` (Unix milliseconds), by no one and without an idempotency key.
     pub fn new(at_ms: u64, command: Command) -> Self {
         Self {
             at_ms,
@@ -513,11 +552,13 @@ impl Proposal {
         }
     }
 
+    /// The same proposal, made by `actor` (the audit log names it).
     pub fn by(mut self, actor: impl Into<String>) -> Self {
         self.actor = actor.into();
         self
     }
 
+    /// The same proposal under an idempotency key: applied once however often it is retried.
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
         self
@@ -562,14 +603,20 @@ impl fmt::Display for Proposal {
 /// `start..end`, usable until `expires_at_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SerialLease {
+    /// The issuer whose sequence space it is part of.
     pub issuer: String,
+    /// The node that may sign with it.
     pub node_id: u64,
+    /// First sequence number of the block.
     pub start: u64,
+    /// One past the last sequence number of the block.
     pub end: u64,
+    /// Signing with it stops at this time (Unix milliseconds); records of what was signed before still commit.
     pub expires_at_ms: u64,
 }
 
 impl SerialLease {
+    /// Whether `sequence` lies in this block (expiry aside).
     pub fn contains(&self, sequence: u64) -> bool {
         (self.start..self.end).contains(&sequence)
     }

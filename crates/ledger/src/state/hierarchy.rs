@@ -19,8 +19,11 @@ pub const MAX_FORCE_RENEW_MARKERS: usize = 64;
 pub struct ForceRenewMarker {
     /// Grows by one per marker.
     pub id: u64,
+    /// Only certificates of this issuer (None: every issuer).
     pub issuer: Option<String>,
+    /// Only certificates of this namespace (None: every namespace).
     pub namespace: Option<String>,
+    /// Certificates issued before this time (Unix milliseconds) renew.
     pub at_ms: u64,
 }
 
@@ -113,10 +116,12 @@ impl State {
             .filter(|_| !self.hierarchy.is_retired(id))
     }
 
+    /// The root new intermediates chain to (the newest after a root rotation).
     pub fn current_root(&self) -> Option<&IssuerRecord> {
         self.issuers.get(self.hierarchy.current_root.as_deref()?)
     }
 
+    /// Where an issuer is in its life; None for an unknown one.
     pub fn issuer_phase(&self, id: &str) -> Option<IssuerPhase> {
         let rec = self.issuers.get(id)?;
         Some(if self.hierarchy.is_retired(id) {
@@ -150,10 +155,12 @@ impl State {
         })
     }
 
+    /// Grows whenever the trust bundle (roots, intermediates, cross certificates) changes, so clients refetch it only then.
     pub fn bundle_version(&self) -> u64 {
         self.hierarchy.version
     }
 
+    /// The forced-renewal markers kept, oldest first.
     pub fn force_renew_markers(&self) -> impl Iterator<Item = &ForceRenewMarker> {
         self.hierarchy.force_renew.iter()
     }

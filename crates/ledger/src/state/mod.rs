@@ -40,14 +40,18 @@ use keys::{CertKey, IssuerNames, RevKey};
 /// Node placement labels.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLabels {
+    /// The region: which intermediate signs the node's leaves.
     pub region: String,
+    /// The zone within the region.
     pub zone: String,
 }
 
 /// A recorded revocation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
+    /// The reason the CRL and OCSP give.
     pub reason: RevocationReason,
+    /// The revocation time the CRL and OCSP give, Unix milliseconds.
     pub revoked_at_ms: u64,
     /// Kept so the entry can leave CRLs once the certificate has expired.
     pub not_after_ms: u64,
@@ -59,7 +63,9 @@ pub struct Revocation {
 /// whenever that list does, so nodes rebuild only the shards that changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlShard {
+    /// Changes whenever `serials` does.
     pub version: u64,
+    /// The revoked serials this shard lists.
     pub serials: BTreeSet<Serial>,
 }
 

@@ -12,6 +12,7 @@ use crate::command::{
 };
 
 impl State {
+    /// Every node's region and zone, by node id.
     pub fn node_labels(&self) -> &BTreeMap<u64, NodeLabels> {
         &self.nodes
     }
@@ -25,10 +26,12 @@ impl State {
         })
     }
 
+    /// The record of one live certificate.
     pub fn record(&self, issuer: &str, serial: &Serial) -> Option<&IssuanceRecord> {
         self.records.get(&self.key_of(issuer, serial)?)
     }
 
+    /// Every live certificate's record, in (issuer, serial) order.
     pub fn records(&self) -> impl Iterator<Item = &IssuanceRecord> {
         self.records.values()
     }
@@ -53,14 +56,17 @@ impl State {
         self.records.range((start, Unbounded)).map(|(_, r)| r)
     }
 
+    /// How many live certificates are recorded.
     pub fn record_count(&self) -> usize {
         self.records.len()
     }
 
+    /// The revocation of one certificate, while it has not expired.
     pub fn revocation(&self, issuer: &str, serial: &Serial) -> Option<&Revocation> {
         self.revocations.get(&(issuer.to_string(), serial.clone()))
     }
 
+    /// Every revocation of a certificate that has not expired, in (issuer, serial) order.
     pub fn revocations(&self) -> impl Iterator<Item = (&str, &Serial, &Revocation)> {
         self.revocations
             .iter()
@@ -102,10 +108,12 @@ impl State {
         self.idempotency.get(key).map(|r| &r.outcome)
     }
 
+    /// The last CRL number handed out for `issuer` (0 before the first).
     pub fn crl_number(&self, issuer: &str) -> u64 {
         self.crl_numbers.get(issuer).copied().unwrap_or(0)
     }
 
+    /// The serial leases `node_id` holds for `issuer`, oldest first; the last is current.
     pub fn leases_of(&self, issuer: &str, node_id: u64) -> &[SerialLease] {
         self.leases
             .get(&(issuer.to_string(), node_id))
@@ -113,26 +121,32 @@ impl State {
             .unwrap_or(&[])
     }
 
+    /// One registered issuer.
     pub fn issuer(&self, id: &str) -> Option<&IssuerRecord> {
         self.issuers.get(id)
     }
 
+    /// Every registered issuer, retired ones too, by id.
     pub fn issuers(&self) -> impl Iterator<Item = &IssuerRecord> {
         self.issuers.values()
     }
 
+    /// The current policy version; None before the first apply.
     pub fn policy(&self) -> Option<&PolicyVersion> {
         self.policy_history.last()
     }
 
+    /// Every policy version, oldest first.
     pub fn policy_history(&self) -> &[PolicyVersion] {
         &self.policy_history
     }
 
+    /// The head of the audit hash chain: it commits to every proposal applied.
     pub fn audit_head(&self) -> [u8; 32] {
         self.audit_head
     }
 
+    /// How many proposals the audit chain covers.
     pub fn audit_len(&self) -> u64 {
         self.audit_len
     }
@@ -165,6 +179,7 @@ impl State {
         self.audit_bytes
     }
 
+    /// Changes waiting for a second admin, by id.
     pub fn pending_changes(&self) -> impl Iterator<Item = &PendingChange> {
         self.pending.values()
     }
