@@ -6,7 +6,9 @@
 //! read from it and checked against `[[grants]]` in the current policy,
 //! plus the break-glass admins named in node.toml.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quorumca_ca::{authorize, presented_cert, Action, Policy, PresentedCert, Rate};
@@ -35,12 +37,26 @@ pub enum Access {
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
+    /// Its SPIFFE ID (`unauthenticated@<address>` with [`Access::Open`]).
     pub identity: String,
     /// The leaf certificate it presented (None with [`Access::Open`]).
     pub cert_der: Option<Vec<u8>>,
     /// SHA-256 of that certificate's public key: a role a join token
     /// granted holds only for the key it was granted to.
     pub spki_hash: Option<[u8; 32]>,
+}
+
+/// What telling callers apart keeps between requests.
+#[derive(Default)]
+pub(crate) struct Callers {
+    /// Client certificates already read, by their DER: a client sends the
+    /// same one on every request of its connection, and parsing it cost
+    /// about 4 % of an issuance. Keyed by content, never by connection, so
+    /// an entry can only ever describe the exact bytes presented.
+    presented: Mutex<HashMap<Vec<u8>, PresentedCert>>,
+    /// Refusals over the audit budget since the last recorded one; the
+    /// next record says how many.
+    denials_unrecorded: AtomicU64,
 }
 
 /// Denials recorded per identity and second: a refused client in a retry
@@ -138,7 +154,7 @@ impl Authority {
     /// over, which costs one parse per client.
     fn presented_cert(&self, der: &[u8]) -> Option<PresentedCert> {
         const MOST_CACHED: usize = 4096;
-        let mut cache = self.presented.lock().expect("presented cache");
+        let mut cache = self.callers.presented.lock().expect("presented cache");
         if let Some(p) = cache.get(der) {
             return Some(p.clone());
         }
@@ -242,13 +258,12 @@ impl Authority {
             (ALL_DENIALS.to_string(), ALL_DENIAL_RECORDS),
         ];
         if self.limiter.take(&budgets, Instant::now()).is_err() {
-            self.denials_unrecorded
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.callers
+                .denials_unrecorded
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let skipped = self
-            .denials_unrecorded
-            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        let skipped = self.callers.denials_unrecorded.swap(0, Ordering::Relaxed);
         if skipped > 0 {
             reason.push_str(&format!(
                 " [{skipped} refusal(s) on this node before this one were over the audit budget and not recorded]"

@@ -5,7 +5,6 @@
 //! the parsed current policy. Each domain's own state is a type private to
 //! its module, held here.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::error::AuthorityError;
 /// The issuer id of the cluster's root.
 pub const ROOT_ID: &str = "root";
 
+/// What a node's authority is configured with, from node.toml's `[api]` and the command line.
 #[derive(Clone, Debug)]
 pub struct AuthorityConfig {
     /// The region this node signs for; its leaves chain to this region's
@@ -33,6 +33,7 @@ pub struct AuthorityConfig {
     pub crl_shards: u64,
     /// Serials per lease; one Raft round trip buys this many issuances.
     pub lease_block: u64,
+    /// How long a serial lease stays usable after it is granted.
     pub lease_ttl: Duration,
     /// How long a CRL is valid (nextUpdate - thisUpdate); CRLs are re-signed
     /// after half of it even when nothing changed. At most 10 days.
@@ -81,14 +82,7 @@ pub struct Authority {
     /// The parsed current policy and its version: parsing TOML on every
     /// issuance would cost more than the signature.
     pub(crate) policy: std::sync::Mutex<Option<(u64, Arc<Policy>)>>,
-    /// Client certificates already read, by their DER: a client sends the
-    /// same one on every request of its connection, and parsing it cost
-    /// about 4 % of an issuance. Keyed by content, never by connection, so
-    /// an entry can only ever describe the exact bytes presented.
-    pub(crate) presented: std::sync::Mutex<HashMap<Vec<u8>, quorumca_ca::PresentedCert>>,
-    /// Refusals over the audit budget since the last recorded one; the
-    /// next record says how many.
-    pub(crate) denials_unrecorded: std::sync::atomic::AtomicU64,
+    pub(crate) callers: crate::auth::Callers,
 }
 
 pub(crate) fn rejected(o: Outcome) -> AuthorityError {
@@ -99,6 +93,7 @@ pub(crate) fn rejected(o: Outcome) -> AuthorityError {
 }
 
 impl Authority {
+    /// An authority over `node`; `kek` is None on a node started without the unseal secret.
     pub fn new(node: Arc<Node>, kek: Option<Kek>, cfg: AuthorityConfig) -> Self {
         Self {
             node,
@@ -106,8 +101,7 @@ impl Authority {
             cfg,
             rng: SystemRandom::new(),
             crls: Default::default(),
-            presented: Default::default(),
-            denials_unrecorded: Default::default(),
+            callers: Default::default(),
             records: Default::default(),
             limiter: Default::default(),
             signers: Default::default(),
@@ -116,10 +110,12 @@ impl Authority {
         }
     }
 
+    /// The Raft node it proposes to and reads from.
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }
 
+    /// What it was configured with.
     pub fn config(&self) -> &AuthorityConfig {
         &self.cfg
     }
