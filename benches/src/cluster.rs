@@ -21,7 +21,9 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// A cluster of nodes with their API servers, all in this process, for benchmarks.
 pub struct InProcessCluster {
+    /// Each node with its API server.
     pub running: Vec<(Arc<Node>, ApiServer)>,
     /// One mTLS channel per node, with the admin bundle.
     pub channels: Vec<Channel>,
@@ -164,6 +166,7 @@ impl InProcessCluster {
             .collect()
     }
 
+    /// Stops every API server and node.
     pub async fn shutdown(self) {
         for (node, server) in self.running {
             server.shutdown().await;

@@ -19,6 +19,7 @@
 //! And `benches/micro.rs`: criterion micro-benchmarks of CSR verification,
 //! signing, CRL building and ledger apply.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cluster;
 pub mod fixture;
@@ -35,13 +36,21 @@ use serde::Serialize;
 /// Result of one load level.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct LevelResult {
+    /// Concurrent clients.
     pub concurrency: usize,
+    /// Wall time measured.
     pub seconds: f64,
+    /// Successful operations.
     pub ok: u64,
+    /// Failed operations.
     pub errors: u64,
+    /// Successful operations per second.
     pub per_second: f64,
+    /// Median latency.
     pub p50_ms: f64,
+    /// 99th percentile latency.
     pub p99_ms: f64,
+    /// Worst latency.
     pub max_ms: f64,
     /// CPU time (user + system) the system under test and its load
     /// generator spent per successful operation, in microseconds. On a
@@ -54,7 +63,9 @@ pub struct LevelResult {
 /// When a load level stops. Both bounds always apply, so no run is endless.
 #[derive(Clone, Copy, Debug)]
 pub struct Budget {
+    /// Stop after this long.
     pub duration: Duration,
+    /// Stop after this many operations.
     pub max_ops: u64,
 }
 
@@ -250,6 +261,7 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// A plain-text table, columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {

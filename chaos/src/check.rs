@@ -11,7 +11,9 @@ use crate::linearizable::linearizable;
 /// node alone (its local ledger, its CRLs, its OCSP responder).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
+    /// The node's id.
     pub node: u64,
+    /// The last index applied to its ledger.
     pub applied_index: u64,
     /// Hex of the ledger's state hash at `applied_index`.
     pub ledger_hash: String,
@@ -34,40 +36,89 @@ pub struct NodeView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum Violation {
+    /// Two acknowledged issuances returned the same certificate.
     #[error("duplicate serial: {key} was returned by {count} acknowledged issuances")]
-    DuplicateSerial { key: CertKey, count: usize },
+    DuplicateSerial {
+        /// The certificate.
+        key: CertKey,
+        /// How many acknowledgements named it.
+        count: usize,
+    },
+    /// An acknowledged issuance is missing from a node.
     #[error("lost issuance: {key} was acknowledged but node {node} has no record of it")]
-    LostIssuance { key: CertKey, node: u64 },
+    LostIssuance {
+        /// The certificate.
+        key: CertKey,
+        /// The node without it.
+        node: u64,
+    },
+    /// An acknowledged revocation is missing from a node's ledger.
     #[error("lost revocation: {key} was acknowledged as revoked but node {node}'s ledger does not say so")]
-    LostRevocation { key: CertKey, node: u64 },
+    LostRevocation {
+        /// The certificate.
+        key: CertKey,
+        /// The node without it.
+        node: u64,
+    },
+    /// An acknowledged revocation is missing from a node's CRLs.
     #[error("{key} is revoked (acknowledged) but missing from node {node}'s CRL")]
-    NotInCrl { key: CertKey, node: u64 },
+    NotInCrl {
+        /// The certificate.
+        key: CertKey,
+        /// The node whose CRLs leave it out.
+        node: u64,
+    },
+    /// A node's OCSP responder does not answer revoked for an acknowledged revocation.
     #[error("{key} is revoked (acknowledged) but node {node}'s OCSP does not answer revoked")]
-    NotInOcsp { key: CertKey, node: u64 },
+    NotInOcsp {
+        /// The certificate.
+        key: CertKey,
+        /// The node.
+        node: u64,
+    },
+    /// Two nodes at one applied index disagree.
     #[error("nodes {a} and {b} differ at applied index {index}: {what}")]
     Diverged {
+        /// The index.
         index: u64,
+        /// One node.
         a: u64,
+        /// The other.
         b: u64,
+        /// What differs (ledger hash, audit head, an audit entry).
         what: String,
     },
+    /// No order of one certificate's operations fits the model.
     #[error("not linearizable on {key}: {why}")]
-    NotLinearizable { key: CertKey, why: String },
+    NotLinearizable {
+        /// The certificate.
+        key: CertKey,
+        /// Which operations conflict.
+        why: String,
+    },
 }
 
 /// The checker's verdict: what was checked, and every violation found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// Operations in the history.
     pub operations: usize,
+    /// Operations with a definite, successful answer.
     pub acknowledged: usize,
+    /// Acknowledged issuances.
     pub acknowledged_issuances: usize,
+    /// Acknowledged revocations.
     pub acknowledged_revocations: usize,
+    /// Certificates whose operations were checked for linearizability.
     pub certificates_checked_linearizable: usize,
+    /// Nodes whose views were checked.
     pub nodes: usize,
+    /// Every broken rule found; empty when the drill passed.
     pub violations: Vec<Violation>,
 }
 
 impl Report {
+    /// Whether no rule was broken.
     pub fn ok(&self) -> bool {
         self.violations.is_empty()
     }

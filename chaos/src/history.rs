@@ -7,11 +7,14 @@ use serde::{Deserialize, Serialize};
 /// A certificate as the ledger keys it: issuer id and lowercase hex serial.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CertKey {
+    /// The issuer's id.
     pub issuer: String,
+    /// The serial, lowercase hex.
     pub serial: String,
 }
 
 impl CertKey {
+    /// A key, lowercasing the serial so keys from any source compare equal.
     pub fn new(issuer: impl Into<String>, serial: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
@@ -32,6 +35,7 @@ impl std::fmt::Display for CertKey {
 pub enum Action {
     /// Issue (or renew): the certificate is only known from an ok result.
     Issue,
+    /// Revoke this certificate.
     Revoke(CertKey),
     /// A linearizable read of one certificate's status.
     Status(CertKey),
@@ -44,8 +48,11 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpResult {
+    /// The certificate issued.
     Issued(CertKey),
+    /// The revocation is committed.
     Revoked,
+    /// The certificate was revoked before.
     AlreadyRevoked,
     /// Revoke or Status of a certificate the ledger does not know.
     NotFound,
@@ -53,7 +60,9 @@ pub enum OpResult {
     Good,
     /// Status: revoked.
     IsRevoked,
+    /// A definite refusal; nothing changed. The message is the server's.
     Failed(String),
+    /// Timed out or lost after sending: it may or may not have taken effect.
     Unknown,
 }
 
@@ -61,12 +70,16 @@ pub enum OpResult {
 /// shared by all clients of a drill (the driver's monotonic clock).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Op {
+    /// Which workload client made the call.
     pub client: u64,
+    /// What it asked for.
     pub action: Action,
+    /// When it was invoked, nanoseconds on the driver's clock.
     pub invoked_ns: u64,
     /// None when the outcome is unknown: the call may still take effect at
     /// any time after its invocation.
     pub completed_ns: Option<u64>,
+    /// What it learned.
     pub result: OpResult,
 }
 
@@ -80,6 +93,7 @@ impl Op {
 /// A whole drill's operations, in any order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
+    /// The operations, in any order.
     pub ops: Vec<Op>,
 }
 
@@ -99,6 +113,7 @@ impl History {
         Ok(Self { ops })
     }
 
+    /// One [`Op`] per line, as [`History::from_json_lines`] reads them.
     pub fn to_json_lines(&self) -> String {
         self.ops
             .iter()

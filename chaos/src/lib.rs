@@ -31,6 +31,8 @@
 //! GetCertificate reads through the leader's read index); a stale local read
 //! would rightly fail rule 5.
 
+#![warn(missing_docs)]
+
 mod check;
 mod history;
 mod linearizable;

@@ -29,7 +29,9 @@ const MAX_OPS_PER_KEY: usize = 128;
 /// left out).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Linearization {
+    /// The certificate.
     pub key: CertKey,
+    /// Indexes into the history, in a legal order.
     pub order: Vec<usize>,
 }
 

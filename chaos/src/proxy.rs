@@ -36,16 +36,20 @@ pub const RETRANSMISSION_TIMEOUT: Duration = Duration::from_millis(200);
 /// The faults on a link, both directions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Faults {
+    /// Added to every chunk, each way.
     pub latency: Duration,
     /// Up to this much more, uniformly, per chunk (order is kept).
     pub jitter: Duration,
     /// Probability in [0, 1] that a chunk is "lost" and retransmitted.
     pub loss: f64,
+    /// Drop everything silently (a partition).
     pub blackhole: bool,
+    /// Reset every connection at once.
     pub reset: bool,
 }
 
 impl Faults {
+    /// A link without faults.
     pub fn none() -> Self {
         Self::default()
     }
@@ -72,6 +76,7 @@ impl FaultProxy {
         Ok(Self { addr, faults, task })
     }
 
+    /// The address to dial instead of the upstream.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -81,6 +86,7 @@ impl FaultProxy {
         self.faults.send_replace(faults);
     }
 
+    /// The faults in force now.
     pub fn faults(&self) -> Faults {
         *self.faults.borrow()
     }

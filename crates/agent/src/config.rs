@@ -22,11 +22,14 @@ pub struct AgentConfig {
     /// `host:port` for Prometheus metrics (`GET /metrics`); none by default.
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    /// `[cluster]`: how to reach the cluster.
     pub cluster: ClusterConfig,
+    /// `[[intent]]`: the certificates to keep fresh.
     #[serde(rename = "intent", default)]
     pub intents: Vec<Intent>,
 }
 
+/// `[cluster]` of the agent's configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
@@ -65,10 +68,13 @@ fn default_call_timeout() -> Duration {
 pub struct Intent {
     /// Unique; names the intent's directory under `state_dir`.
     pub name: String,
+    /// DNS names to ask for.
     #[serde(default)]
     pub dns: Vec<String>,
+    /// IP addresses to ask for.
     #[serde(default)]
     pub ips: Vec<IpAddr>,
+    /// URIs to ask for.
     #[serde(default)]
     pub uris: Vec<String>,
     /// Added to the URI SANs.
@@ -78,8 +84,10 @@ pub struct Intent {
     /// `bootstrap_credentials` (a join token carries its own).
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The profile for a first certificate through `bootstrap_credentials`.
     #[serde(default)]
     pub profile: Option<String>,
+    /// The key type generated for each certificate.
     #[serde(default)]
     pub key_algorithm: KeyAlgorithm,
     /// Requested lifetime; the profile's default when absent.
@@ -95,8 +103,11 @@ pub struct Intent {
     /// Keep the key across renewals (a new key each time by default).
     #[serde(default)]
     pub reuse_key: bool,
+    /// Where the private key is written (mode `key_mode`).
     pub key_file: PathBuf,
+    /// Where the leaf certificate is written.
     pub cert_file: PathBuf,
+    /// Where the leaf and its intermediate are written together, if wanted.
     #[serde(default)]
     pub chain_file: Option<PathBuf>,
     /// The cluster's roots (PEM), rewritten when the trust bundle changes.
@@ -105,6 +116,7 @@ pub struct Intent {
     /// Octal, e.g. "0600".
     #[serde(default = "default_key_mode")]
     pub key_mode: String,
+    /// Octal mode of the certificate, chain and bundle files.
     #[serde(default = "default_cert_mode")]
     pub cert_mode: String,
     /// `user:group` (names or numbers) that owns the written files.
@@ -118,6 +130,7 @@ pub struct Intent {
     /// `namespace`, for the first certificate instead of a join token.
     #[serde(default)]
     pub bootstrap_credentials: Option<PathBuf>,
+    /// What tells the workload new files are in place; nothing by default.
     #[serde(default)]
     pub reload: Option<Reload>,
 }
@@ -140,18 +153,28 @@ fn default_cert_mode() -> String {
 #[serde(deny_unknown_fields, untagged)]
 pub enum Reload {
     /// Run a command (argv, no shell); it must exit 0 within 30 s.
-    Command { command: Vec<String> },
+    Command {
+        /// The argv.
+        command: Vec<String>,
+    },
     /// Send a signal (e.g. "HUP") to the pid in a pid file.
-    Signal { signal: String, pid_file: PathBuf },
+    Signal {
+        /// The signal's name, e.g. "HUP".
+        signal: String,
+        /// A file holding the process id.
+        pid_file: PathBuf,
+    },
 }
 
 impl AgentConfig {
+    /// Reads and validates the configuration file at `path`.
     pub fn from_file(path: &Path) -> Result<Self, AgentError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AgentError::Config(format!("reading {}: {e}", path.display())))?;
         Self::from_toml(&text)
     }
 
+    /// Parses and validates a configuration.
     pub fn from_toml(text: &str) -> Result<Self, AgentError> {
         let cfg: Self =
             toml::from_str(text).map_err(|e| AgentError::Config(format!("agent config: {e}")))?;

@@ -8,16 +8,21 @@ use serde::Deserialize;
 
 use crate::AgentError;
 
+/// The key types the agent generates, as configurations spell them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyAlgorithm {
+    /// ECDSA over P-256 (`ecdsa-p256`), the default: small, fast, and accepted everywhere.
     #[default]
     EcdsaP256,
+    /// ECDSA over P-384 (`ecdsa-p384`).
     EcdsaP384,
+    /// Ed25519 (`ed25519`).
     Ed25519,
 }
 
 impl KeyAlgorithm {
+    /// A fresh key pair of this type, from the OS's random generator.
     pub fn generate(self) -> Result<rcgen::KeyPair, AgentError> {
         let alg = match self {
             Self::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -67,7 +72,9 @@ pub fn csr_for(
 pub struct CertInfo {
     /// Lowercase hex, as the cluster reports it.
     pub serial: String,
+    /// notBefore, Unix seconds.
     pub not_before: i64,
+    /// notAfter, Unix seconds.
     pub not_after: i64,
     /// The raw public key (the SubjectPublicKeyInfo's bit string).
     pub public_key: Vec<u8>,

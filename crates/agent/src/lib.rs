@@ -13,6 +13,9 @@
 //! the cluster cannot be reached the agent keeps what it has, backs off,
 //! and tries again through the client's failover.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod keys;
 pub mod reload;
@@ -31,16 +34,22 @@ use crate::config::{parse_mode, AgentConfig, Intent};
 use crate::status::{IntentStatus, RenewalState, Status};
 use crate::store::{Pending, Perms, Store, Version};
 
+/// Why the agent cannot go on; each names the part at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The configuration is unusable.
     #[error("[agent] {0}")]
     Config(String),
+    /// A key cannot be generated, read or matched to its certificate.
     #[error("[agent] key: {0}")]
     Key(String),
+    /// A file cannot be read, written or replaced.
     #[error("[agent] files: {0}")]
     Files(String),
+    /// The reload command or signal failed.
     #[error("[agent] reload: {0}")]
     Reload(String),
+    /// The cluster refused or could not be reached.
     #[error("[agent] cluster: {0}")]
     Cluster(String),
 }
@@ -72,6 +81,7 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent over `cfg`, reading the cluster's roots from `ca_file`; call `run` to start it.
     pub fn new(cfg: AgentConfig) -> Result<Arc<Self>, AgentError> {
         let cluster_ca = std::fs::read(&cfg.cluster.ca_file).map_err(|e| {
             AgentError::Config(format!(

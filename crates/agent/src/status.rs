@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 
+/// Where one intent's certificate stands.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RenewalState {
@@ -28,36 +29,55 @@ pub enum RenewalState {
     Expired,
 }
 
+/// One intent's state, as `status.json` and `quorumca agent status` show it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IntentStatus {
+    /// Where its certificate stands.
     pub state: RenewalState,
+    /// The serial of the certificate in place, hex.
     pub serial: Option<String>,
+    /// Its issuer.
     pub issuer: Option<String>,
     /// Unix seconds.
     pub not_before: Option<i64>,
+    /// notAfter, Unix seconds.
     pub not_after: Option<i64>,
+    /// When renewal is due, Unix seconds.
     pub renew_after: Option<i64>,
+    /// Certificates installed, counted over every run on this state directory.
     pub renewals: u64,
+    /// Attempts that failed, counted the same way.
     pub failures: u64,
+    /// Failures since the last success; the backoff grows with it.
     pub consecutive_failures: u32,
+    /// The last failure's message.
     pub last_error: Option<String>,
+    /// When the last renewal was installed, Unix seconds.
     pub last_renewal_at: Option<i64>,
+    /// When the next attempt is due, Unix seconds.
     pub next_attempt_at: Option<i64>,
+    /// Times the reload command or signal failed.
     pub reload_failures: u64,
 }
 
+/// The agent's state, written to `status.json` after every change.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// Each intent's state, by name.
     pub intents: BTreeMap<String, IntentStatus>,
     /// Version of the trust bundle last written (0: none yet).
     pub bundle_version: u64,
+    /// When the bundle was last written, Unix seconds.
     pub bundle_updated_at: Option<i64>,
+    /// When this status was written, Unix seconds.
     pub updated_at: i64,
 }
 
+/// The file under the state directory the status is kept in.
 pub const STATUS_FILE: &str = "status.json";
 
 impl Status {
+    /// Reads `status.json` from `state_dir`.
     pub fn read(state_dir: &Path) -> Result<Self, AgentError> {
         let p = state_dir.join(STATUS_FILE);
         let text = std::fs::read(&p).map_err(|e| {
@@ -70,6 +90,7 @@ impl Status {
             .map_err(|e| AgentError::Files(format!("{}: {e}", p.display())))
     }
 
+    /// Writes `status.json` to `state_dir`, atomically.
     pub fn write(&self, state_dir: &Path) -> Result<(), AgentError> {
         let text = serde_json::to_vec_pretty(self).expect("plain struct");
         crate::store::replace_file(&state_dir.join(STATUS_FILE), &text, 0o644, None)

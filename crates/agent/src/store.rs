@@ -42,42 +42,57 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> AgentError
 /// Files of a version, as installed.
 #[derive(Clone, Debug)]
 pub struct Version {
+    /// The version's directory.
     pub dir: PathBuf,
+    /// Its private key, PEM.
     pub key_pem: String,
+    /// Its certificate, PEM.
     pub cert_pem: String,
+    /// The certificate and its intermediate, PEM.
     pub chain_pem: String,
+    /// What the certificate says.
     pub info: CertInfo,
     /// When this version was installed (Unix seconds): the start of its
     /// useful life, as `not_before` is backdated for clock skew.
     pub installed_at: i64,
+    /// What the cluster said when issuing it.
     pub meta: VersionMeta,
 }
 
 /// What the cluster said about a version's certificate.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionMeta {
+    /// The issuer that signed it.
     pub issuer: String,
+    /// The namespace it was issued in.
     pub namespace: String,
 }
 
 /// How written files are owned and protected.
 #[derive(Clone, Copy, Debug)]
 pub struct Perms {
+    /// Mode of the private key file.
     pub key_mode: u32,
+    /// Mode of certificate, chain and bundle files.
     pub cert_mode: u32,
+    /// Owner uid and gid of the written files, if set.
     pub owner: Option<(u32, u32)>,
 }
 
 /// A renewal in flight: its key and its request's idempotency key.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Pending {
+    /// Sent with the request, so a retry after a crash gets the same certificate.
     pub idempotency_key: String,
     /// Serial of the certificate being renewed (None: a first issuance).
     pub from_serial: Option<String>,
+    /// The key the request's CSR was made for (kept in `pending/key.pem`, not in the JSON).
     #[serde(skip)]
     pub key_pem: String,
 }
 
+/// One intent's directory: its installed versions, the `current` and `previous` links, and a
+/// renewal in flight.
 pub struct Store {
     dir: PathBuf,
 }
@@ -196,6 +211,7 @@ impl Store {
         }
     }
 
+    /// The intent's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -274,6 +290,7 @@ impl Store {
         }
     }
 
+    /// The version in place before the current one, kept for rollback.
     pub fn previous(&self) -> Result<Option<Version>, AgentError> {
         match self.link_target("previous") {
             None => Ok(None),
@@ -366,6 +383,7 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// Records that forced-renewal marker `id` is satisfied.
     pub fn set_force_renew_handled(&self, id: u64) -> Result<(), AgentError> {
         replace_file(
             &self.dir.join("force-renew-handled"),
@@ -396,6 +414,7 @@ impl Store {
         Some(p)
     }
 
+    /// Forgets the renewal in flight, once its certificate is installed.
     pub fn clear_pending(&self) -> Result<(), AgentError> {
         let dir = self.dir.join("pending");
         match fs::remove_dir_all(&dir) {

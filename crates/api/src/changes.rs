@@ -42,9 +42,13 @@ pub struct HierarchyUpdate {
 /// A change awaiting its second admin, described for people.
 #[derive(Clone, Debug)]
 pub struct PendingChangeView {
+    /// The number `quorumca approve ID` names.
     pub id: u64,
+    /// Who proposed it (they cannot approve it).
     pub actor: String,
+    /// When it was proposed, Unix milliseconds.
     pub proposed_at_ms: u64,
+    /// What it does, in a sentence.
     pub description: String,
     /// For a policy change, what it would change.
     pub diff: String,

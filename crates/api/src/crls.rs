@@ -30,9 +30,13 @@ use crate::error::AuthorityError;
 /// One signed CRL as served.
 #[derive(Clone, Debug)]
 pub struct PublishedCrl {
+    /// Its CRL number, from the ledger.
     pub number: u64,
+    /// thisUpdate, Unix seconds.
     pub this_update: i64,
+    /// nextUpdate, Unix seconds.
     pub next_update: i64,
+    /// The signed CRL, DER.
     pub der: Arc<Vec<u8>>,
 }
 

@@ -14,13 +14,18 @@ use crate::authority::{rejected, Authority};
 use crate::error::AuthorityError;
 
 /// A request to issue, after authentication (the caller's identity is
-/// `requester`).
+/// `actor`).
 #[derive(Clone, Debug)]
 pub struct IssueRequest {
+    /// The PKCS#10 request, PEM or DER.
     pub csr: Vec<u8>,
+    /// The namespace whose names it asks for.
     pub namespace: String,
+    /// The profile to issue under.
     pub profile: String,
+    /// A lifetime other than the profile's default, up to its maximum.
     pub lifetime: Option<Duration>,
+    /// Who asks (recorded with the certificate and in the audit chain).
     pub actor: String,
     /// A retry with the same key never issues twice.
     pub idempotency_key: Option<String>,
@@ -30,26 +35,36 @@ pub struct IssueRequest {
 /// caller; see [`Authority::issue_for`]).
 #[derive(Clone, Debug)]
 pub struct IssueArgs {
+    /// The PKCS#10 request, PEM or DER.
     pub csr: Vec<u8>,
+    /// The namespace whose names it asks for.
     pub namespace: String,
+    /// The profile to issue under.
     pub profile: String,
+    /// A lifetime other than the profile's default, up to its maximum.
     pub lifetime: Option<Duration>,
     /// The caller's own key; scoped to the caller before use.
     pub idempotency_key: Option<String>,
 }
 
+/// A certificate, committed to the ledger before it is returned.
 #[derive(Clone, Debug)]
 pub struct Issued {
+    /// The issuer that signed it.
     pub issuer: String,
+    /// Its serial.
     pub serial: Vec<u8>,
+    /// The leaf, DER.
     pub cert_der: Vec<u8>,
     /// The leaf alone, PEM.
     pub cert_pem: String,
     /// Leaf, intermediate: what a TLS server presents.
     pub chain_pem: String,
+    /// The log index of its record (0 when answering a retry).
     pub log_index: u64,
     /// Validity, Unix seconds.
     pub not_before: i64,
+    /// notAfter, Unix seconds.
     pub not_after: i64,
     /// True when this answers a retry: the certificate is the one the
     /// first attempt with the same idempotency key recorded (and

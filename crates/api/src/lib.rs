@@ -33,6 +33,7 @@
 //! `quorumca-ca` (decisions and signing), `quorumca-consensus` (agreement),
 //! `quorumca-ledger` (what is recorded).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod auth;
 mod authority;

@@ -24,7 +24,9 @@ pub const MAX_PAGE: usize = 1000;
 /// A recorded certificate and whether (and how) it was revoked.
 #[derive(Clone, Debug)]
 pub struct CertificateView {
+    /// What the ledger recorded at issuance.
     pub record: IssuanceRecord,
+    /// Its revocation, if revoked.
     pub revocation: Option<Revocation>,
     /// Read from this node's archive: expired and pruned from the ledger.
     pub archived: bool,
@@ -33,24 +35,33 @@ pub struct CertificateView {
 /// Which records a listing returns; empty fields match everything.
 #[derive(Clone, Debug, Default)]
 pub struct CertificateFilter {
+    /// Only this namespace's certificates, if set.
     pub namespace: String,
+    /// Only this issuer's, if set.
     pub issuer: String,
+    /// Only those this identity asked for, if set.
     pub actor: String,
+    /// Only revoked ones.
     pub revoked_only: bool,
 }
 
 /// One page of a listing; `next` is where the following page starts.
 #[derive(Clone, Debug)]
 pub struct CertificatePage {
+    /// The certificates, in (issuer, serial) order.
     pub certificates: Vec<CertificateView>,
+    /// Where the next page starts; None on the last page.
     pub next: Option<(String, Serial)>,
 }
 
 /// One page of the audit log, with the chain's current head.
 #[derive(Clone, Debug)]
 pub struct AuditPage {
+    /// The entries, oldest first.
     pub entries: Vec<AuditEntry>,
+    /// The hash of the chain's latest entry: compare it across nodes.
     pub chain_head: [u8; 32],
+    /// How many entries the chain holds.
     pub chain_length: u64,
     /// As many entries as were asked for: there may be more.
     pub full: bool,

@@ -20,7 +20,12 @@ use crate::error::AuthorityError;
 #[derive(Clone, Debug)]
 pub enum RevokeTarget {
     /// A certificate of the cluster by its issuer and serial.
-    Serial { issuer: String, serial: Vec<u8> },
+    Serial {
+        /// The issuer's id.
+        issuer: String,
+        /// The serial, as in the certificate.
+        serial: Vec<u8>,
+    },
     /// The certificate itself, PEM or DER: its issuer is found in the
     /// hierarchy.
     Certificate(Vec<u8>),
@@ -29,7 +34,9 @@ pub enum RevokeTarget {
 /// A committed revocation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revoked {
+    /// The issuer of the revoked certificate.
     pub issuer: String,
+    /// Its serial.
     pub serial: Vec<u8>,
     /// When it took effect, Unix ms (the first attempt's, for a retry).
     pub revoked_at_ms: u64,

@@ -71,7 +71,9 @@ fn default_kdf_iterations() -> u32 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
+    /// Where the gRPC API listens (`host:port`).
     pub listen: String,
+    /// Where the HTTP side listens: CRLs, OCSP, CA certificates.
     pub http_listen: String,
     /// The cluster's public HTTP URL (a load balancer over every node's
     /// `http_listen`), written into certificates as CRL and OCSP URLs. Must
@@ -84,12 +86,16 @@ pub struct ApiConfig {
     /// either, the node runs but cannot sign.
     #[serde(default)]
     pub unseal_secret_file: Option<PathBuf>,
+    /// Whether the cluster makes its own root or installs one made offline.
     #[serde(default)]
     pub hierarchy: Hierarchy,
+    /// CRL shards per intermediate, fixed at its creation.
     #[serde(default = "default_crl_shards")]
     pub crl_shards: u64,
+    /// How long a CRL is valid (`"24h"`); it is re-signed after half of it.
     #[serde(default = "default_crl_validity")]
     pub crl_validity: String,
+    /// Serials per lease: one Raft round trip buys this many issuances.
     #[serde(default = "default_lease_block")]
     pub lease_block: u64,
     /// PBKDF2 iterations of the KEK derivation; the same on every node.
@@ -108,6 +114,7 @@ pub struct ApiConfig {
     /// TLS roots and the CA's root are the same certificate.
     #[serde(default)]
     pub root_cert_file: Option<PathBuf>,
+    /// The sealed key of `root_cert_file`.
     #[serde(default)]
     pub root_sealed_key_file: Option<PathBuf>,
     /// The enrolment port: TLS without client certificates, serving only
@@ -120,19 +127,37 @@ pub struct ApiConfig {
 /// Why the API side of a node cannot start. Each says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A field of `[api]` is wrong.
     #[error("[api] {field}: {reason}")]
-    Config { field: &'static str, reason: String },
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The unseal secret file cannot be read.
     #[error("cannot read the unseal secret from {path}: {source}")]
     SecretFile {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The unseal secret is too short.
     #[error("the unseal secret from {from} is {len} bytes; it must be at least {MIN_SECRET_BYTES} (generate one with `head -c 32 /dev/urandom | base64`)")]
-    SecretTooShort { from: String, len: usize },
+    SecretTooShort {
+        /// Where it came from (a file, or the environment variable).
+        from: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A listener cannot bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
@@ -210,6 +235,7 @@ impl ApiConfig {
         })
     }
 
+    /// The URL certificates name for CRLs and OCSP: `public_url`, or `http://<http_listen>`.
     pub fn public_url(&self) -> String {
         self.public_url
             .clone()
@@ -253,8 +279,11 @@ impl ApiConfig {
 
 /// The running API side of a node.
 pub struct ApiServer {
+    /// The authority its services call.
     pub authority: Arc<Authority>,
+    /// The address the gRPC API is bound to (the port chosen, with port 0).
     pub grpc_addr: SocketAddr,
+    /// The address the HTTP side is bound to.
     pub http_addr: SocketAddr,
     stop: watch::Sender<bool>,
     /// The gRPC and HTTP servers: stopped gracefully, within a bound.

@@ -19,11 +19,15 @@ use quorumca_net::node_tls::{client_config, ClientIdentity, Expect};
 use serde::Deserialize;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+/// node.toml's `[tls]`: this node's identity and the cluster's roots.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// The cluster's root certificates, PEM; every peer and client must chain to one.
     pub ca_file: PathBuf,
+    /// This node's certificate (and chain), PEM.
     pub cert_file: PathBuf,
+    /// Its private key, PEM.
     pub key_file: PathBuf,
 }
 
@@ -31,13 +35,18 @@ pub struct TlsConfig {
 /// fix.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A file cannot be read.
     #[error("[tls] {field}: cannot read {path}: {source}")]
     Read {
+        /// The `[tls]` field naming it.
         field: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The material is unusable; the message says which and why.
     #[error("[tls] {0}")]
     Invalid(String),
 }
@@ -45,11 +54,15 @@ pub enum TlsError {
 /// The loaded TLS material of one node.
 #[derive(Clone)]
 pub struct NodeCredentials {
+    /// The cluster's root certificates, PEM.
     pub ca_pem: Vec<u8>,
+    /// This node's certificate chain, PEM.
     pub cert_pem: Vec<u8>,
+    /// Its private key, PEM.
     pub key_pem: Vec<u8>,
     /// `spiffe://<trust domain>/node/<id>`, read from the certificate.
     pub identity: String,
+    /// The trust domain of `identity`.
     pub trust_domain: String,
 }
 

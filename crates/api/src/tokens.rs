@@ -21,6 +21,7 @@ use crate::issuance::{IssueRequest, Issued};
 
 /// Default and longest token validity.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Tokens live at most a day: a leaked token is a way in until it expires or is used.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Prefix of every token, so one found in a log or a paste is recognisable

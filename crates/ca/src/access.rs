@@ -43,6 +43,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role a policy's `role = "..."` names, or None for an unknown word.
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
@@ -53,6 +54,7 @@ impl Role {
         }
     }
 
+    /// The word policy files and messages use for it.
     pub fn name(self) -> &'static str {
         match self {
             Role::Admin => "admin",
@@ -69,6 +71,7 @@ impl Role {
 pub struct Grant {
     /// An exact identity, or a prefix ending in `/*`.
     pub identity: String,
+    /// The role it grants.
     pub role: Role,
     /// For issuers: the namespaces they may issue in. Must be empty for
     /// other roles (they are not namespace-scoped).
@@ -89,6 +92,7 @@ pub struct Approvals {
 }
 
 impl Approvals {
+    /// Whether no change needs approval (so the policy's canonical text omits the table).
     pub fn is_unset(&self) -> bool {
         *self == Approvals::default()
     }
@@ -97,23 +101,38 @@ impl Approvals {
 /// Something a caller asks to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action<'a> {
+    /// Issue or renew a certificate in a namespace.
     Issue {
+        /// The namespace the request names.
         namespace: &'a str,
     },
+    /// Revoke a certificate of a namespace.
     Revoke {
+        /// The namespace the certificate was issued in.
         namespace: &'a str,
     },
+    /// Revoke every certificate of a compromised key, whatever its namespace.
     RevokeByKey,
+    /// List or read issued certificates.
     ReadCertificates {
+        /// One namespace, or None for every namespace.
         namespace: Option<&'a str>,
     },
+    /// Read the current policy and its history.
     ReadPolicy,
+    /// Apply or roll back a policy.
     ChangePolicy,
+    /// Rotate, install or retire issuers.
     ChangeCa,
+    /// Approve a change another admin proposed.
     Approve,
+    /// Read membership, leadership and node status.
     ReadCluster,
+    /// Add or remove nodes, move leadership.
     ChangeCluster,
+    /// Read or query the audit chain.
     ReadAudit,
+    /// Create join tokens.
     CreateToken,
     /// List the roles join tokens granted.
     ReadRoleBindings,
@@ -150,8 +169,11 @@ impl Action<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{identity} may not {action}: {why}")]
 pub struct Denied {
+    /// Who was refused.
     pub identity: String,
+    /// What they asked to do ([`Action::name`]).
     pub action: String,
+    /// Which rule refused it, with what would allow it.
     pub why: String,
 }
 

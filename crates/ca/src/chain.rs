@@ -212,13 +212,17 @@ pub fn signed_leaf(issuer_der: &[u8], cert_der: &[u8]) -> Result<SignedLeaf, Sig
 /// says about its holder.
 #[derive(Clone, Debug)]
 pub struct IdentitySpec {
+    /// The holder's SPIFFE ID, the certificate's only URI name.
     pub spiffe_id: String,
     /// Names a TLS client dials (nodes only).
     pub dns: Vec<String>,
+    /// Addresses a TLS client dials (nodes only).
     pub ips: Vec<std::net::IpAddr>,
     /// Nodes serve TLS as well as dial it; admins only dial.
     pub server: bool,
+    /// When it is valid.
     pub validity: crate::sign::Validity,
+    /// Its serial, chosen by the caller (bootstrap identities are not in the ledger).
     pub serial: Vec<u8>,
 }
 

@@ -46,7 +46,9 @@ pub struct CrlEntry {
 pub struct CrlSpec {
     /// The CRL number from the ledger: monotonic per (issuer, shard).
     pub number: u64,
+    /// thisUpdate, Unix seconds.
     pub this_update: i64,
+    /// nextUpdate, Unix seconds: relying parties fetch a new CRL by then.
     pub next_update: i64,
     /// The URL this shard is served at; goes into the issuing distribution
     /// point so a relying party can tell shards apart.
@@ -57,6 +59,7 @@ pub struct CrlSpec {
     /// 5280 5.2.6). Relying parties such as OpenSSL look for deltas only
     /// when the full CRL or the certificate points at them.
     pub freshest: Option<String>,
+    /// The revoked certificates it lists.
     pub entries: Vec<CrlEntry>,
 }
 

@@ -22,10 +22,17 @@ const OID_EXTENSION_REQUEST: ObjectIdentifier =
 /// The public key types QuorumCA can certify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyAlgorithm {
+    /// ECDSA over P-256.
     EcdsaP256,
+    /// ECDSA over P-384.
     EcdsaP384,
+    /// Ed25519.
     Ed25519,
-    Rsa { bits: u32 },
+    /// RSA with this modulus size.
+    Rsa {
+        /// The modulus size in bits.
+        bits: u32,
+    },
 }
 
 impl std::fmt::Display for KeyAlgorithm {
@@ -43,8 +50,11 @@ impl std::fmt::Display for KeyAlgorithm {
 /// request. Whether they are allowed is policy, decided elsewhere.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestedNames {
+    /// DNS names.
     pub dns: Vec<String>,
+    /// IP addresses.
     pub ips: Vec<IpAddr>,
+    /// URIs (SPIFFE IDs among them).
     pub uris: Vec<String>,
 }
 
@@ -55,34 +65,51 @@ pub struct VerifiedCsr {
     pub der: Vec<u8>,
     /// DER of the SubjectPublicKeyInfo, as it will go into the certificate.
     pub spki_der: Vec<u8>,
+    /// The key's type, checked against the profile's `key_algorithms`.
     pub key: KeyAlgorithm,
     /// Subject common name, if present. Informational: identity is carried
     /// in subjectAltName.
     pub common_name: Option<String>,
+    /// The subjectAltName names it asks for.
     pub names: RequestedNames,
 }
 
 /// Why a CSR was refused. Each message says what the requester must fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CsrError {
+    /// The CSR exceeds [`MAX_CSR_BYTES`].
     #[error("the CSR is {size} bytes; the limit is {MAX_CSR_BYTES}")]
-    TooLarge { size: usize },
+    TooLarge {
+        /// Its size in bytes.
+        size: usize,
+    },
+    /// The input is not PEM of a certificate request.
     #[error("the CSR is not valid PEM: {0}. Expected -----BEGIN CERTIFICATE REQUEST-----")]
     MalformedPem(String),
+    /// The PEM holds something that is not a PKCS#10 request.
     #[error("the CSR is not valid DER (PKCS#10): {0}")]
     MalformedDer(String),
+    /// The request's signature does not verify with its own key.
     #[error("the CSR signature does not verify with its own public key; it was altered or signed with another key")]
     BadSignature,
+    /// The request is signed with an algorithm this CA does not verify.
     #[error("the CSR is signed with {0}, which is not supported; use ECDSA with SHA-256/384, Ed25519, or RSA PKCS#1 v1.5 with SHA-256/384/512")]
     UnsupportedSignature(String),
     #[error(
         "the key type {0} is not supported; use ECDSA P-256 or P-384, Ed25519, or RSA 2048-4096"
     )]
+    /// The key type is not one QuorumCA certifies.
     UnsupportedKey(String),
+    /// An RSA key of a size other than 2048, 3072 or 4096 bits.
     #[error("RSA keys must be 2048, 3072 or 4096 bits; this one has {bits}")]
-    WeakKey { bits: u32 },
+    WeakKey {
+        /// Its modulus size.
+        bits: u32,
+    },
+    /// The extension request's subjectAltName does not decode.
     #[error("the CSR's subjectAltName extension request is malformed: {0}")]
     MalformedNames(String),
+    /// No SubjectPublicKeyInfo could be found in the input.
     #[error("no public key found: {0}. Give a PUBLIC KEY, CERTIFICATE or CERTIFICATE REQUEST, as PEM or DER")]
     NoPublicKey(String),
 }

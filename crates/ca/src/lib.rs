@@ -32,6 +32,7 @@
 //! commits them; the API crate authenticates callers before anything here
 //! runs.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod access;
 mod chain;

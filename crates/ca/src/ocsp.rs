@@ -32,10 +32,13 @@ const OID_OCSP_NONCE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5
 /// What the ledger says about one serial of this issuer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OcspStatus {
+    /// Issued by us, unexpired and not revoked.
     Good,
     /// Revoked at Unix seconds `at` with an RFC 5280 reason code.
     Revoked {
+        /// When it was revoked, Unix seconds.
         at: i64,
+        /// The RFC 5280 CRLReason code.
         reason: u8,
     },
     /// Not issued by us, or expired and pruned.
@@ -47,16 +50,22 @@ pub enum OcspStatus {
 /// prescribes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OcspError {
+    /// The request exceeds [`MAX_OCSP_REQUEST_BYTES`]; the value is its size.
     #[error("OCSP request is {0} bytes; the limit is {MAX_OCSP_REQUEST_BYTES}")]
     TooLarge(usize),
+    /// The request is not a DER OCSPRequest.
     #[error("OCSP request does not decode: {0}")]
     Malformed(String),
+    /// The request names more than [`MAX_OCSP_CERTS`] certificates; the value is how many.
     #[error("OCSP request asks about {0} certificates; the limit is {MAX_OCSP_CERTS}")]
     TooMany(usize),
+    /// The CertID hash algorithm is neither SHA-1 nor SHA-256.
     #[error("OCSP request uses hash algorithm {0}; use SHA-1 or SHA-256")]
     UnsupportedHash(String),
+    /// The CertID's issuer hashes are not this issuer's.
     #[error("OCSP request asks about a certificate of another issuer")]
     NotOurIssuer,
+    /// Signing the response failed.
     #[error("signing the OCSP response failed: {0}")]
     Sign(String),
 }

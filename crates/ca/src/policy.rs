@@ -36,18 +36,27 @@ use crate::sign::{Usage, Validity};
 /// Backdating beyond this would hide real clock problems and stretch
 /// certificates into the past.
 pub const MAX_BACKDATE: Duration = Duration::from_secs(48 * 3600);
+/// The backdate a profile gets when it sets none: covers a minute of clock skew between this CA and
+/// relying parties.
 pub const DEFAULT_BACKDATE: Duration = Duration::from_secs(60);
 
+/// A key type a profile allows, as policy files spell it (`ecdsa-p256`, `rsa-2048`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AlgorithmName {
+    /// ECDSA over P-256 (`ecdsa-p256`).
     EcdsaP256,
+    /// ECDSA over P-384 (`ecdsa-p384`).
     EcdsaP384,
+    /// Ed25519 (`ed25519`).
     Ed25519,
+    /// RSA, 2048 bits (`rsa-2048`).
     #[serde(rename = "rsa-2048")]
     Rsa2048,
+    /// RSA, 3072 bits (`rsa-3072`).
     #[serde(rename = "rsa-3072")]
     Rsa3072,
+    /// RSA, 4096 bits (`rsa-4096`).
     #[serde(rename = "rsa-4096")]
     Rsa4096,
 }
@@ -66,10 +75,13 @@ impl AlgorithmName {
     }
 }
 
+/// An extended key usage a profile grants, as policy files spell it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UsageName {
+    /// TLS server authentication (`server`).
     Server,
+    /// TLS client authentication (`client`).
     Client,
 }
 
@@ -101,6 +113,7 @@ pub struct Span {
 }
 
 impl Span {
+    /// Parses a humantime duration (`"24h"`, `"7d"`), keeping the text as written.
     pub fn parse(text: &str) -> Result<Self, String> {
         humantime::parse_duration(text)
             .map(|duration| Self {
@@ -110,10 +123,12 @@ impl Span {
             .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"24h\""))
     }
 
+    /// The parsed duration.
     pub fn duration(&self) -> Duration {
         self.duration
     }
 
+    /// The text as the policy's author wrote it.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -140,14 +155,22 @@ fn default_renew_at() -> f64 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// Key types a CSR may carry.
     pub key_algorithms: Vec<AlgorithmName>,
+    /// The lifetime when the request asks for none.
     pub default_lifetime: Span,
+    /// The longest lifetime a request may ask for.
     pub max_lifetime: Span,
+    /// The extended key usages its certificates carry.
     pub usages: Vec<UsageName>,
+    /// How far notBefore lies before the signing time, for relying parties' clock skew (at most
+    /// [`MAX_BACKDATE`]).
     #[serde(default = "default_backdate")]
     pub backdate: Span,
+    /// The fraction of the lifetime after which holders should renew (0 < renew_at < 1).
     #[serde(default = "default_renew_at")]
     pub renew_at: f64,
+    /// How much of each certificate the ledger keeps.
     #[serde(default)]
     pub store: RecordForm,
 }
@@ -156,10 +179,12 @@ pub struct Profile {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Namespace {
+    /// The profiles requests in this namespace may use.
     pub profiles: Vec<String>,
     /// Exact names, or `*.suffix` for exactly one more label.
     #[serde(default)]
     pub dns: Vec<String>,
+    /// IP ranges its certificates may name.
     #[serde(default)]
     pub ips: Vec<IpNet>,
     /// Exact URIs, or a prefix ending in `/*`. A `spiffe://` entry must be
@@ -188,8 +213,10 @@ pub struct Namespace {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// Issuances per requester identity, e.g. `"50/s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_identity: Option<String>,
+    /// Issuances per namespace, e.g. `"500/s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_namespace: Option<String>,
 }
@@ -198,7 +225,9 @@ pub struct Limits {
 /// one request).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rate {
+    /// Tokens added per second.
     pub per_second: f64,
+    /// Most tokens held: the largest burst allowed.
     pub burst: f64,
 }
 
@@ -229,15 +258,19 @@ impl Rate {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// Issuance profiles by name.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
+    /// Namespaces by name: who may get which names.
     #[serde(default)]
     pub namespaces: BTreeMap<String, Namespace>,
+    /// Issuance rate limits.
     #[serde(default, skip_serializing_if = "limits_unset")]
     pub limits: Limits,
     /// Which identities hold which roles (see [`crate::authorize`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grants: Vec<Grant>,
+    /// Which changes wait for a second admin.
     #[serde(default, skip_serializing_if = "Approvals::is_unset")]
     pub approvals: Approvals,
 }
@@ -250,39 +283,79 @@ fn limits_unset(l: &Limits) -> bool {
 /// the profile, namespace or name at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
+    /// The text is not TOML, or not the policy's shape.
     #[error("policy is not valid TOML: {0}")]
     Parse(String),
+    /// The policy breaks a rule; the message names it.
     #[error("policy: {0}")]
     Invalid(String),
+    /// The request names a profile the policy does not define.
     #[error("unknown profile {0:?}")]
     UnknownProfile(String),
+    /// The request names a namespace the policy does not define.
     #[error("unknown namespace {0:?}")]
     UnknownNamespace(String),
+    /// The namespace does not list the profile.
     #[error("profile {profile:?} is not allowed in namespace {namespace:?}")]
-    ProfileNotAllowed { namespace: String, profile: String },
+    ProfileNotAllowed {
+        /// The namespace.
+        namespace: String,
+        /// The profile it does not allow.
+        profile: String,
+    },
+    /// The profile does not allow the CSR's key type.
     #[error("key type {key} is not allowed by profile {profile:?} (allowed: {allowed})")]
     KeyNotAllowed {
+        /// The CSR's key type.
         key: String,
+        /// The profile.
         profile: String,
+        /// The key types it allows, comma-separated.
         allowed: String,
     },
+    /// A requested name matches none of the namespace's patterns.
     #[error("{name} is outside namespace {namespace:?}'s rules")]
-    NameNotAllowed { namespace: String, name: String },
+    NameNotAllowed {
+        /// The namespace.
+        namespace: String,
+        /// The name it refuses.
+        name: String,
+    },
+    /// A namespace or profile name is not a valid name.
     #[error("{kind} name {shown:?} is not 1 to {MAX_NAME_LEN} characters of A-Z, a-z, 0-9, '.', '-' and '_'")]
-    BadName { kind: &'static str, shown: String },
+    BadName {
+        /// "namespace" or "profile".
+        kind: &'static str,
+        /// The name, cut to its first 64 characters.
+        shown: String,
+    },
+    /// A requested `spiffe://` URI is not a valid SPIFFE ID.
     #[error("URI {uri:?} is not a valid SPIFFE ID: {why}")]
     InvalidSpiffeId {
+        /// The URI.
         uri: String,
+        /// The rule it breaks.
         why: crate::spiffe::SpiffeIdError,
     },
+    /// A requested SPIFFE ID is one the cluster reserves for nodes and admins.
     #[error("URI {uri:?} is a reserved SPIFFE ID (nodes and break-glass admins have root-signed bootstrap identities); namespace {namespace:?} does not set allow_reserved_ids")]
-    ReservedId { namespace: String, uri: String },
+    ReservedId {
+        /// The namespace, which does not set `allow_reserved_ids`.
+        namespace: String,
+        /// The reserved ID.
+        uri: String,
+    },
+    /// Neither the CSR nor the request names anything to certify.
     #[error("the request names nothing to certify; put DNS, IP or URI names in the CSR")]
     NoNames,
+    /// The requested lifetime exceeds the profile's maximum.
     #[error("requested lifetime {requested:?} exceeds profile {profile:?}'s maximum {max:?}")]
     LifetimeTooLong {
+        /// The profile.
         profile: String,
+        /// The lifetime asked for.
         requested: Duration,
+        /// The profile's `max_lifetime`.
         max: Duration,
     },
 }
@@ -343,13 +416,21 @@ fn uri_allowed(pattern: &str, uri: &str) -> bool {
 /// What policy decided for one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// The profile the certificate is issued under.
     pub profile: String,
+    /// The namespace it is issued in.
     pub namespace: String,
+    /// The DNS names it will carry.
     pub dns: Vec<String>,
+    /// The IP addresses it will carry.
     pub ips: Vec<IpAddr>,
+    /// The URIs it will carry.
     pub uris: Vec<String>,
+    /// Its validity window, backdate included.
     pub validity: Validity,
+    /// Its extended key usages.
     pub usages: Vec<Usage>,
+    /// How much of it the ledger keeps.
     pub store: RecordForm,
     /// Unix seconds after which the holder should renew.
     pub renew_after: i64,
@@ -377,6 +458,8 @@ impl Policy {
         )
     }
 
+    /// Checks every rule a policy must keep; [`Policy::from_toml`] calls it, and so must anyone
+    /// building a policy in code.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let bad = |m: String| Err(PolicyError::Invalid(m));
         for (field, v) in [

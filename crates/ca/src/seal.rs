@@ -63,6 +63,7 @@ impl Kek {
         Ok(Self { key, id })
     }
 
+    /// The KEK's fingerprint: sealed keys name it, so a node with the wrong secret can be told so.
     pub fn id(&self) -> [u8; 8] {
         self.id
     }
@@ -79,6 +80,7 @@ pub struct SealedKey {
     pub version: u8,
     /// Fingerprint of the KEK that sealed it.
     pub kek_id: [u8; 8],
+    /// The AES-GCM nonce, random per sealing.
     pub nonce: [u8; 12],
     /// AES-256-GCM ciphertext with its tag.
     pub ciphertext: Vec<u8>,
@@ -120,14 +122,27 @@ impl SealedKey {
     }
 }
 
+/// Why a key could not be sealed or unsealed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SealError {
+    /// The unseal secret is shorter than [`MIN_SECRET_BYTES`].
     #[error("the unseal secret is {len} bytes; use at least {MIN_SECRET_BYTES} random bytes")]
-    WeakSecret { len: usize },
+    WeakSecret {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The key names another KEK than this node's.
     #[error("this key was sealed under another unseal secret (KEK {expected}, this node has {actual}); give this node the cluster's unseal secret")]
-    WrongSecret { expected: String, actual: String },
+    WrongSecret {
+        /// The KEK fingerprint the key was sealed under, hex.
+        expected: String,
+        /// This node's KEK fingerprint, hex.
+        actual: String,
+    },
+    /// The ciphertext's tag does not verify.
     #[error("the sealed key is corrupt or was sealed for another purpose (authentication failed)")]
     Corrupt,
+    /// The bytes are not a sealed key of a known version.
     #[error("sealed key format: {0}")]
     Format(String),
 }

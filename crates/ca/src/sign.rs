@@ -26,14 +26,18 @@ const OID_AD_OCSP: const_oid::ObjectIdentifier =
 /// A validity window in Unix seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Validity {
+    /// notBefore, Unix seconds.
     pub not_before: i64,
+    /// notAfter, Unix seconds.
     pub not_after: i64,
 }
 
 /// What a leaf certificate may be used for (its extended key usages).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Usage {
+    /// TLS server authentication.
     ServerAuth,
+    /// TLS client authentication.
     ClientAuth,
 }
 
@@ -68,6 +72,7 @@ impl CaSigner {
         self.issuer.key()
     }
 
+    /// The CA's certificate as PEM.
     pub fn cert_pem(&self) -> String {
         pem_encode("CERTIFICATE", &self.cert_der)
     }
@@ -83,6 +88,7 @@ fn spki_of(cert_der: &[u8]) -> Result<Vec<u8>, SignError> {
         .map_err(|e| SignError::Key(e.to_string()))
 }
 
+/// PEM of `der` under `label` (`CERTIFICATE`, `X509 CRL`, ...), LF line endings.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     der::pem::encode_string(label, der::pem::LineEnding::LF, der).expect("PEM encoding of bytes")
 }
@@ -90,10 +96,13 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
 /// Why nothing was signed. Lint failures name the rule that was broken.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignError {
+    /// The certificate or CRL would break a rule this CA keeps; the message names it.
     #[error("lint: {0}")]
     Lint(String),
+    /// The CA key is unusable or does not match its certificate.
     #[error("CA key: {0}")]
     Key(String),
+    /// The encoder refused what was built.
     #[error("building the certificate failed: {0}")]
     Build(String),
 }
@@ -297,11 +306,17 @@ pub fn cross_sign(
 /// policy approved, not blindly the CSR's.
 #[derive(Clone, Debug)]
 pub struct LeafSpec {
+    /// Its serial, as the ledger leased it.
     pub serial: Vec<u8>,
+    /// Its validity window.
     pub validity: Validity,
+    /// DNS names, as policy approved them.
     pub dns: Vec<String>,
+    /// IP addresses, as policy approved them.
     pub ips: Vec<IpAddr>,
+    /// URIs, as policy approved them.
     pub uris: Vec<String>,
+    /// Its extended key usages.
     pub usages: Vec<Usage>,
     /// Where this leaf's CRL shard is served.
     pub crl_url: Option<String>,

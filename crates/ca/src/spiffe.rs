@@ -29,20 +29,28 @@ pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 /// Why a string is not a SPIFFE ID; each names the rule it breaks.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SpiffeIdError {
+    /// It does not start with `spiffe://`.
     #[error("a SPIFFE ID starts with \"spiffe://\" in lowercase")]
     Scheme,
+    /// It is longer than [`MAX_SPIFFE_ID_LEN`].
     #[error("a SPIFFE ID is at most {MAX_SPIFFE_ID_LEN} characters")]
     TooLong,
+    /// Nothing between `spiffe://` and the path.
     #[error("the trust domain is empty")]
     EmptyTrustDomain,
+    /// The trust domain is longer than [`MAX_TRUST_DOMAIN_LEN`].
     #[error("the trust domain is at most {MAX_TRUST_DOMAIN_LEN} characters")]
     TrustDomainTooLong,
+    /// The trust domain holds a character outside `[a-z0-9._-]`.
     #[error("the trust domain may hold only a-z, 0-9, '.', '-' and '_', not {0:?} (no uppercase, port or userinfo)")]
     TrustDomainChar(char),
+    /// A path segment is empty.
     #[error("a path segment is empty (a doubled or trailing '/')")]
     EmptySegment,
+    /// A path segment is `.` or `..`.
     #[error("a path segment is '.' or '..'")]
     DotSegment,
+    /// A path segment holds a character outside `[A-Za-z0-9._-]`.
     #[error("a path segment may hold only A-Z, a-z, 0-9, '.', '-' and '_', not {0:?} (no percent-encoding, query or fragment)")]
     PathChar(char),
 }
@@ -50,6 +58,7 @@ pub enum SpiffeIdError {
 /// A parsed, valid SPIFFE ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpiffeId<'a> {
+    /// The trust domain, e.g. `example.org`.
     pub trust_domain: &'a str,
     /// Empty, or `/segment(/segment)*`.
     pub path: &'a str,

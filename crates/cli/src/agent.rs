@@ -41,10 +41,12 @@ pub struct AgentArgs {
     /// The agent's configuration (cluster and certificate intents).
     #[arg(long, short, env = "QUORUMCA_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Without a subcommand: run the agent.
     #[command(subcommand)]
     pub cmd: Option<AgentCmd>,
 }
 
+/// What `quorumca agent` does besides running.
 #[derive(Debug, Subcommand)]
 pub enum AgentCmd {
     /// Each certificate's expiry, renewal point and renewal state, from the
@@ -61,11 +63,13 @@ pub enum AgentCmd {
         /// ...or name it directly.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: Output,
     },
 }
 
+/// Runs the agent, or one of its subcommands.
 pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
     match a.cmd {
         Some(AgentCmd::Status {

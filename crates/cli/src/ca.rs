@@ -25,10 +25,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+/// Key types for CA keys made offline.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum CaAlgorithm {
+    /// ECDSA over P-256.
     EcdsaP256,
+    /// ECDSA over P-384 (the root's default).
     EcdsaP384,
+    /// Ed25519.
     Ed25519,
 }
 
@@ -42,6 +46,7 @@ impl CaAlgorithm {
     }
 }
 
+/// `quorumca ca`: the CA hierarchy, online and offline.
 #[derive(Debug, Subcommand)]
 pub enum CaCmd {
     /// Create a root CA: writes root.pem and root.key.json (the key sealed
@@ -49,13 +54,16 @@ pub enum CaCmd {
     ///
     /// Example: quorumca ca init-root --out-dir ./root --passphrase-file pass.txt
     InitRoot {
+        /// Directory for root.pem and root.key.json (created; must not hold them already).
         #[arg(long)]
         out_dir: PathBuf,
         /// File holding the passphrase (at least 16 bytes; trailing newline ignored).
         #[arg(long, env = "QUORUMCA_ROOT_PASSPHRASE_FILE")]
         passphrase_file: PathBuf,
+        /// The root's common name.
         #[arg(long, default_value = "QuorumCA Root")]
         common_name: String,
+        /// The root's key type.
         #[arg(long, value_enum, default_value = "ecdsa-p384")]
         algorithm: CaAlgorithm,
         /// Validity, e.g. 10y, 5y.
@@ -68,10 +76,13 @@ pub enum CaCmd {
     ///
     /// Example: quorumca ca prepare-intermediate --region eu-west --out-dir ./eu-west
     PrepareIntermediate {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: crate::cluster::Conn,
+        /// The region whose intermediate key to prepare.
         #[arg(long)]
         region: String,
+        /// Directory for <region>.csr and <region>.sealed-key.
         #[arg(long)]
         out_dir: PathBuf,
     },
@@ -80,8 +91,10 @@ pub enum CaCmd {
     /// Example: quorumca ca install-intermediate --region eu-west --cert eu-west.pem \
     ///            --root root/root.pem --sealed-key eu-west/eu-west.sealed-key
     InstallIntermediate {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: crate::cluster::Conn,
+        /// The region the intermediate serves.
         #[arg(long)]
         region: String,
         /// The intermediate certificate from sign-intermediate (PEM).
@@ -101,8 +114,10 @@ pub enum CaCmd {
     ///
     /// Example: quorumca ca rotate-intermediate --region dev-a
     RotateIntermediate {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: crate::cluster::Conn,
+        /// The region whose intermediate to rotate.
         #[arg(long)]
         region: String,
     },
@@ -114,6 +129,7 @@ pub enum CaCmd {
     ///
     /// Example: quorumca ca rotate-root --grace 30d
     RotateRoot {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: crate::cluster::Conn,
         /// How long both roots stay in the bundle at least.
@@ -126,10 +142,13 @@ pub enum CaCmd {
     /// Example: quorumca ca force-renew --issuer dev-a
     #[command(group = clap::ArgGroup::new("scope").required(true).multiple(true))]
     ForceRenew {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: crate::cluster::Conn,
+        /// Every certificate of this issuer (e.g. dev-a).
         #[arg(long, group = "scope")]
         issuer: Option<String>,
+        /// Every certificate of this namespace.
         #[arg(long, group = "scope")]
         namespace: Option<String>,
     },
@@ -138,8 +157,10 @@ pub enum CaCmd {
     /// Example: quorumca ca sign-intermediate --root-dir ./root --passphrase-file pass.txt \
     ///            --csr eu-west.csr --region eu-west --out eu-west.pem
     SignIntermediate {
+        /// Directory holding root.pem and root.key.json (from init-root).
         #[arg(long)]
         root_dir: PathBuf,
+        /// File holding the root's passphrase.
         #[arg(long, env = "QUORUMCA_ROOT_PASSPHRASE_FILE")]
         passphrase_file: PathBuf,
         /// The intermediate's CSR (PEM or DER); its key never leaves where it was made.
@@ -148,6 +169,7 @@ pub enum CaCmd {
         /// Region the intermediate serves; becomes part of its name.
         #[arg(long)]
         region: String,
+        /// Validity of the intermediate, e.g. 1y.
         #[arg(long, default_value = "1y")]
         validity: humantime::Duration,
         /// Where to write the intermediate certificate (PEM).
@@ -164,21 +186,28 @@ pub enum CaCmd {
   quorumca ca issue-identity --root-dir ./root --passphrase-file pass.txt \\
       --spiffe-id spiffe://example.org/admin/alice --out-dir alice")]
     IssueIdentity {
+        /// Directory holding root.pem and root.key.json (from init-root).
         #[arg(long)]
         root_dir: PathBuf,
+        /// File holding the root's passphrase.
         #[arg(long, env = "QUORUMCA_ROOT_PASSPHRASE_FILE")]
         passphrase_file: PathBuf,
+        /// The identity, e.g. spiffe://example.org/node/1 or spiffe://example.org/admin/alice.
         #[arg(long)]
         spiffe_id: String,
         /// A node: the certificate also serves TLS.
         #[arg(long)]
         server: bool,
+        /// DNS names clients dial the node by (repeatable).
         #[arg(long)]
         dns: Vec<String>,
+        /// IP addresses clients dial the node by (repeatable).
         #[arg(long)]
         ip: Vec<std::net::IpAddr>,
+        /// Validity, e.g. 1y.
         #[arg(long, default_value = "1y")]
         validity: humantime::Duration,
+        /// Directory for cert.pem, key.pem and ca.pem (created; must not hold them already).
         #[arg(long)]
         out_dir: PathBuf,
     },
@@ -344,6 +373,7 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<
     Ok(())
 }
 
+/// Runs one `quorumca ca` subcommand.
 pub async fn run(cmd: CaCmd) -> anyhow::Result<()> {
     use quorumca_proto::authority_service_client::AuthorityServiceClient;
     use quorumca_proto::{InstallIntermediateRequest, PrepareIntermediateRequest};

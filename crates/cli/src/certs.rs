@@ -17,23 +17,31 @@ pub enum CertOutput {
     /// A short summary.
     #[default]
     Table,
+    /// Everything, as JSON, for scripts.
     Json,
     /// The certificate chain (or CRL) as PEM, nothing else: pipe it.
     Pem,
 }
 
+/// Where to send a certificate command, and how to show its answer.
 #[derive(Debug, Args)]
 pub struct CertConn {
+    /// Cluster connection and output options.
     #[command(flatten)]
     pub target: crate::client::Target,
+    /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub output: CertOutput,
 }
 
+/// Key types `issue` and `renew` generate.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum KeyType {
+    /// ECDSA over P-256.
     EcdsaP256,
+    /// ECDSA over P-384.
     EcdsaP384,
+    /// Ed25519.
     Ed25519,
 }
 
@@ -43,6 +51,7 @@ pub enum KeyType {
   quorumca issue --dns web.default.svc.dev.internal --out-dir ./certs
   quorumca issue --csr req.pem --namespace payments --profile service -o pem > chain.pem")]
 pub struct IssueArgs {
+    /// Cluster connection and output options.
     #[command(flatten)]
     pub conn: CertConn,
     /// A PKCS#10 CSR file (PEM or DER). Without it, a key is generated
@@ -61,8 +70,10 @@ pub struct IssueArgs {
     /// Key type to generate.
     #[arg(long, value_enum)]
     pub key_type: Option<KeyType>,
+    /// The namespace whose names to issue for.
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// The profile to issue under.
     #[arg(long, default_value = "service")]
     pub profile: String,
     /// Requested lifetime (e.g. 24h); the profile's default if absent.
@@ -104,8 +115,10 @@ pub struct RenewArgs {
     /// Key type of the new key.
     #[arg(long, value_enum, default_value = "ecdsa-p256")]
     pub key_type: KeyType,
+    /// Requested lifetime (e.g. 24h); the profile's default if absent.
     #[arg(long)]
     pub lifetime: Option<humantime::Duration>,
+    /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub output: CertOutput,
 }
@@ -154,8 +167,10 @@ fn reason_arg() -> impl clap::builder::TypedValueParser<Value = pb::RevocationRe
   quorumca revoke --cert dev-data/admin/cert.pem --reason key-compromise   # also bootstrap identities
   quorumca revoke --key leaked-cert.pem --reason key-compromise")]
 pub struct RevokeArgs {
+    /// Cluster connection and output options.
     #[command(flatten)]
     pub conn: CertConn,
+    /// Issuer of the certificate (e.g. dev-a), with --serial.
     #[arg(long, required_unless_present_any = ["key", "cert"], requires = "serial")]
     pub issuer: Option<String>,
     /// Serial in hex, as printed by `quorumca issue` or `openssl x509 -serial`.
@@ -170,18 +185,23 @@ pub struct RevokeArgs {
     /// `quorumca dev` and `ca issue-identity`.
     #[arg(long, conflicts_with_all = ["issuer", "serial"])]
     pub cert: Option<PathBuf>,
+    /// Why it is revoked.
     #[arg(long, value_parser = reason_arg(), default_value = "unspecified")]
     pub reason: pb::RevocationReason,
 }
 
+/// `quorumca crl`.
 #[derive(Debug, Subcommand)]
 pub enum CrlCmd {
     /// Fetch one CRL shard (as served over HTTP at the URL in certificates).
     Get {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: CertConn,
+        /// The issuer (e.g. dev-a).
         #[arg(long)]
         issuer: String,
+        /// The shard (a certificate's CRL URL names it).
         #[arg(long, default_value_t = 0)]
         shard: u64,
         /// The delta CRL instead of the full one.
@@ -193,16 +213,20 @@ pub enum CrlCmd {
     },
 }
 
+/// `quorumca cert`.
 #[derive(Debug, Subcommand)]
 pub enum CertCmd {
     /// One certificate: record, revocation status, the PEM if stored.
     ///
     /// Example: quorumca cert get --issuer dev-a --serial 36a2b825dc208da3
     Get {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: CertConn,
+        /// The issuer (e.g. dev-a).
         #[arg(long)]
         issuer: String,
+        /// Serial in hex, as `quorumca issue` printed it.
         #[arg(long)]
         serial: String,
     },
@@ -210,10 +234,13 @@ pub enum CertCmd {
     ///
     /// Example: quorumca cert list --namespace payments --revoked --limit 50
     List {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: CertConn,
+        /// Only this namespace's certificates.
         #[arg(long, default_value = "")]
         namespace: String,
+        /// Only this issuer's certificates (e.g. dev-a).
         #[arg(long, default_value = "")]
         issuer: String,
         /// Only certificates this identity asked for.
@@ -228,6 +255,7 @@ pub enum CertCmd {
     },
 }
 
+/// `quorumca bundle`.
 #[derive(Debug, Subcommand)]
 pub enum BundleCmd {
     /// The roots (PEM) to trust, and the issuers under them.
@@ -261,6 +289,7 @@ fn time_str(unix: i64) -> String {
     .to_string()
 }
 
+/// `quorumca issue`.
 pub async fn issue(a: IssueArgs) -> anyhow::Result<()> {
     let (csr, key_pem) = match &a.csr {
         Some(path) => (
@@ -382,6 +411,7 @@ fn replace_file(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// `quorumca renew`.
 pub async fn renew(a: RenewArgs) -> anyhow::Result<()> {
     let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("reading {}", p.display()));
     let chain_pem = read(a.dir.join("chain.pem"))?;
@@ -439,6 +469,7 @@ pub async fn renew(a: RenewArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `quorumca revoke`.
 pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
     let client = ca_client(&a.conn)?;
     let summary = if let Some(path) = &a.key {
@@ -494,6 +525,7 @@ pub async fn revoke(a: RevokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `quorumca crl`.
 pub async fn crl(cmd: CrlCmd) -> anyhow::Result<()> {
     let CrlCmd::Get {
         conn,
@@ -550,6 +582,7 @@ pub async fn crl(cmd: CrlCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `quorumca bundle`.
 pub async fn bundle(cmd: BundleCmd) -> anyhow::Result<()> {
     let BundleCmd::Get(conn) = cmd;
     let b = ca_client(&conn)?.trust_bundle().await?;
@@ -674,6 +707,7 @@ const CERT_HEADERS: [&str; 7] = [
     "ACTOR",
 ];
 
+/// `quorumca cert`.
 pub async fn cert(cmd: CertCmd) -> anyhow::Result<()> {
     match cmd {
         CertCmd::Get {

@@ -10,8 +10,10 @@ use serde::Serialize;
 use crate::client::node_channel;
 use crate::output::{json, table, Output};
 
+/// Where to send a command, and how to show its answer.
 #[derive(Debug, Args)]
 pub struct Conn {
+    /// Cluster connection and output options.
     #[command(flatten)]
     pub target: crate::client::Target,
     /// Output format.
@@ -19,6 +21,7 @@ pub struct Conn {
     pub output: Output,
 }
 
+/// `quorumca cluster`: membership and leadership.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
     /// Leader, term, indexes and members as seen by each endpoint.
@@ -30,15 +33,19 @@ pub enum ClusterCmd {
     /// Add a node (as a learner, then a voter unless --learner).
     #[command(alias = "add")]
     AddNode {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
+        /// The new node's id (never used before in this cluster).
         #[arg(long)]
         id: u64,
         /// host:port the new node listens on.
         #[arg(long)]
         addr: String,
+        /// Its region.
         #[arg(long)]
         region: String,
+        /// Its zone.
         #[arg(long)]
         zone: String,
         /// Keep it a non-voting learner.
@@ -51,16 +58,20 @@ pub enum ClusterCmd {
     ///
     /// Example: quorumca cluster transfer-leader --to 2
     TransferLeader {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
+        /// The voter to lead.
         #[arg(long)]
         to: u64,
     },
     /// Remove a node from the cluster.
     #[command(alias = "remove")]
     RemoveNode {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
+        /// The node to remove.
         #[arg(long)]
         id: u64,
     },
@@ -120,6 +131,7 @@ fn members_table(ms: &[MemberOut]) -> String {
     table(&["NODE", "ADDRESS", "REGION", "ZONE", "ROLE"], &rows)
 }
 
+/// Runs one `quorumca cluster` subcommand.
 pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Status(conn) => {

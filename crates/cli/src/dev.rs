@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
+/// `quorumca dev`: a local cluster on loopback for trying QuorumCA.
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Number of nodes (1 to 9). Use an odd number: 3 tolerates one failure.
@@ -211,6 +212,7 @@ fn node_toml(id: u64, layout: &DevLayout, data_dir: &Path) -> String {
     s
 }
 
+/// Runs the dev cluster until Ctrl-C.
 pub async fn run(args: DevArgs, log: &str) -> anyhow::Result<()> {
     let base = args.data_dir.clone();
     // The dev data dir holds the unseal secret, every key and the ledger:

@@ -18,6 +18,7 @@ use quorumca_client::Retry;
   quorumca approve --list        # what waits, with diffs
   quorumca approve 3             # approve change 3; it takes effect now")]
 pub struct ApproveArgs {
+    /// Cluster connection and output options.
     #[command(flatten)]
     pub conn: Conn,
     /// The change to approve.
@@ -28,6 +29,7 @@ pub struct ApproveArgs {
     pub list: bool,
 }
 
+/// `quorumca audit`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCmd {
     /// Audit entries, oldest first: policy and CA changes, revocations,
@@ -36,11 +38,13 @@ pub enum AuditCmd {
   quorumca audit query --denied
   quorumca audit query --actor spiffe://example.org/ns/payments/api --after 1200")]
     Query {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
         /// Entries after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// Return at most this many entries.
         #[arg(long, default_value_t = 100)]
         limit: u32,
         /// Only this identity's entries.
@@ -52,6 +56,7 @@ pub enum AuditCmd {
     },
 }
 
+/// `quorumca approve`.
 pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
     let conn = &a.conn;
     let client = conn.target.client()?;
@@ -119,6 +124,7 @@ pub async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `quorumca audit`.
 pub async fn audit(cmd: AuditCmd) -> anyhow::Result<()> {
     let AuditCmd::Query {
         conn,

@@ -15,6 +15,7 @@
 //!   ([`tokens`]).
 //! - `agent`: the rotation agent and its status ([`agent`]).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 // The argument structs' doc comments are clap's `--help` text, written for
 // a terminal (`<region>.csr`, `[tls]`), not rustdoc markup.
 #![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
@@ -47,6 +48,7 @@ pub struct Cli {
         default_value = "info,openraft=warn"
     )]
     pub log: String,
+    /// What to do.
     #[command(subcommand)]
     pub command: Cmd,
 }
@@ -57,10 +59,11 @@ const EXAMPLES: &str = "Examples:
   quorumca issue --dns web.default.svc.dev.internal --out-dir certs
   quorumca cluster status
   quorumca policy show
-  quorumca renew --cert certs/cert.pem --key certs/key.pem --out-dir certs
+  quorumca renew --dir certs
   quorumca audit query --denied
   quorumca server --config node.toml   run one node of a real cluster";
 
+/// Every `quorumca` command.
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run one node, configured by a TOML file.
@@ -120,6 +123,7 @@ pub enum Cmd {
     Agent(agent::AgentArgs),
 }
 
+/// Logs to stderr under the `--log` filter, in colour on a terminal.
 pub fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -130,6 +134,7 @@ pub fn init_logging(cli: &Cli) {
         .try_init();
 }
 
+/// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Server { config, parent_pid } => server::run(&config, parent_pid).await,

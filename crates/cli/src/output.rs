@@ -3,10 +3,13 @@
 use clap::ValueEnum;
 use serde::Serialize;
 
+/// Output of commands that return records: a table for people, JSON for scripts.
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub enum Output {
+    /// A table, for people.
     #[default]
     Table,
+    /// JSON, for scripts.
     Json,
 }
 
@@ -96,6 +99,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         .join("\n")
 }
 
+/// `v` as pretty JSON.
 pub fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("serialisable output")
 }

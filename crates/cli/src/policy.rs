@@ -14,6 +14,7 @@ use crate::cluster::Conn;
 use crate::output::{json, table, Output};
 use quorumca_client::Retry;
 
+/// `quorumca policy`: the versioned issuance and access policy.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
     /// Validate a policy file, show the diff, and commit it as a new version.
@@ -21,6 +22,7 @@ pub enum PolicyCmd {
   quorumca policy apply -f profiles.toml --dry-run   # validate and diff only
   quorumca policy apply -f profiles.toml --expect-version 3")]
     Apply {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
         /// The policy TOML ([profiles.*] and [namespaces.*]).
@@ -40,8 +42,10 @@ pub enum PolicyCmd {
     },
     /// Print the current policy (or one version of it).
     Show {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
+        /// That version instead of the current one.
         #[arg(long)]
         version: Option<u64>,
     },
@@ -49,8 +53,10 @@ pub enum PolicyCmd {
     History(Conn),
     /// Make an earlier version current again (as a new version).
     Rollback {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
+        /// The version to restore.
         #[arg(long)]
         to: u64,
         /// As for `apply`.
@@ -70,6 +76,7 @@ pub(crate) fn when(ms: u64) -> String {
         .to_string()
 }
 
+/// Runs one `quorumca policy` subcommand.
 pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
     match cmd {
         PolicyCmd::Apply {

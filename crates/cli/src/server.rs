@@ -11,7 +11,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// Everything node.toml configures, validated.
 pub struct Loaded {
+    /// The Raft side: identity, peers, storage, `[raft]`, `[connections]`.
     pub node: ServerConfig,
+    /// `[api]`, if the file has one.
     pub api: Option<ApiConfig>,
     /// None only with `insecure_plaintext = true`.
     pub tls: Option<NodeCredentials>,
@@ -56,6 +58,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     })
 }
 
+/// Runs one node until SIGTERM or Ctrl-C (or until `parent_pid` exits).
 pub async fn run(config_path: &Path, parent_pid: Option<u32>) -> anyhow::Result<()> {
     let Loaded {
         node: cfg,

@@ -16,6 +16,7 @@ use crate::cluster::Conn;
 use crate::output::{json, Output};
 use quorumca_client::Retry;
 
+/// `quorumca token`: join tokens and the roles they grant.
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Create a single-use join token for one namespace: whoever presents
@@ -24,8 +25,10 @@ pub enum TokenCmd {
   quorumca token create --namespace payments --ttl 10m
   quorumca token create --namespace payments --role issuer   # may issue in payments too")]
     Create {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
+        /// The namespace the enrolled identity gets its certificate in.
         #[arg(long)]
         namespace: String,
         /// Default: the namespace's first profile.
@@ -45,6 +48,7 @@ pub enum TokenCmd {
     #[command(after_help = "Example:
   quorumca token grants -o json")]
     Grants {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
     },
@@ -53,8 +57,10 @@ pub enum TokenCmd {
     #[command(after_help = "Example:
   quorumca token remove-grant --identity spiffe://dev.internal/ns/default/ci")]
     RemoveGrant {
+        /// Cluster connection and output options.
         #[command(flatten)]
         conn: Conn,
+        /// The identity (a SPIFFE ID) whose role to withdraw.
         #[arg(long)]
         identity: String,
     },
@@ -157,19 +163,24 @@ pub struct EnrollArgs {
     /// whoever gave you the token.
     #[arg(long)]
     pub ca_file: PathBuf,
+    /// DNS names to ask for (repeatable).
     #[arg(long)]
     pub dns: Vec<String>,
+    /// IP addresses to ask for (repeatable).
     #[arg(long)]
     pub ip: Vec<std::net::IpAddr>,
     /// URI SANs; a token with a role binds it to the spiffe:// one.
     #[arg(long)]
     pub uri: Vec<String>,
+    /// Directory for key.pem, cert.pem, chain.pem and ca.pem.
     #[arg(long)]
     pub out_dir: PathBuf,
+    /// Output format.
     #[arg(long, short, value_enum, default_value_t)]
     pub output: Output,
 }
 
+/// Runs one `quorumca token` subcommand.
 pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     let (conn, namespace, profile, role, ttl) = match cmd {
         TokenCmd::Create {
@@ -215,6 +226,7 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `quorumca enroll`.
 pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
     let ca_pem =
         std::fs::read(&a.ca_file).with_context(|| format!("reading {}", a.ca_file.display()))?;

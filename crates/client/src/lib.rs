@@ -45,6 +45,7 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod breaker;
 
@@ -66,7 +67,9 @@ use crate::breaker::Breaker;
 /// One node's public API address, and its region if known.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
+    /// `host:port` of the node's public API.
     pub addr: String,
+    /// Its region, when the endpoint was written `region=host:port`.
     pub region: Option<String>,
 }
 
@@ -95,9 +98,11 @@ impl Endpoint {
 /// How the client behaves; [`ClientConfig::new`] gives production defaults.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
+    /// The nodes to try; any one that answers will do.
     pub endpoints: Vec<Endpoint>,
     /// Endpoints of this region are tried first.
     pub local_region: Option<String>,
+    /// How long opening a connection to one node may take.
     pub connect_timeout: Duration,
     /// Deadline of one attempt on one node.
     pub attempt_timeout: Duration,
@@ -105,10 +110,12 @@ pub struct ClientConfig {
     pub call_timeout: Duration,
     /// Backoff before retry n is uniform in [0, min(max, base * 2^n)].
     pub backoff_base: Duration,
+    /// The most any one backoff waits.
     pub backoff_max: Duration,
     /// Consecutive failures that open a node's breaker, and how long it
     /// stays open before the node is tried again.
     pub breaker_failures: u32,
+    /// How long an open breaker keeps a node out of rotation.
     pub breaker_cooldown: Duration,
     /// mTLS credentials; None dials plaintext (only clusters that run with
     /// `insecure_plaintext` accept that).
@@ -126,8 +133,11 @@ pub struct ClientConfig {
 /// and key, PEM. `quorumca dev` writes one to `dev-data/admin/`.
 #[derive(Clone)]
 pub struct Credentials {
+    /// The cluster's root certificates: the server must chain to one and present a node identity.
     pub ca_pem: Vec<u8>,
+    /// This client's certificate chain, leaf first.
     pub cert_pem: Vec<u8>,
+    /// Its private key.
     pub key_pem: Vec<u8>,
 }
 
@@ -218,6 +228,7 @@ pub struct NodeEndpoint {
 }
 
 impl NodeEndpoint {
+    /// How long opening a connection may take.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.endpoint = self.endpoint.connect_timeout(d);
         self
@@ -229,6 +240,7 @@ impl NodeEndpoint {
         self
     }
 
+    /// Whether to send small writes at once (Nagle off).
     pub fn tcp_nodelay(mut self, on: bool) -> Self {
         self.endpoint = self.endpoint.tcp_nodelay(on);
         self
@@ -241,6 +253,7 @@ impl NodeEndpoint {
         self
     }
 
+    /// How long to wait for a keep-alive ping's answer before the connection counts as dead.
     pub fn keep_alive_timeout(mut self, d: Duration) -> Self {
         self.endpoint = self.endpoint.keep_alive_timeout(d);
         self
@@ -323,6 +336,7 @@ fn describe_status(s: &Status) -> String {
 }
 
 impl ClientConfig {
+    /// Production defaults over `endpoints`: 1 s to connect, 10 s per attempt, 30 s per call.
     pub fn new(endpoints: Vec<Endpoint>) -> Self {
         Self {
             endpoints,
@@ -339,11 +353,13 @@ impl ClientConfig {
         }
     }
 
+    /// Dials with mTLS under these credentials.
     pub fn credentials(mut self, c: Credentials) -> Self {
         self.credentials = Some(c);
         self
     }
 
+    /// Tries this region's endpoints first.
     pub fn local_region(mut self, region: impl Into<String>) -> Self {
         self.local_region = Some(region.into());
         self
@@ -357,19 +373,29 @@ impl ClientConfig {
     }
 }
 
+/// Why a call failed, and what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The cluster answered with an error that retrying will not fix; the
     /// message says what to change.
     #[error("{message} ({code:?})")]
-    Status { code: Code, message: String },
+    Status {
+        /// The gRPC status code.
+        code: Code,
+        /// The server's message.
+        message: String,
+    },
     /// Every attempt failed with a retryable error until the call deadline.
     #[error("no node answered within {timeout:?} ({attempts} attempts); last error: {last}")]
     Exhausted {
+        /// The call's deadline.
         timeout: Duration,
+        /// How many attempts were made.
         attempts: u32,
+        /// The last attempt's error.
         last: String,
     },
+    /// An endpoint is not `host:port` or `region=host:port`.
     #[error("bad endpoint: {0}")]
     Endpoint(String),
 }
@@ -393,11 +419,16 @@ struct Node {
 /// Counters, for tests and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Calls made.
     pub calls: u64,
+    /// Attempts made, retries included.
     pub attempts: u64,
+    /// Times a call moved to another node.
     pub failovers: u64,
 }
 
+/// A failover client over every endpoint: a call sticks to the node that answered last, and moves
+/// on when it fails with an error another node might not have.
 pub struct Client {
     cfg: ClientConfig,
     nodes: Vec<Node>,
@@ -498,6 +529,7 @@ impl Client {
         &self.nodes[self.current.load(Ordering::Relaxed) % self.nodes.len()].endpoint
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> Stats {
         Stats {
             calls: self.calls.load(Ordering::Relaxed),
@@ -610,7 +642,8 @@ impl Client {
     /// says which failures may go to another node.
     ///
     /// ```no_run
-    /// # async fn demo(client: &quorumca_client::Client) -> Result<(), quorumca_client::ClientError> {
+    /// # async fn demo(client: &quorumca_client::Client) -> Result<(),
+    /// quorumca_client::ClientError> {
     /// use quorumca_client::Retry;
     /// use quorumca_proto::cluster_client::ClusterClient;
     /// let status = client
@@ -690,6 +723,7 @@ impl Client {
         .await
     }
 
+    /// One certificate, with its record and revocation status.
     pub async fn get_certificate(
         &self,
         req: pb::GetCertificateRequest,
@@ -724,6 +758,7 @@ impl Client {
         .await
     }
 
+    /// The cluster's trust bundle: roots, intermediates, cross certificates and its version.
     pub async fn trust_bundle(&self) -> Result<pb::TrustBundle, ClientError> {
         self.unary(pb::GetTrustBundleRequest {}, |ch, r| async move {
             AuthorityServiceClient::new(ch).get_trust_bundle(r).await
@@ -731,6 +766,7 @@ impl Client {
         .await
     }
 
+    /// One CRL (full or delta) of an issuer's shard, DER.
     pub async fn crl(&self, req: pb::GetCrlRequest) -> Result<pb::GetCrlResponse, ClientError> {
         self.unary(req, |ch, r| async move {
             AuthorityServiceClient::new(ch).get_crl(r).await

@@ -40,18 +40,26 @@ pub struct PeerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// This node's id; unique in the cluster, never reused.
     pub node_id: u64,
+    /// Where the Raft listener binds (`host:port`).
     pub listen: String,
     /// What peers and clients dial; defaults to `listen`.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// Where the log, the state and snapshots live.
     pub data_dir: PathBuf,
+    /// The region this node is in (CA signing and placement).
     pub region: String,
+    /// The zone within the region.
     pub zone: String,
+    /// How long a write may wait for a leader and quorum before UNAVAILABLE.
     #[serde(default = "default_propose_timeout_ms")]
     pub propose_timeout_ms: u64,
+    /// The initial voters (the same list on every node of a new cluster).
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// `[raft]`: timing and compaction.
     #[serde(default)]
     pub raft: RaftSettings,
     /// The `[api]` section (public gRPC, HTTP, unseal secret), left
@@ -79,23 +87,37 @@ fn default_propose_timeout_ms() -> u64 {
 /// A configuration file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not TOML of this shape.
     #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with the line.
+        message: String,
+    },
+    /// A field has a value this node cannot use.
     #[error("config file {path}: `{field}` {reason}")]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The field.
         field: &'static str,
+        /// What is wrong with it.
         reason: String,
     },
 }
 
 impl ServerConfig {
+    /// Reads and validates node.toml.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -194,6 +216,7 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The part of the file the Raft node itself needs.
     pub fn node_config(&self) -> NodeConfig {
         NodeConfig {
             node_id: self.node_id,

@@ -15,23 +15,33 @@ pub enum ConsensusError {
         "cluster unavailable: {reason}; retry in {retry_after:?} (with the same idempotency key)"
     )]
     Unavailable {
+        /// Why, e.g. "no leader" or "proposal timed out".
         reason: String,
+        /// When retrying may succeed.
         retry_after: Duration,
     },
+    /// The request cannot be applied as given.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// A membership change was refused (e.g. removing the last voter).
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A listener cannot bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// The OS error.
         #[source]
         source: Arc<std::io::Error>,
     },
+    /// The log or state store failed.
     #[error(transparent)]
     Storage(Arc<quorumca_storage::StorageError>),
+    /// The node is shutting down or its Raft core has stopped.
     #[error("the Raft node has stopped: {0}")]
     Stopped(String),
+    /// The node's configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
 }
@@ -44,6 +54,7 @@ impl ConsensusError {
         }
     }
 
+    /// The gRPC status of this error, for the Cluster service.
     pub fn to_status(&self) -> tonic::Status {
         match self {
             Self::Unavailable { .. } => tonic::Status::unavailable(self.to_string()),

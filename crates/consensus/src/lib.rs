@@ -25,6 +25,7 @@
 //! `quorumca-ledger` (what is agreed), `quorumca-storage` (where it is kept),
 //! the `quorumca` binary in `crates/cli` (configuration and process life).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod batching;
 mod config;

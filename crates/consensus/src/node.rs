@@ -25,6 +25,7 @@ use crate::error::ConsensusError;
 use crate::network::{NetworkFactory, PeerPool};
 use crate::wire::{ForwardError, ForwardRequest, ForwardResponse, ForwardResult};
 
+/// The openraft instance of a node, over this crate's type configuration and store.
 pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
 
 /// Raft timing and log-compaction settings.
@@ -36,7 +37,9 @@ pub struct RaftSettings {
     /// two nodes: at 100 ms a cross-region link of 80-120 ms each way
     /// never completes an append (found by the link-faults drill).
     pub heartbeat_ms: u64,
+    /// The least time without a leader's heartbeat before a follower stands for election.
     pub election_timeout_min_ms: u64,
+    /// The most such time; each node picks at random in between.
     pub election_timeout_max_ms: u64,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_every: u64,
@@ -60,15 +63,20 @@ impl Default for RaftSettings {
 /// Everything needed to start one node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
+    /// This node's id.
     pub node_id: u64,
     /// Address the gRPC listener binds.
     pub listen: SocketAddr,
     /// Address peers and clients use to reach this node; defaults to the
     /// bound listen address.
     pub advertise: Option<String>,
+    /// Where the log, the state and snapshots live.
     pub data_dir: PathBuf,
+    /// The region this node is in.
     pub region: String,
+    /// The zone within the region.
     pub zone: String,
+    /// Raft timing and compaction.
     pub raft: RaftSettings,
     /// How long a proposal (or linearizable read) may wait for a leader and
     /// a quorum before failing with UNAVAILABLE.
@@ -88,31 +96,47 @@ pub struct NodeConfig {
 /// A member of the cluster as seen in the committed membership.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// Its id.
     pub node_id: u64,
+    /// Where it is reached and where it stands.
     pub info: NodeInfo,
+    /// Whether it votes (false: a learner catching up).
     pub voter: bool,
 }
 
 /// This node's view of the cluster.
 #[derive(Clone, Debug, Serialize)]
 pub struct Status {
+    /// This node's id.
     pub node_id: u64,
+    /// `Leader`, `Follower`, `Candidate`, `Learner` or `Shutdown`.
     pub role: String,
+    /// The leader it knows of, if any.
     pub leader_id: Option<u64>,
+    /// The current term.
     pub term: u64,
+    /// The last index in this node's log.
     pub last_log_index: u64,
+    /// The highest index it knows committed.
     pub commit_index: u64,
+    /// The highest index applied to its state.
     pub applied_index: u64,
+    /// The index its latest snapshot covers.
     pub snapshot_index: u64,
+    /// The committed membership.
     pub members: Vec<Member>,
+    /// Hash of the ledger state at `applied_index` (hex): equal on every node at one index.
     pub ledger_hash: String,
+    /// Unexpired certificates recorded in the ledger.
     pub live_certificates: u64,
 }
 
 /// A committed proposal: where it landed and what applying it answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
+    /// Where it landed in the log.
     pub log_index: u64,
+    /// What applying it answered (a rejection is an outcome too).
     pub outcome: Outcome,
 }
 
@@ -264,6 +288,7 @@ impl Node {
         })
     }
 
+    /// This node's id.
     pub fn id(&self) -> u64 {
         self.inner.id
     }
@@ -278,6 +303,7 @@ impl Node {
         &self.inner.info
     }
 
+    /// The openraft instance, for what needs its internals (its metrics, in tests).
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
     }
@@ -408,6 +434,8 @@ impl Node {
         Ok(self.read_local(f))
     }
 
+    /// Adds a node (as a voter or a learner) from any node: forwarded to the leader. Returns the
+    /// new membership.
     pub async fn add_node(
         &self,
         node_id: u64,
@@ -423,6 +451,7 @@ impl Node {
             .await
     }
 
+    /// Removes a node from the membership, from any node. Returns the new membership.
     pub async fn remove_node(&self, node_id: u64) -> Result<Vec<Member>, ConsensusError> {
         self.inner
             .change_membership(ForwardRequest::RemoveNode { node_id })
@@ -442,6 +471,7 @@ impl Node {
         }
     }
 
+    /// This node's view of the cluster, from local state (no round trip).
     pub fn status(&self) -> Status {
         self.inner.status()
     }

@@ -31,6 +31,7 @@ pub struct NodeTls {
     pub server: ServerTlsConfig,
     /// Dialling peers.
     pub client: DialTls,
+    /// Whether a verified peer certificate is a node of this cluster.
     pub is_peer: PeerCheck,
 }
 
@@ -52,6 +53,8 @@ pub enum ClusterOp {
 /// Authorises Cluster calls that arrive on the public API port (the Raft
 /// port only admits nodes). Implemented by the API crate, which knows roles.
 pub trait ClusterGate: Send + Sync + 'static {
+    /// Whether a caller with these certificates may perform `op`; `method` names it in refusals and
+    /// audit.
     fn check(
         &self,
         peer_certs: Option<&[CertificateDer<'static>]>,

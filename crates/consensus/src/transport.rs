@@ -24,6 +24,7 @@ pub type Dial = Arc<dyn Fn(String) -> BoxFuture<'static, io::Result<Conn>> + Sen
 pub struct Transport {
     /// The address peers are told to dial (unless `advertise` overrides).
     pub local_addr: SocketAddr,
+    /// Accepted connections the Raft server reads from.
     pub incoming: Incoming,
     /// None: tonic dials TCP itself.
     pub dial: Option<Dial>,

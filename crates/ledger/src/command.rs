@@ -80,15 +80,26 @@ impl fmt::Display for Serial {
 /// RFC 5280 section 5.3.1 reason codes (value 7 is unused by the RFC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RevocationReason {
+    /// No reason given (code 0); RFC 5280 prefers omitting the extension, which the CRL builder
+    /// does.
     Unspecified,
+    /// The subject's private key is, or may be, known to someone else (code 1).
     KeyCompromise,
+    /// The issuing CA's key is, or may be, compromised (code 2).
     CaCompromise,
+    /// The subject's name or other information changed (code 3).
     AffiliationChanged,
+    /// The certificate was replaced by a newer one (code 4).
     Superseded,
+    /// The certificate is no longer needed for its purpose (code 5).
     CessationOfOperation,
+    /// A temporary suspension (code 6).
     CertificateHold,
+    /// Lifts a hold; meaningful only in delta CRLs (code 8).
     RemoveFromCrl,
+    /// A privilege the certificate asserted was withdrawn (code 9).
     PrivilegeWithdrawn,
+    /// An attribute authority's key is compromised (code 10).
     AaCompromise,
 }
 
@@ -205,7 +216,8 @@ pub struct PolicyVersion {
     pub text: String,
     /// When it was applied, Unix milliseconds.
     pub applied_at_ms: u64,
-    /// The identity that applied it, with the note it gave (and, after a two-person approval, the approver).
+    /// The identity that applied it, with the note it gave (and, after a two-person approval, the
+    /// approver).
     pub actor: String,
     /// Set when this version restores an earlier one.
     pub rollback_of: Option<u64>,
@@ -218,16 +230,23 @@ pub enum Command {
     /// Records the placement labels of a node, so policy and clients can
     /// reason about regions and zones from replicated state.
     SetNodeLabels {
+        /// The node the labels describe.
         node_id: u64,
+        /// Its region, as in node.toml.
         region: String,
+        /// Its zone within the region.
         zone: String,
     },
     /// Grants `node_id` the next `block` sequence numbers of `issuer`, usable
     /// until `expires_at_ms`.
     GrantSerialLease {
+        /// The node the block is granted to; only it may issue from it.
         node_id: u64,
+        /// The issuer whose sequence space the block comes from.
         issuer: String,
+        /// How many sequence numbers the block holds.
         block: u64,
+        /// When the block stops being usable, Unix milliseconds (by the proposer's clock).
         expires_at_ms: u64,
     },
     /// Records an issued certificate.
@@ -246,54 +265,91 @@ pub enum Command {
     Batch(Vec<Proposal>),
     /// Revokes one certificate.
     Revoke {
+        /// The issuer that signed the certificate.
         issuer: String,
+        /// Its serial, as encoded in the certificate.
         serial: Serial,
+        /// The RFC 5280 reason, as it appears in CRLs and OCSP.
         reason: RevocationReason,
+        /// When it counts as revoked, Unix milliseconds.
         revoked_at_ms: u64,
     },
     /// Revokes every live certificate whose public key has this SPKI hash,
     /// across all issuers: the response to a compromised private key.
     RevokeByKey {
+        /// SHA-256 of the compromised SubjectPublicKeyInfo.
         spki_hash: [u8; 32],
+        /// The reason every revocation it makes carries (usually key compromise).
         reason: RevocationReason,
+        /// When they count as revoked, Unix milliseconds.
         revoked_at_ms: u64,
     },
     /// Takes the next CRL number of an issuer (RFC 5280 requires them to be
     /// monotonically increasing, across every node that signs CRLs).
-    NextCrlNumber { issuer: String },
+    NextCrlNumber {
+        /// The issuer whose CRL the number is for.
+        issuer: String,
+    },
     /// Drops records and revocations of certificates that expired before
     /// `before_ms`; an expired certificate needs neither a CRL entry nor a
     /// duplicate check, because its serial can never be reused (leases only
     /// move forward).
-    PruneExpired { before_ms: u64 },
+    PruneExpired {
+        /// Unix milliseconds: records whose notAfter lies before it go.
+        before_ms: u64,
+    },
     /// An opaque no-op, used by benchmarks and liveness probes to measure the
     /// replication path without state-machine cost.
-    Noop { payload: Vec<u8> },
+    Noop {
+        /// Bytes carried only to give the entry a size.
+        payload: Vec<u8>,
+    },
     /// Adds a root or intermediate to the hierarchy.
     RegisterIssuer(IssuerRecord),
     /// Makes `text` the current policy. With `expected_version`, applies
     /// only if the current version is that one (no lost updates between
     /// two operators).
     ApplyPolicy {
+        /// The policy's canonical TOML.
         text: String,
+        /// Who applies it (a SPIFFE ID or a break-glass admin).
         actor: String,
+        /// Applied only if the current version is this one.
         expected_version: Option<u64>,
     },
     /// Makes an earlier version current again, as a new version.
-    RollbackPolicy { to_version: u64, actor: String },
+    RollbackPolicy {
+        /// The version whose text becomes current again.
+        to_version: u64,
+        /// Who rolls back.
+        actor: String,
+    },
     /// Records that a caller was refused: denials are audit records, so a
     /// probing or misconfigured client shows up in `quorumca audit query`.
     RecordDenial {
+        /// The identity that was refused.
         identity: String,
+        /// The action it asked for, as policy names it.
         action: String,
+        /// Why it was refused, as the caller was told.
         reason: String,
     },
     /// Files a change that policy says needs a second admin. Nothing takes
     /// effect until [`Command::ApproveChange`] by someone else.
-    ProposeChange { change: Change, actor: String },
+    ProposeChange {
+        /// What takes effect on approval.
+        change: Change,
+        /// Who proposes it; they cannot approve it too.
+        actor: String,
+    },
     /// A second admin approves a pending change, which then applies exactly
     /// as if it had been proposed directly at this point in the log.
-    ApproveChange { id: u64, actor: String },
+    ApproveChange {
+        /// The pending change, as `ProposeChange` numbered it.
+        id: u64,
+        /// The approving admin; must differ from the proposer.
+        actor: String,
+    },
     /// Files a join token (only its hash: the ledger never holds the
     /// secret).
     CreateToken(JoinToken),
@@ -302,8 +358,11 @@ pub enum Command {
     /// certificate made for that key holds it. Refused while another
     /// enrolment holds `identity`: such an identity is reserved.
     RedeemToken {
+        /// SHA-256 of the token's secret, the only form the ledger knows it by.
         token_hash: [u8; 32],
+        /// The identity the enrolment asks for (its CSR's SPIFFE ID).
         identity: String,
+        /// SHA-256 of the CSR's SubjectPublicKeyInfo.
         spki_hash: [u8; 32],
     },
     /// Rotation, retirement and forced renewal in the CA hierarchy.
@@ -313,22 +372,33 @@ pub enum Command {
     /// (a retry after it moved is answered the same way), and only to a
     /// key with a live certificate.
     RebindRole {
+        /// The identity holding the role.
         identity: String,
+        /// The key the role is bound to now.
         from_spki: [u8; 32],
+        /// The renewed certificate's key it moves to.
         to_spki: [u8; 32],
     },
     /// An admin withdraws a token-bound role (and so frees its identity).
-    RemoveRoleBinding { identity: String },
+    RemoveRoleBinding {
+        /// The identity whose role goes.
+        identity: String,
+    },
     /// Revokes a certificate the ledger has no record of: a bootstrap
     /// identity (a node's or the first admin's) that the root signed
     /// before the cluster ran. The API checked that `issuer` signed it; it
     /// lands in the issuer's CRL (shard 0) and every node refuses it as a
     /// client from then on, until `not_after_ms` when it leaves the CRL.
     RevokeUnrecorded {
+        /// The issuer that signed the certificate (checked by the API).
         issuer: String,
+        /// Its serial.
         serial: Serial,
+        /// Its notAfter, Unix milliseconds: the CRL lists it until then.
         not_after_ms: u64,
+        /// The RFC 5280 reason.
         reason: RevocationReason,
+        /// When it counts as revoked, Unix milliseconds.
         revoked_at_ms: u64,
     },
 }
@@ -360,20 +430,29 @@ pub enum HierarchyChange {
     /// both ways, and the current root may be withdrawn from the bundle
     /// `root_grace_ms` from now at the earliest.
     Rotate {
+        /// A new root, or None to keep the current one.
         root: Option<IssuerRecord>,
+        /// Cross certificates between the current root and the new one.
         cross: Vec<CrossCert>,
+        /// The new intermediates, one per region being rotated.
         intermediates: Vec<IssuerRecord>,
+        /// How long the old root stays in the trust bundle at least, milliseconds.
         root_grace_ms: u64,
     },
     /// Retires an issuer that no longer signs: an intermediate once its
     /// last leaf has expired, a replaced root once its grace window is over
     /// and every intermediate under it is retired. Its sealed key is
     /// dropped from the ledger and it leaves the trust bundle.
-    Retire { id: String },
+    Retire {
+        /// The issuer to retire.
+        id: String,
+    },
     /// Asks every holder of a certificate of `issuer`, or of `namespace`,
     /// issued before now to renew at once (key compromise response).
     ForceRenew {
+        /// Every leaf of this issuer, if set.
         issuer: Option<String>,
+        /// Every leaf in this namespace, if set.
         namespace: Option<String>,
     },
 }
@@ -453,11 +532,16 @@ pub struct Enrollment {
 /// A change that can wait for approval.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
+    /// Makes `text` the current policy, as [`Command::ApplyPolicy`].
     ApplyPolicy {
+        /// The policy's canonical TOML.
         text: String,
+        /// Applied only if the current version is still this one at approval.
         expected_version: Option<u64>,
     },
+    /// Restores an earlier version, as [`Command::RollbackPolicy`].
     RollbackPolicy {
+        /// The version whose text becomes current again.
         to_version: u64,
     },
     /// Adds issuers to the hierarchy, in order (an intermediate signed by
@@ -542,7 +626,8 @@ pub struct Proposal {
 }
 
 impl Proposal {
-    /// A proposal of `command` at `at_ms` (Unix milliseconds), by no one and without an idempotency key.
+    /// A proposal of `command` at `at_ms` (Unix milliseconds), by no one and without an idempotency
+    /// key.
     pub fn new(at_ms: u64, command: Command) -> Self {
         Self {
             at_ms,
@@ -611,7 +696,8 @@ pub struct SerialLease {
     pub start: u64,
     /// One past the last sequence number of the block.
     pub end: u64,
-    /// Signing with it stops at this time (Unix milliseconds); records of what was signed before still commit.
+    /// Signing with it stops at this time (Unix milliseconds); records of what was signed before
+    /// still commit.
     pub expires_at_ms: u64,
 }
 
@@ -627,53 +713,79 @@ impl SerialLease {
 /// node must reach the same one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// The node's labels are stored.
     LabelsSet,
+    /// The block granted; the node issues from `start` up to `end`.
     LeaseGranted(SerialLease),
+    /// The certificate is recorded under this (issuer, serial).
     IssuanceRecorded {
+        /// The issuer it is recorded under.
         issuer: String,
+        /// Its serial.
         serial: Serial,
     },
     /// One outcome per record of a `RecordIssuances`, or per proposal of a
     /// `Batch`, in order.
     Batch(Vec<Outcome>),
+    /// The certificate is revoked.
     Revoked {
+        /// Its issuer.
         issuer: String,
+        /// Its serial.
         serial: Serial,
+        /// When it counts as revoked, Unix milliseconds.
         revoked_at_ms: u64,
     },
     /// Certificates newly revoked by a RevokeByKey (already revoked ones
     /// are left as they were).
     RevokedByKey {
+        /// The (issuer, serial) of each.
         revoked: Vec<(String, Serial)>,
     },
+    /// The issuer's next CRL number, taken.
     CrlNumber {
+        /// The issuer it belongs to.
         issuer: String,
+        /// The number, to put in the CRL about to be signed.
         number: u64,
     },
+    /// Expired certificates were dropped.
     Pruned {
+        /// How many issuance records went.
         records: u64,
+        /// How many revocations went.
         revocations: u64,
     },
+    /// The no-op is in the log.
     Noop,
+    /// The issuer is in the hierarchy.
     IssuerRegistered {
+        /// Its id.
         id: String,
     },
+    /// The policy is current.
     PolicyApplied {
+        /// Its version (a rollback gets a new one).
         version: u64,
     },
+    /// The denial is in the audit chain.
     Audited,
     /// The change waits for a second admin's approval.
     ChangePending {
+        /// The number an approval names.
         id: u64,
     },
+    /// The token's hash is filed; the secret stays with the caller.
     TokenCreated,
     /// The token was valid and is now used up; enrol under these terms.
     TokenRedeemed(JoinToken),
     /// A hierarchy change took effect; the trust bundle is now at
     /// `bundle_version`.
     HierarchyChanged {
+        /// The bundle version clients compare to know they must refresh.
         bundle_version: u64,
     },
+    /// Nothing changed, for this reason.
     Rejected(Rejection),
     /// The role is bound to the renewed certificate's key now.
     RoleRebound,
@@ -684,50 +796,125 @@ pub enum Outcome {
 /// Why a proposal changed nothing. Each says what the proposer must fix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Rejection {
+    /// The serial is already recorded under this issuer.
     #[error("serial {serial} of issuer {issuer} is already recorded; serials are never reused")]
-    DuplicateSerial { issuer: String, serial: Serial },
+    DuplicateSerial {
+        /// The issuer.
+        issuer: String,
+        /// The serial already taken.
+        serial: Serial,
+    },
+    /// The record's serial lies outside every lease this node holds.
     #[error("sequence {sequence} of issuer {issuer} is not in any lease granted to node {node_id}; take a new serial lease")]
     SequenceNotLeased {
+        /// The issuer.
         issuer: String,
+        /// The node that signed it.
         node_id: u64,
+        /// The sequence number the serial encodes.
         sequence: u64,
     },
     #[error(
         "certificate {serial} of issuer {issuer} is not in the ledger (unknown or already expired); to revoke a bootstrap identity (made by `quorumca dev` or `ca issue-identity`), name it by its certificate: `quorumca revoke --cert cert.pem`"
     )]
-    UnknownCertificate { issuer: String, serial: Serial },
+    /// No live record for this certificate.
+    UnknownCertificate {
+        /// The issuer named.
+        issuer: String,
+        /// The serial named.
+        serial: Serial,
+    },
+    /// The certificate is revoked already; the first revocation stands.
     #[error("certificate {serial} of issuer {issuer} was already revoked at {revoked_at_ms} ms")]
     AlreadyRevoked {
+        /// Its issuer.
         issuer: String,
+        /// Its serial.
         serial: Serial,
+        /// When the first revocation took effect, Unix milliseconds.
         revoked_at_ms: u64,
     },
+    /// An idempotency key came back with a different request.
     #[error("idempotency key {key:?} was already used for a different request; use a fresh key per request")]
-    IdempotencyKeyConflict { key: String },
+    IdempotencyKeyConflict {
+        /// The key.
+        key: String,
+    },
+    /// No issuer has this id.
     #[error("issuer {id:?} is not registered; register the CA hierarchy first")]
-    UnknownIssuer { id: String },
+    UnknownIssuer {
+        /// The id named.
+        id: String,
+    },
+    /// An issuer of this id exists already.
     #[error("issuer {id:?} is already registered")]
-    IssuerExists { id: String },
+    IssuerExists {
+        /// The id.
+        id: String,
+    },
+    /// The issuer still has live leaves, or is current.
     #[error("issuer {id:?} cannot be retired yet: {reason}")]
-    NotRetirable { id: String, reason: String },
+    NotRetirable {
+        /// The issuer.
+        id: String,
+        /// What still holds it.
+        reason: String,
+    },
+    /// The issuer is retired and signs nothing more.
     #[error("issuer {id:?} is retired (its key is destroyed); sign with the region's current intermediate")]
-    IssuerRetired { id: String },
+    IssuerRetired {
+        /// The issuer.
+        id: String,
+    },
+    /// The policy moved on since the caller read it.
     #[error("the policy changed meanwhile: it is now at version {current}, not {expected}; review the new version and apply again")]
-    PolicyConflict { expected: u64, current: u64 },
+    PolicyConflict {
+        /// The version the caller expected.
+        expected: u64,
+        /// The version current now.
+        current: u64,
+    },
+    /// No such policy version.
     #[error("policy version {version} does not exist")]
-    UnknownPolicyVersion { version: u64 },
+    UnknownPolicyVersion {
+        /// The version named.
+        version: u64,
+    },
+    /// No pending change of this number.
     #[error("no pending change {id}; list them with `quorumca approve --list`")]
-    UnknownChange { id: u64 },
+    UnknownChange {
+        /// The number named.
+        id: u64,
+    },
     #[error(
         "change {id} was proposed by {actor}, who cannot also approve it; a second admin must"
     )]
-    SelfApproval { id: u64, actor: String },
+    /// The proposer tried to approve their own change.
+    SelfApproval {
+        /// The change.
+        id: u64,
+        /// The proposer.
+        actor: String,
+    },
+    /// The token is unknown, used up or expired.
     #[error("the join token is unknown, already used, or expired; ask an admin for a new one (`quorumca token create`)")]
     TokenNotUsable,
+    /// The identity holds a token-bound role for another key.
     #[error("identity {identity:?} holds a role granted by a join token and is reserved for the certificate that holds it; enrol with another identity (admins list and remove such roles with `quorumca token grants` and `quorumca token remove-grant`)")]
-    IdentityReserved { identity: String },
+    IdentityReserved {
+        /// The identity.
+        identity: String,
+    },
+    /// The identity holds no token-bound role.
     #[error("identity {identity:?} holds no role granted by a join token (`quorumca token grants` lists them)")]
-    NoRoleBinding { identity: String },
+    NoRoleBinding {
+        /// The identity.
+        identity: String,
+    },
+    /// The command cannot apply as given (a bug in the proposer, or a forged proposal).
     #[error("invalid command: {reason}")]
-    Invalid { reason: String },
+    Invalid {
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -36,6 +36,7 @@
 //! - The policy text, versioned with history and rollback.
 //! - An audit hash chain over every applied proposal.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod command;
 mod state;

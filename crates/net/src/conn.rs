@@ -25,6 +25,7 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Wraps an accepted or dialled stream with its addresses.
     pub fn new(io: impl Io, local: Option<SocketAddr>, remote: Option<SocketAddr>) -> Self {
         Self {
             io: Box::new(io),
@@ -39,10 +40,12 @@ impl Conn {
         self
     }
 
+    /// The peer's address, if known.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote
     }
 
+    /// This side's address, if known.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local
     }

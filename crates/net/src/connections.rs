@@ -22,18 +22,26 @@ use serde::Deserialize;
 
 use crate::ListenerLimits;
 
+/// `[connections]` in node.toml: what every listener admits and how long each step may take.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionLimits {
+    /// Open connections per listener (API, HTTP, enrolment).
     pub max_connections: usize,
+    /// Open connections per client address; raise it behind a load balancer in TCP mode.
     pub max_connections_per_source: usize,
+    /// Open connections on the Raft listener.
     pub raft_max_connections: usize,
+    /// A TLS handshake's deadline, on every TLS listener.
     #[serde(with = "human")]
     pub handshake_timeout: Duration,
+    /// The deadline for an HTTP request line and headers.
     #[serde(with = "human")]
     pub header_timeout: Duration,
+    /// One request's deadline, body included.
     #[serde(with = "human")]
     pub request_timeout: Duration,
+    /// After this a connection is closed gracefully, so clients rebalance.
     #[serde(with = "human")]
     pub max_connection_age: Duration,
 }
@@ -56,11 +64,15 @@ impl Default for ConnectionLimits {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("[connections] {field}: {reason}")]
 pub struct ConnectionLimitsError {
+    /// The field.
     pub field: &'static str,
+    /// Why, and what to set instead.
     pub reason: String,
 }
 
 impl ConnectionLimits {
+    /// Checks the values make working listeners: caps of at least 1, the per-source cap within the
+    /// total, timeouts between 100 ms and 10 min.
     pub fn validate(&self) -> Result<(), ConnectionLimitsError> {
         let bad = |field, reason: &str| {
             Err(ConnectionLimitsError {

@@ -33,8 +33,11 @@ use crate::listen::Incoming;
 /// How long one HTTP connection may take over each step.
 #[derive(Clone, Copy, Debug)]
 pub struct HttpLimits {
+    /// The deadline for a request line and headers.
     pub header_timeout: Duration,
+    /// One request's deadline, body included.
     pub request_timeout: Duration,
+    /// After this the connection is closed gracefully.
     pub max_connection_age: Duration,
 }
 

@@ -29,6 +29,7 @@
 //! from the crates that own certificates and roles. It only bounds how much
 //! of the process a connection can hold, and for how long.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 #[cfg(feature = "server")]
 mod conn;

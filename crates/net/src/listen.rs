@@ -75,15 +75,19 @@ pub struct ListenerStats {
 }
 
 impl ListenerStats {
+    /// Connections open now.
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
     }
+    /// Connections admitted since start.
     pub fn admitted(&self) -> u64 {
         self.admitted.load(Ordering::Relaxed)
     }
+    /// Connections refused at a cap since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
+    /// Accept errors since start.
     pub fn accept_errors(&self) -> u64 {
         self.accept_errors.load(Ordering::Relaxed)
     }
@@ -177,7 +181,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Where connections come from: a TCP listener, or a test's stand-in.
 pub trait Accept: Send + 'static {
+    /// The accepted stream.
     type Stream: crate::Io;
+    /// Waits for the next connection and its peer address.
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
 }
 
@@ -263,8 +269,11 @@ pub type Incoming = std::pin::Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send
 
 /// A listener with caps. `name` is what logs call it ("api", "raft", ...).
 pub struct Bounded {
+    /// The bound address (the port chosen, with port 0).
     pub local_addr: SocketAddr,
+    /// Counters, for status and metrics.
     pub stats: Arc<ListenerStats>,
+    /// The admitted connections.
     pub incoming: Incoming,
 }
 

@@ -36,9 +36,17 @@ use crate::sent::NotSent;
 pub enum Expect {
     /// Any node; of this trust domain when it is known (a client with a
     /// certificate of its own knows it; one enrolling may not).
-    AnyNode { trust_domain: Option<String> },
+    AnyNode {
+        /// The trust domain, when known.
+        trust_domain: Option<String>,
+    },
     /// Node `id` of `trust_domain`: what a Raft peer dialled.
-    Node { trust_domain: String, id: u64 },
+    Node {
+        /// The trust domain.
+        trust_domain: String,
+        /// The node's id.
+        id: u64,
+    },
 }
 
 impl Expect {
@@ -72,14 +80,30 @@ impl Expect {
 /// what the server presented, so an operator can find who is answering.
 #[derive(Debug, thiserror::Error)]
 pub enum NotANode {
+    /// The certificate is not signed directly by a root.
     #[error("the server presented {presented}, which is not signed by the cluster's root itself ({reason}); QuorumCA nodes present root-signed certificates for spiffe://<trust domain>/node/<id>, and no workload certificate is one")]
-    NotRootSigned { presented: String, reason: String },
+    NotRootSigned {
+        /// What the certificate calls itself.
+        presented: String,
+        /// Why verification failed.
+        reason: String,
+    },
+    /// The certificate is a node's, but not the one dialled.
     #[error("the server presented {presented}, not {expected}")]
-    WrongIdentity { presented: String, expected: String },
+    WrongIdentity {
+        /// What the certificate calls itself.
+        presented: String,
+        /// The identity expected.
+        expected: String,
+    },
+    /// The certificate is not valid for the host name dialled.
     #[error("the server presented {presented}, which is not valid for {host}: {reason}")]
     WrongHost {
+        /// What the certificate calls itself.
         presented: String,
+        /// The host dialled.
         host: String,
+        /// Why it does not match.
         reason: String,
     },
 }
@@ -113,13 +137,16 @@ pub struct NodeVerifier {
 /// TLS material that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
+    /// The roots do not parse or are empty.
     #[error("the cluster's roots: {0}")]
     Roots(String),
+    /// The client certificate or key does not parse or do not match.
     #[error("the client certificate and key: {0}")]
     Identity(String),
 }
 
 impl NodeVerifier {
+    /// A verifier trusting `roots_pem` (PEM certificates), accepting only the node `expect` names.
     pub fn new(roots_pem: &[u8], expect: Expect) -> Result<Self, TlsSetupError> {
         let mut roots = Vec::new();
         for der in rustls_pemfile_certs(roots_pem)? {
@@ -233,7 +260,9 @@ impl ServerCertVerifier for NodeVerifier {
 
 /// A client certificate chain (leaf first) and its key, PEM.
 pub struct ClientIdentity<'a> {
+    /// The chain, PEM, leaf first.
     pub chain_pem: &'a [u8],
+    /// Its private key, PEM.
     pub key_pem: &'a [u8],
 }
 

@@ -16,7 +16,9 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 #[error("could not connect to {addr}: {source}")]
 pub struct NotSent {
+    /// The address dialled.
     pub addr: String,
+    /// Why the connection failed.
     #[source]
     pub source: io::Error,
 }

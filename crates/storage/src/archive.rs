@@ -27,10 +27,13 @@ use crate::mem_disk::MemDisk;
 /// One archived certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchivedRecord {
+    /// The issuance record as the ledger held it.
     pub record: IssuanceRecord,
+    /// Its revocation, if it was revoked.
     pub revocation: Option<Revocation>,
 }
 
+/// One node's archive of expired records and evicted audit entries.
 #[derive(Clone, Debug)]
 pub struct Archive {
     backend: Backend,
@@ -57,6 +60,7 @@ fn key(issuer: &str, serial: &Serial) -> Vec<u8> {
 }
 
 impl Archive {
+    /// Opens (or creates) the archive at `path`.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let db = sled::Config::new()
             .path(path)
@@ -101,6 +105,7 @@ impl Archive {
         }
     }
 
+    /// The archived record of this certificate, if this node pruned it.
     pub fn get(
         &self,
         issuer: &str,
@@ -195,6 +200,7 @@ impl Archive {
         Ok(out)
     }
 
+    /// How many records it holds.
     pub fn len(&self) -> usize {
         match &self.backend {
             Backend::Sled(db) => db.len(),
@@ -202,6 +208,7 @@ impl Archive {
         }
     }
 
+    /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -31,6 +31,7 @@
 //! `quorumca-ledger` defines the state being persisted; `quorumca-consensus`
 //! drives these stores through openraft.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod archive;
 mod error;

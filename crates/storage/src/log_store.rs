@@ -164,6 +164,7 @@ impl Backend {
 }
 
 impl LogStore {
+    /// Opens (or creates) the Raft log at `path`, with the vote and purge marker beside it.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let db = sled::Config::new()
             .path(path)
@@ -236,10 +237,12 @@ impl LogStore {
         }
     }
 
+    /// Whether the log holds no entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The log's directory.
     pub fn path(&self) -> &Path {
         &self.path
     }

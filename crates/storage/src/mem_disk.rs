@@ -53,6 +53,7 @@ impl std::fmt::Debug for MemDisk {
 }
 
 impl MemDisk {
+    /// An empty disk.
     pub fn new() -> Self {
         Self::default()
     }
@@ -93,10 +94,12 @@ impl MemDisk {
         g.flushes += 1;
     }
 
+    /// The live value of `key` in `tree` (written, perhaps not yet flushed).
     pub fn get(&self, tree: &'static str, key: &[u8]) -> Option<Vec<u8>> {
         self.lock().live.trees.get(tree)?.get(key).cloned()
     }
 
+    /// Writes `key` in `tree`; durable only after the next flush.
     pub fn insert(&self, tree: &'static str, key: &[u8], value: Vec<u8>) {
         let mut g = self.lock();
         g.live
@@ -107,6 +110,7 @@ impl MemDisk {
         g.pending.push(Pending::Insert(tree, key.to_vec(), value));
     }
 
+    /// Removes `key` from `tree`; durable only after the next flush.
     pub fn remove(&self, tree: &'static str, key: &[u8]) {
         let mut g = self.lock();
         if let Some(t) = g.live.trees.get_mut(tree) {
@@ -131,6 +135,7 @@ impl MemDisk {
         }
     }
 
+    /// The entry with the greatest key in `tree`.
     pub fn last(&self, tree: &'static str) -> Option<(Vec<u8>, Vec<u8>)> {
         let g = self.lock();
         g.live
@@ -140,6 +145,7 @@ impl MemDisk {
             .map(|(k, v)| (k.clone(), v.clone()))
     }
 
+    /// How many entries `tree` holds.
     pub fn len(&self, tree: &'static str) -> usize {
         self.lock().live.trees.get(tree).map_or(0, |t| t.len())
     }
@@ -152,6 +158,7 @@ impl MemDisk {
         g.durable.files.insert(name, bytes);
     }
 
+    /// The live content of a file written with [`MemDisk::replace_file`].
     pub fn read_file(&self, name: &'static str) -> Option<Vec<u8>> {
         self.lock().live.files.get(name).cloned()
     }

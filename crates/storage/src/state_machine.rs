@@ -22,8 +22,11 @@ const SNAPSHOT_FILE: &str = "current.snap";
 /// follower-local reads.
 #[derive(Debug, Default)]
 pub struct Applied {
+    /// The last log entry applied.
     pub last_applied: Option<LogId>,
+    /// The last membership applied.
     pub membership: StoredMembership,
+    /// The ledger as of `last_applied`.
     pub state: State,
 }
 
@@ -33,6 +36,7 @@ pub struct Applied {
 pub struct LedgerView(Arc<RwLock<Applied>>);
 
 impl LedgerView {
+    /// Takes the read lock; hold it briefly, since applying waits for it.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
         self.0.read().expect("ledger lock poisoned")
     }
@@ -71,6 +75,7 @@ fn decode(bytes: &[u8]) -> io::Result<SnapshotFile> {
     postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// The Raft state machine: the ledger, its snapshots and this node's archive.
 #[derive(Clone)]
 pub struct StateMachineStore {
     view: LedgerView,
@@ -95,7 +100,6 @@ impl Files {
 }
 
 impl StateMachineStore {
-    /// Opens the snapshot directory and restores the last snapshot, if any.
     /// Opens the snapshot directory `dir` and the archive of expired
     /// records at `archive`, and restores the last snapshot, if any.
     pub fn open(dir: &Path, archive: &Path) -> Result<Self, StorageError> {
@@ -139,6 +143,7 @@ impl StateMachineStore {
         Ok(store)
     }
 
+    /// A read handle other parts of the node can share.
     pub fn view(&self) -> LedgerView {
         self.view.clone()
     }

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 pub struct NodeInfo {
     /// `host:port` of the node's gRPC listener (Raft transport and API).
     pub addr: String,
+    /// Its region.
     pub region: String,
+    /// Its zone within the region.
     pub zone: String,
 }
 
@@ -43,9 +45,15 @@ openraft::declare_raft_types!(
 /// chunked streaming and fast enough for the sizes we target.
 pub type SnapshotData = Cursor<Vec<u8>>;
 
+/// A log position (term, leader and index).
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A vote, as persisted.
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// A log entry.
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// A membership and the log position it was applied at.
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// What a snapshot covers.
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot and its data.
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;

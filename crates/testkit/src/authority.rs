@@ -42,6 +42,8 @@ pub fn test_region(node_id: u64) -> &'static str {
     }
 }
 
+/// An authority configuration for in-process nodes: small leases and few CRL shards, so tests reach
+/// their edges quickly.
 pub fn test_config(node_id: u64) -> AuthorityConfig {
     // One public URL for the whole cluster: CRL and OCSP URLs are fixed at
     // issuance and served by any node.

@@ -22,8 +22,11 @@ use quorumca_consensus::{Node, NodeConfig, NodeInfo, RaftSettings};
 /// A cluster of in-process nodes. Nodes are numbered from 1; a killed node
 /// is `None` until restarted at the same address and data directory.
 pub struct TestCluster {
+    /// Holds every node's data directory; removed on drop.
     pub dir: tempfile::TempDir,
+    /// Each node's configuration, by id - 1.
     pub configs: Vec<NodeConfig>,
+    /// Each node, by id - 1; None while killed.
     pub nodes: Vec<Option<Node>>,
     /// Some: the nodes talk over this in-memory network instead of TCP,
     /// and keep their data on in-memory disks (`configs[i].memory`).
@@ -210,6 +213,7 @@ async fn start_node(
 }
 
 impl TestCluster {
+    /// Starts `n` nodes over TCP on loopback and waits for a leader.
     pub async fn start(n: usize, settings: RaftSettings) -> Self {
         Self::start_on(n, settings, None).await
     }
@@ -262,12 +266,14 @@ impl TestCluster {
         c
     }
 
+    /// Node `id`; panics if it is down.
     pub fn node(&self, id: u64) -> &Node {
         self.nodes[(id - 1) as usize]
             .as_ref()
             .unwrap_or_else(|| panic!("node {id} is down"))
     }
 
+    /// The nodes that are up.
     pub fn up(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().flatten()
     }
@@ -284,6 +290,7 @@ impl TestCluster {
         }
     }
 
+    /// Restarts node `id` at its address and data directory.
     pub async fn restart(&mut self, id: u64) {
         assert!(
             self.nodes[(id - 1) as usize].is_none(),

@@ -18,6 +18,7 @@
 //! Be a normal dependency of anything shipped: only tests, `chaos/` and
 //! `benches/` use it.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod authority;
 pub mod cluster;
