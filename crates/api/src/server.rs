@@ -365,14 +365,22 @@ pub async fn serve(
 
     let services = Services(authority.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Config {
-            field: "listen",
-            reason: format!("gRPC reflection: {e}"),
-        })?;
+    // Reflection in both versions: grpcurl, Postman and Python's
+    // grpcio-reflection still speak only v1alpha, and a v1-only server
+    // answers them UNIMPLEMENTED.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| ServeError::Config {
+        field: "listen",
+        reason: format!("gRPC reflection: {e}"),
+    };
+    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(reflection_error)?;
     let mut builder = quorumca_net::grpc::server(limits, quorumca_net::grpc::Role::Public);
     if let Some(tls) = tls {
         builder = builder
@@ -389,6 +397,7 @@ pub async fn serve(
     let grpc = builder
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(
             pb::certificate_service_server::CertificateServiceServer::new(services.clone())
                 .max_decoding_message_size(MAX_REQUEST_BYTES),

@@ -19,13 +19,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A Python with grpcio and grpcio-tools, installing them if needed.
+/// A Python with grpcio, grpcio-tools and grpcio-reflection, installing
+/// them if needed.
 fn python_with_grpc() -> PathBuf {
     let venv = repo().join("target/py-venv");
     let py = venv.join("bin/python");
     let ready = |py: &Path| {
         Command::new(py)
-            .args(["-c", "import grpc, grpc_tools"])
+            .args(["-c", "import grpc, grpc_tools, grpc_reflection"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -56,10 +57,14 @@ fn python_with_grpc() -> PathBuf {
             "--disable-pip-version-check",
             "grpcio",
             "grpcio-tools",
+            "grpcio-reflection",
         ]),
-        "pip install grpcio grpcio-tools",
+        "pip install grpcio grpcio-tools grpcio-reflection",
     );
-    assert!(ready(&py), "grpcio-tools installed but not importable");
+    assert!(
+        ready(&py),
+        "grpcio-tools and grpcio-reflection installed but not importable"
+    );
     py
 }
 
@@ -160,4 +165,43 @@ async fn python_stubs_from_the_proto_issue_revoke_and_fetch_the_crl() {
     );
     let (ok, msg) = openssl(&["verify", "-CAfile", &root, "-untrusted", &int, &leaf]);
     assert!(ok, "{msg}");
+}
+
+/// Python's grpcio-reflection speaks only the v1alpha reflection protocol
+/// (as do older grpcurl and Postman): every API port must answer it with
+/// the quorumca services, not UNIMPLEMENTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_grpcio_reflection_lists_the_services_on_every_api_port() {
+    let _turn = crate::support::shared().await;
+    let py = python_with_grpc();
+    let dir = tempfile::tempdir().unwrap();
+    let (_dev, base, env) = start_dev(&dir.path().join("dev")).await;
+    let creds = crate::support::env_value(&env, "QUORUMCA_CREDENTIALS");
+    let script = repo().join("crates/cli/tests/python/list_services.py");
+    for node in 0..3 {
+        let endpoint = format!("127.0.0.1:{}", base + 100 + node);
+        let out = Command::new(&py)
+            .arg(&script)
+            .arg(&endpoint)
+            .arg(&creds)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "grpcio-reflection against {endpoint}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let services: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+        for want in [
+            "quorumca.v1.CertificateService",
+            "quorumca.v1.AuthorityService",
+            "quorumca.v1.PolicyService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                services.iter().any(|s| s == want),
+                "{endpoint} lists {services:?}, not {want}"
+            );
+        }
+    }
 }

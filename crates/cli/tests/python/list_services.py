@@ -1,0 +1,35 @@
+"""Lists a node's gRPC services through server reflection, with Python's
+grpcio-reflection (which speaks the v1alpha protocol only), over mTLS with
+a credential bundle. Prints the service names as a JSON list.
+
+usage: list_services.py ENDPOINT CREDENTIALS_DIR
+"""
+import json
+import sys
+
+import grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+endpoint, creds_dir = sys.argv[1:3]
+
+
+def read(name):
+    with open(f"{creds_dir}/{name}", "rb") as f:
+        return f.read()
+
+
+tls = grpc.ssl_channel_credentials(
+    root_certificates=read("ca.pem"),
+    private_key=read("key.pem"),
+    certificate_chain=read("cert.pem"),
+)
+channel = grpc.secure_channel(endpoint, tls)
+grpc.channel_ready_future(channel).result(timeout=10)
+db = ProtoReflectionDescriptorDatabase(channel)
+services = sorted(db.get_services())
+# A service's descriptor resolves too, not only its name.
+for s in services:
+    db.FindFileContainingSymbol(s)
+print(json.dumps(services))
