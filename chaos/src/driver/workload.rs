@@ -94,6 +94,8 @@ fn classify(e: &ClientError) -> OpResult {
         },
         ClientError::Exhausted { .. } => OpResult::Unknown,
         ClientError::Endpoint(m) => OpResult::Failed(m.clone()),
+        // Refused at the TLS handshake: no request reached the node.
+        e @ ClientError::Unreachable { .. } => OpResult::Failed(e.to_string()),
     }
 }
 

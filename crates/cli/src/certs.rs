@@ -97,12 +97,7 @@ pub struct IssueArgs {
   quorumca renew --dir ./certs --ca-file roots.pem --key-type ed25519")]
 pub struct RenewArgs {
     /// Node API addresses (host:port), comma separated.
-    #[arg(
-        long,
-        env = "QUORUMCA_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long, env = "QUORUMCA_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// Holds key.pem and chain.pem (leaf first) of the certificate to
     /// renew; the renewed ones replace them.

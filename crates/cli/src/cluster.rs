@@ -2,13 +2,13 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use quorumca_client::Retry;
 use quorumca_proto::cluster_client::ClusterClient;
 use quorumca_proto::{self as pb, AddNodeRequest, PingRequest, RemoveNodeRequest, StatusRequest};
 use serde::Serialize;
 
-use crate::client::node_channel;
+use crate::client::{explain, node_client};
 use crate::output::{json, table, Output};
+use quorumca_client::Retry;
 
 /// Where to send a command, and how to show its answer.
 #[derive(Debug, Args)]
@@ -136,14 +136,21 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Status(conn) => {
             let mut out = Vec::new();
+            crate::client::require_endpoints(&conn.target.endpoints, "QUORUMCA_ENDPOINTS")?;
+            let mut why_not = Vec::new();
             for e in &conn.target.endpoints {
-                let s = match node_channel(e, conn.target.credentials.as_deref()).await {
-                    Ok(ch) => ClusterClient::new(ch)
-                        .status(StatusRequest {})
-                        .await
-                        .ok()
-                        .map(|r| r.into_inner()),
-                    Err(_) => None,
+                let client = node_client(e, conn.target.credentials.as_deref())?;
+                let s = match client
+                    .rpc(Retry::Idempotent, StatusRequest {}, |ch, r| async move {
+                        ClusterClient::new(ch).status(r).await
+                    })
+                    .await
+                {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        why_not.push(format!("{e}: {}", explain(&err)));
+                        None
+                    }
                 };
                 out.push(match s {
                     Some(s) => StatusOut {
@@ -210,8 +217,12 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                     }
                 }
             }
+            // Why each unreachable node is: down, refused, or not a node.
+            for w in &why_not {
+                eprintln!("{w}");
+            }
             if out.iter().all(|s| !s.reachable) {
-                bail!("no endpoint answered; is the cluster running?");
+                bail!("no endpoint answered (each one's reason is above)");
             }
             Ok(())
         }

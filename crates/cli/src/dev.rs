@@ -514,10 +514,14 @@ async fn wait_until_ready(
         }
         let mut leaders = Vec::new();
         for e in endpoints {
-            if let Ok(ch) = crate::client::node_channel(e, Some(admin)).await {
-                if let Ok(s) = ClusterClient::new(ch).status(StatusRequest {}).await {
-                    leaders.push(s.into_inner().leader_id);
-                }
+            let client = crate::client::node_client(e, Some(admin))?;
+            if let Ok(s) = client
+                .rpc(Retry::Idempotent, StatusRequest {}, |ch, r| async move {
+                    ClusterClient::new(ch).status(r).await
+                })
+                .await
+            {
+                leaders.push(s.leader_id);
             }
         }
         if leaders.len() == nodes.len()

@@ -134,6 +134,11 @@ pub fn init_logging(cli: &Cli) {
         .try_init();
 }
 
+/// A failed command's error as one message that says what to fix.
+pub fn render_error(e: &anyhow::Error) -> String {
+    client::render(e)
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -25,7 +25,7 @@ fn main() -> std::process::ExitCode {
     match rt.block_on(quorumca_cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", quorumca_cli::render_error(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -147,12 +147,7 @@ async fn remove_grant(conn: Conn, identity: String) -> anyhow::Result<()> {
 pub struct EnrollArgs {
     /// Enrolment addresses (host:port), comma separated. `quorumca dev`
     /// writes them to dev-data/env.
-    #[arg(
-        long,
-        env = "QUORUMCA_ENROLL_ENDPOINTS",
-        value_delimiter = ',',
-        required = true
-    )]
+    #[arg(long, env = "QUORUMCA_ENROLL_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// The token (`quorumca token create` printed it). Prefer
     /// QUORUMCA_JOIN_TOKEN over the flag: command lines are visible to
@@ -228,6 +223,7 @@ pub async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
 
 /// `quorumca enroll`.
 pub async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
+    crate::client::require_endpoints(&a.endpoints, "QUORUMCA_ENROLL_ENDPOINTS")?;
     let ca_pem =
         std::fs::read(&a.ca_file).with_context(|| format!("reading {}", a.ca_file.display()))?;
     if a.dns.is_empty() && a.ip.is_empty() && a.uri.is_empty() {

@@ -7,7 +7,13 @@
 //! - **Endpoints by region**: the local region's nodes are tried first, the
 //!   others after, so a regional outage fails over to another region.
 //! - **Sticky with failover**: calls go to the node that last answered;
-//!   on UNAVAILABLE, a deadline or a transport error the next node is tried.
+//!   on UNAVAILABLE, a deadline or a transport error the next node is tried,
+//!   and the move is logged (a warning naming both nodes and why).
+//! - **Failures by cause** ([`LinkFailure`]): nothing listening, a client
+//!   certificate missing or refused, a server not trusted, not a node, not
+//!   TLS, told apart by type. A cause every node would share (credentials,
+//!   roots, a wrong address) is returned at once as
+//!   [`ClientError::Unreachable`] instead of retried until the deadline.
 //! - **Backoff with full jitter** between attempts, and a **circuit
 //!   breaker** per endpoint: after consecutive failures a node is skipped
 //!   for a cool-down, then tried again.
@@ -48,6 +54,8 @@
 #![warn(missing_docs)]
 
 mod breaker;
+
+pub use quorumca_net::LinkFailure;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -208,6 +216,7 @@ impl Credentials {
         Ok(NodeEndpoint {
             endpoint: plain_endpoint(addr)?,
             tls: Some(self.tls_config()?),
+            failures: Default::default(),
         })
     }
 }
@@ -225,6 +234,8 @@ fn plain_endpoint(addr: &str) -> Result<tonic::transport::Endpoint, ClientError>
 pub struct NodeEndpoint {
     endpoint: tonic::transport::Endpoint,
     tls: Option<Arc<quorumca_net::node_tls::TlsClientConfig>>,
+    /// Why this endpoint's connections failed, left by their readers.
+    failures: quorumca_net::FailureSlot,
 }
 
 impl NodeEndpoint {
@@ -265,15 +276,25 @@ impl NodeEndpoint {
         match &self.tls {
             None => {
                 self.endpoint
-                    .connect_with_connector(quorumca_net::tcp_connector())
+                    .connect_with_connector(quorumca_net::tcp_connector(self.failures.clone()))
                     .await
             }
             Some(tls) => {
                 self.endpoint
-                    .connect_with_connector(quorumca_net::node_tls::connector(tls.clone()))
+                    .connect_with_connector(quorumca_net::node_tls::connector(
+                        tls.clone(),
+                        self.failures.clone(),
+                    ))
                     .await
             }
         }
+    }
+
+    /// Where this endpoint's connections leave why they failed: a request
+    /// on a connection that died after its handshake only sees "broken
+    /// pipe", and this says it was, say, a refused client certificate.
+    pub fn failures(&self) -> quorumca_net::FailureSlot {
+        self.failures.clone()
     }
 
     /// A channel that connects on first use (and again after a failure).
@@ -281,10 +302,14 @@ impl NodeEndpoint {
         match &self.tls {
             None => self
                 .endpoint
-                .connect_with_connector_lazy(quorumca_net::tcp_connector()),
-            Some(tls) => self
-                .endpoint
-                .connect_with_connector_lazy(quorumca_net::node_tls::connector(tls.clone())),
+                .connect_with_connector_lazy(quorumca_net::tcp_connector(self.failures.clone())),
+            Some(tls) => {
+                self.endpoint
+                    .connect_with_connector_lazy(quorumca_net::node_tls::connector(
+                        tls.clone(),
+                        self.failures.clone(),
+                    ))
+            }
         }
     }
 }
@@ -300,6 +325,7 @@ pub fn endpoint_for(
         None => Ok(NodeEndpoint {
             endpoint: plain_endpoint(addr)?,
             tls: None,
+            failures: Default::default(),
         }),
     }
 }
@@ -327,10 +353,7 @@ pub fn describe_transport_error(e: &(dyn std::error::Error + 'static)) -> String
 /// reached a server.
 fn describe_status(s: &Status) -> String {
     match std::error::Error::source(s) {
-        Some(src) => match quorumca_net::node_tls::not_a_node(src) {
-            Some(n) => n.to_string(),
-            None => s.message().to_string(),
-        },
+        Some(src) => describe_transport_error(src),
         None => s.message().to_string(),
     }
 }
@@ -385,8 +408,18 @@ pub enum ClientError {
         /// The server's message.
         message: String,
     },
+    /// A node could not be reached for a reason every node would share:
+    /// this client's credentials or roots do not fit the cluster, or the
+    /// address is not a node's. Returned at once; retrying cannot help.
+    #[error("{addr}: {why}")]
+    Unreachable {
+        /// The endpoint that failed.
+        addr: String,
+        /// Why, by type.
+        why: LinkFailure,
+    },
     /// Every attempt failed with a retryable error until the call deadline.
-    #[error("no node answered within {timeout:?} ({attempts} attempts); last error: {last}")]
+    #[error("no node answered within {} ({attempts} attempts); last error: {last}", humantime::format_duration(*timeout))]
     Exhausted {
         /// The call's deadline.
         timeout: Duration,
@@ -394,6 +427,9 @@ pub enum ClientError {
         attempts: u32,
         /// The last attempt's error.
         last: String,
+        /// Why the last attempt failed, when the error chain says (e.g.
+        /// nothing listening).
+        cause: Option<LinkFailure>,
     },
     /// An endpoint is not `host:port` or `region=host:port`.
     #[error("bad endpoint: {0}")]
@@ -413,6 +449,7 @@ impl ClientError {
 struct Node {
     endpoint: Endpoint,
     channel: Channel,
+    failures: quorumca_net::FailureSlot,
     breaker: Mutex<Breaker>,
 }
 
@@ -498,13 +535,13 @@ impl Client {
         let nodes = eps
             .into_iter()
             .map(|endpoint| {
-                let channel = endpoint_for(&endpoint.addr, cfg.credentials.as_ref())?
+                let ep = endpoint_for(&endpoint.addr, cfg.credentials.as_ref())?
                     .connect_timeout(cfg.connect_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                    .tcp_nodelay(true);
                 Ok(Node {
                     endpoint,
-                    channel,
+                    channel: ep.connect_lazy(),
+                    failures: ep.failures(),
                     breaker: Mutex::new(Breaker::default()),
                 })
             })
@@ -580,6 +617,8 @@ impl Client {
             let node = &self.nodes[idx];
             let left = deadline.saturating_duration_since(Instant::now());
             let budget = self.cfg.attempt_timeout.min(left);
+            // A failure left by an earlier connection is not this attempt's.
+            node.failures.take();
             let result = match tokio::time::timeout(budget, f(node.channel.clone())).await {
                 Ok(r) => r,
                 Err(_) => Err(Status::deadline_exceeded(format!(
@@ -587,42 +626,74 @@ impl Client {
                     node.endpoint.addr
                 ))),
             };
-            match result {
+            let s = match result {
                 Ok(v) => {
                     node.breaker.lock().expect("breaker").success();
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(v);
                 }
-                Err(s) if retry.allows(&s) => {
-                    let message = describe_status(&s);
-                    tracing::debug!(endpoint = %node.endpoint.addr, code = ?s.code(), %message, "attempt failed; failing over");
-                    node.breaker.lock().expect("breaker").failure(
-                        Instant::now(),
-                        self.cfg.breaker_failures,
-                        self.cfg.breaker_cooldown,
-                    );
-                    let nap = self.backoff(attempt - 1);
-                    if Instant::now() + nap >= deadline {
-                        return Err(ClientError::Exhausted {
-                            timeout: self.cfg.call_timeout,
-                            attempts: attempt,
-                            last: format!("{}: {message} ({:?})", node.endpoint.addr, s.code()),
-                        });
-                    }
-                    tokio::time::sleep(nap).await;
-                    let next = self.pick((idx + 1) % self.nodes.len());
-                    if next != idx {
-                        self.failovers.fetch_add(1, Ordering::Relaxed);
-                    }
-                    idx = next;
-                }
-                Err(s) => {
-                    return Err(ClientError::Status {
-                        code: s.code(),
-                        message: describe_status(&s),
-                    })
-                }
+                Err(s) => s,
+            };
+            let mut link = std::error::Error::source(&s)
+                .and_then(quorumca_net::diagnose)
+                .or_else(|| node.failures.take());
+            if link.is_none() && std::error::Error::source(&s).is_some() {
+                // The request can fail on its write before the connection's
+                // reader has read the server's last words (a TLS alert);
+                // give it a moment, on failures only.
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                link = node.failures.take();
             }
+            tracing::debug!(endpoint = %node.endpoint.addr, status = ?s, source = ?std::error::Error::source(&s), ?link, "attempt failed");
+            if let Some(why) = link.clone().filter(|l| !l.is_one_node()) {
+                return Err(ClientError::Unreachable {
+                    addr: node.endpoint.addr.clone(),
+                    why,
+                });
+            }
+            if !retry.allows(&s) {
+                return Err(ClientError::Status {
+                    code: s.code(),
+                    message: describe_status(&s),
+                });
+            }
+            let message = match &link {
+                Some(l) => l.to_string(),
+                None => describe_status(&s),
+            };
+            node.breaker.lock().expect("breaker").failure(
+                Instant::now(),
+                self.cfg.breaker_failures,
+                self.cfg.breaker_cooldown,
+            );
+            let nap = self.backoff(attempt - 1);
+            if Instant::now() + nap >= deadline {
+                return Err(ClientError::Exhausted {
+                    timeout: self.cfg.call_timeout,
+                    attempts: attempt,
+                    last: format!("{}: {message} ({:?})", node.endpoint.addr, s.code()),
+                    cause: link,
+                });
+            }
+            tokio::time::sleep(nap).await;
+            let next = self.pick((idx + 1) % self.nodes.len());
+            // Said where a person sees it: a failover can cost an attempt
+            // timeout, and silence for that long reads as a hang.
+            if next != idx {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "{}: {message}; failing over to {}",
+                    node.endpoint.addr,
+                    self.nodes[next].endpoint.addr
+                );
+            } else {
+                tracing::warn!(
+                    "{}: {message}; retrying (attempt {})",
+                    node.endpoint.addr,
+                    attempt + 1
+                );
+            }
+            idx = next;
         }
     }
 

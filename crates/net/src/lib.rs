@@ -16,10 +16,14 @@
 //!   holding a certificate from the same root;
 //! - [`NotSent`]: whether a failed request ever left the process, by type,
 //!   so clients know which failures any request may be retried after;
+//! - [`diagnose`]: why a connection to a node failed ([`LinkFailure`]:
+//!   nothing listening, a client certificate missing or refused, a server
+//!   not trusted, not a node, not TLS), so every command can say what to
+//!   fix;
 //! - [`ConnectionLimits`]: the `[connections]` section of node.toml that sets all of the
 //!   above.
 //!
-//! Everything but [`node_tls`] and [`NotSent`] is the `server` feature:
+//! Everything but [`node_tls`], [`NotSent`] and [`diagnose`] is the `server` feature:
 //! a client (`quorumca-client`) builds the node check without axum, hyper's
 //! server or the listener code.
 //!
@@ -35,6 +39,7 @@
 mod conn;
 #[cfg(feature = "server")]
 mod connections;
+mod diagnose;
 #[cfg(feature = "server")]
 pub mod grpc;
 #[cfg(feature = "server")]
@@ -52,6 +57,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> I
 pub use conn::Conn;
 #[cfg(feature = "server")]
 pub use connections::{ConnectionLimits, ConnectionLimitsError};
+pub use diagnose::{diagnose, FailureSlot, LinkFailure, Watched};
 #[cfg(feature = "server")]
 pub use listen::{ListenerLimits, ListenerStats};
-pub use sent::{never_sent, tcp_connector, NotSent};
+pub use sent::{never_sent, tcp_connector, NotSent, PlainIo};

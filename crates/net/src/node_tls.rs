@@ -323,13 +323,17 @@ pub async fn handshake<S: crate::Io>(
 }
 
 /// What [`connector`] hands tonic.
-pub type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+pub type TlsIo =
+    hyper_util::rt::TokioIo<crate::Watched<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
 
 /// A connector for tonic (`Endpoint::connect_with_connector`): TCP to the
 /// URI's host and port, then TLS with `config`. Use an `http://` URI:
-/// TLS is done here, not by tonic.
+/// TLS is done here, not by tonic. Why a connection fails after its
+/// handshake (a TLS alert: a refused client certificate) is left in
+/// `slot`, since the request waiting on it only sees "broken pipe".
 pub fn connector(
     config: Arc<ClientConfig>,
+    slot: crate::FailureSlot,
 ) -> impl tower::Service<
     tonic::codegen::http::Uri,
     Response = TlsIo,
@@ -339,7 +343,7 @@ pub fn connector(
        + Send
        + 'static {
     tower::service_fn(move |uri: tonic::codegen::http::Uri| {
-        let config = config.clone();
+        let (config, slot) = (config.clone(), slot.clone());
         let dial: futures::future::BoxFuture<'static, Result<TlsIo, NotSent>> =
             Box::pin(async move {
                 let (host, port, addr) = crate::sent::host_port(&uri)?;
@@ -352,7 +356,7 @@ pub fn connector(
                     .map_err(not_sent)?;
                 tcp.set_nodelay(true).map_err(not_sent)?;
                 let tls = handshake(config, &host, tcp).await.map_err(not_sent)?;
-                Ok(hyper_util::rt::TokioIo::new(tls))
+                Ok(hyper_util::rt::TokioIo::new(crate::Watched::tls(tls, slot)))
             });
         dial
     })

@@ -12,6 +12,8 @@
 
 use std::io;
 
+use crate::diagnose::{FailureSlot, Watched};
+
 /// The connection could not be opened, so no request went out on it.
 #[derive(Debug, thiserror::Error)]
 #[error("could not connect to {addr}: {source}")]
@@ -45,20 +47,25 @@ pub fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A plaintext connection as tonic sees it.
+pub type PlainIo = hyper_util::rt::TokioIo<Watched<tokio::net::TcpStream>>;
+
 /// A plaintext TCP connector for tonic (test clusters and nodes without
-/// TLS) whose connection failures are [`NotSent`].
-pub fn tcp_connector() -> impl tower::Service<
+/// TLS) whose connection failures are [`NotSent`], and which tells a TLS or
+/// HTTP/1 server from a plaintext node ([`Watched`]), leaving why a
+/// connection failed in `slot`.
+pub fn tcp_connector(
+    slot: FailureSlot,
+) -> impl tower::Service<
     tonic::codegen::http::Uri,
-    Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>,
+    Response = PlainIo,
     Error = NotSent,
-    Future = futures::future::BoxFuture<
-        'static,
-        Result<hyper_util::rt::TokioIo<tokio::net::TcpStream>, NotSent>,
-    >,
+    Future = futures::future::BoxFuture<'static, Result<PlainIo, NotSent>>,
 > + Clone
        + Send
        + 'static {
-    tower::service_fn(|uri: tonic::codegen::http::Uri| {
+    tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+        let slot = slot.clone();
         let dial: futures::future::BoxFuture<'static, _> = Box::pin(async move {
             let (host, port, addr) = host_port(&uri)?;
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -69,7 +76,7 @@ pub fn tcp_connector() -> impl tower::Service<
                 })?;
             tcp.set_nodelay(true)
                 .map_err(|source| NotSent { addr, source })?;
-            Ok(hyper_util::rt::TokioIo::new(tcp))
+            Ok(hyper_util::rt::TokioIo::new(Watched::plain(tcp, slot)))
         });
         dial
     })
@@ -120,7 +127,11 @@ mod tests {
             .unwrap()
             .port();
         let uri: tonic::codegen::http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
-        let e = tcp_connector().oneshot(uri).await.unwrap_err();
+        let e = tcp_connector(Default::default())
+            .oneshot(uri)
+            .await
+            .map(|_| ())
+            .unwrap_err();
         assert!(never_sent(&e), "{e}");
         assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     }

@@ -12,6 +12,7 @@ mod access;
 mod agent;
 mod ca_offline;
 mod client_failover;
+mod connect_errors;
 mod dev_ca;
 mod listeners;
 mod node_identity;
