@@ -167,6 +167,27 @@ pub fn node_client(
     Ok(quorumca_client::Client::new(cfg)?)
 }
 
+/// A channel to one node alone, for drivers that call its services
+/// directly (the chaos drills read each node's own ledger); the CLI's
+/// commands use [`node_client`]. Fails with the same explanations.
+pub async fn node_channel(
+    endpoint: &str,
+    credentials: Option<&std::path::Path>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let creds = self::credentials(credentials)?;
+    let ep = quorumca_client::endpoint_for(endpoint, creds.as_ref())?;
+    ep.connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .map_err(|err| {
+            let why = quorumca_client::diagnose(&err)
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| quorumca_client::describe_transport_error(&err));
+            anyhow::anyhow!("{endpoint}: {why}")
+        })
+}
+
 /// A gRPC error as a person reads it: the server's message says what to
 /// fix; the code says what kind of failure it was.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {

@@ -55,7 +55,7 @@
 
 mod breaker;
 
-pub use quorumca_net::LinkFailure;
+pub use quorumca_net::{diagnose, LinkFailure};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
