@@ -22,6 +22,11 @@ fn repo() -> PathBuf {
 /// A Python with grpcio, grpcio-tools and grpcio-reflection, installing
 /// them if needed.
 fn python_with_grpc() -> PathBuf {
+    // The tests that need it run at the same time: one of them creates
+    // the virtualenv and installs into it while the other waits (two pip
+    // runs into one fresh venv crash each other).
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let venv = repo().join("target/py-venv");
     let py = venv.join("bin/python");
     let ready = |py: &Path| {
