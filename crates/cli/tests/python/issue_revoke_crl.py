@@ -15,19 +15,10 @@ stubs, endpoint, csr_path, creds_dir = sys.argv[1:5]
 sys.path.insert(0, stubs)
 
 import grpc  # noqa: E402
+from bundle import mtls_channel  # noqa: E402
 from quorumca.v1 import ca_pb2, ca_pb2_grpc  # noqa: E402
 
-def read(name):
-    with open(f"{creds_dir}/{name}", "rb") as f:
-        return f.read()
-
-
-tls = grpc.ssl_channel_credentials(
-    root_certificates=read("ca.pem"),
-    private_key=read("key.pem"),
-    certificate_chain=read("cert.pem"),
-)
-channel = grpc.secure_channel(endpoint, tls)
+channel = mtls_channel(endpoint, creds_dir)
 certs = ca_pb2_grpc.CertificateServiceStub(channel)
 authority = ca_pb2_grpc.AuthorityServiceStub(channel)
 

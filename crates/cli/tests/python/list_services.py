@@ -8,6 +8,7 @@ import json
 import sys
 
 import grpc
+from bundle import mtls_channel
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -15,17 +16,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 endpoint, creds_dir = sys.argv[1:3]
 
 
-def read(name):
-    with open(f"{creds_dir}/{name}", "rb") as f:
-        return f.read()
-
-
-tls = grpc.ssl_channel_credentials(
-    root_certificates=read("ca.pem"),
-    private_key=read("key.pem"),
-    certificate_chain=read("cert.pem"),
-)
-channel = grpc.secure_channel(endpoint, tls)
+channel = mtls_channel(endpoint, creds_dir)
 grpc.channel_ready_future(channel).result(timeout=10)
 db = ProtoReflectionDescriptorDatabase(channel)
 services = sorted(db.get_services())
